@@ -1,0 +1,334 @@
+"""bioS-style synthetic biographies (BIO) and question–answer pairs (QA) with an ID/OOD split of people.
+
+Method (arXiv 2505.16178 §2, after Physics of Language Models 3.1): N people with unique full names and six
+independently drawn attributes; one BIO text per person (more with ``multi``), six QA pairs per person. People are
+split 50/50: QA of the ``id`` half is trained, QA of the ``ood`` half is only evaluated; BIO of all is trained.
+
+Every example carries character spans for its roles — ``subject`` (the name or pronoun), ``relation`` (the template
+words naming the attribute) and ``value`` (the answer) — and :func:`tokenize_example` turns them into token spans
+for any fast tokenizer.
+
+Example::
+
+    from recall_circuits.data import DataConfig, generate, write_dataset, load_dataset
+    ds = generate(DataConfig(n_people=100, seed=0))
+    write_dataset(ds, "data/generated/p100")
+    ds = load_dataset("data/generated/p100")
+    ds.qa(split="ood")[0]["text"]   # 'What is the birth date of ...?\\nAnswer: October 2, 1996'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from recall_circuits import pools
+from recall_circuits.errors import RecallCircuitsError
+
+Split = Literal["id", "ood"]
+PEOPLE_FILE, BIO_FILE, QA_FILE, MANIFEST_FILE = "people.jsonl", "bio.jsonl", "qa.jsonl", "manifest.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """What to generate. ``multi``: BIO texts per person; ``permute``: shuffle sentence order; ``fullname``: the
+    name instead of a pronoun in every sentence; ``attributes``: which of the six attributes to use."""
+
+    n_people: int = 100
+    seed: int = 0
+    multi: int = 1
+    permute: bool = False
+    fullname: bool = False
+    attributes: tuple[str, ...] = pools.ATTRIBUTES
+    n_templates: int = 10
+
+    def __post_init__(self) -> None:
+        if self.n_people < 2:
+            raise RecallCircuitsError(f"--people must be at least 2 (one ID and one OOD person), got {self.n_people}")
+        max_people = len(pools.FIRST_NAMES) * len(pools.MIDDLE_NAMES) * len(pools.LAST_NAMES)
+        if self.n_people > max_people:
+            raise RecallCircuitsError(f"at most {max_people} unique names exist, asked for {self.n_people}")
+        if self.multi < 1:
+            raise RecallCircuitsError(f"multi must be >= 1, got {self.multi}")
+        bad = [a for a in self.attributes if a not in pools.ATTRIBUTES]
+        if bad or not self.attributes:
+            raise RecallCircuitsError(f"unknown attributes {bad}; choose from {list(pools.ATTRIBUTES)}")
+        if not 1 <= self.n_templates <= min(len(t) for t in pools.BIO_TEMPLATES.values()):
+            raise RecallCircuitsError(f"n_templates must be in 1..10, got {self.n_templates}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["attributes"] = list(self.attributes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
+        d = dict(d)
+        d["attributes"] = tuple(d.get("attributes", pools.ATTRIBUTES))
+        return cls(**d)
+
+
+@dataclass
+class Dataset:
+    """People, BIO and QA examples (plain dicts, as in the JSONL files)."""
+
+    config: DataConfig
+    people: list[dict[str, Any]]
+    bio_examples: list[dict[str, Any]]
+    qa_examples: list[dict[str, Any]]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def bio(self, split: Split | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.bio_examples if split is None or e["split"] == split]
+
+    def qa(self, split: Split | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.qa_examples if split is None or e["split"] == split]
+
+    def person_ids(self, split: Split | None = None) -> list[int]:
+        return [p["id"] for p in self.people if split is None or p["split"] == split]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def _fill(template: str, slots: dict[str, str]) -> tuple[str, dict[str, list[list[int]]]]:
+    """Fill ``{X}`` slots and strip ``[...]`` relation markers; return the text and role spans (char offsets)."""
+    out, spans = "", {"subject": [], "relation": [], "value": []}
+    role_of = {"S": "subject", "P": "subject", "N": "subject", "V": "value"}
+    for tok in re.split(r"(\{[A-Z]\}|\[|\])", template):
+        if tok == "[":
+            rel_start = len(out)
+        elif tok == "]":
+            spans["relation"].append([rel_start, len(out)])
+        elif tok.startswith("{") and tok.endswith("}") and len(tok) == 3:
+            key = tok[1]
+            text = slots[key]
+            start = len(out)
+            out += text
+            if key == "P":  # possessive: the subject is the name (or pronoun) without "'s"
+                spans["subject"].append([start, start + len(slots["S"]) if slots["P"].endswith("'s") else start + len(text)])
+            else:
+                spans[role_of[key]].append([start, len(out)])
+        else:
+            out += tok
+    return out, spans
+
+
+def _shift(spans: dict[str, list[list[int]]], offset: int) -> dict[str, list[list[int]]]:
+    return {k: [[s + offset, e + offset] for s, e in v] for k, v in spans.items()}
+
+
+def _draw_people(cfg: DataConfig, rng: random.Random) -> list[dict[str, Any]]:
+    names: set[str] = set()
+    people = []
+    while len(people) < cfg.n_people:
+        name = f"{rng.choice(pools.FIRST_NAMES)} {rng.choice(pools.MIDDLE_NAMES)} {rng.choice(pools.LAST_NAMES)}"
+        if name in names:
+            continue
+        names.add(name)
+        company = rng.choice(pools.COMPANIES)
+        attrs = {
+            "birth_date": f"{rng.choice(pools.MONTHS)} {rng.randint(1, 28)}, {rng.randint(1950, 2005)}",
+            "birth_city": rng.choice(pools.CITIES),
+            "university": rng.choice(pools.UNIVERSITIES),
+            "major": rng.choice(pools.MAJORS),
+            "company": company,
+            "company_city": pools.COMPANY_CITY[company],
+        }
+        people.append({"id": len(people), "name": name, "gender": rng.choice(["male", "female"]),
+                       **{a: attrs[a] for a in cfg.attributes}})
+    order = list(range(cfg.n_people))
+    rng.shuffle(order)
+    id_set = set(order[: cfg.n_people // 2])
+    for p in people:
+        p["split"] = "id" if p["id"] in id_set else "ood"
+    return people
+
+
+def _bio_text(cfg: DataConfig, person: dict[str, Any], rng: random.Random, copy: int) -> dict[str, Any]:
+    attrs = list(cfg.attributes)
+    if cfg.permute:
+        rng.shuffle(attrs)
+    pron, poss = pools.PRONOUNS[person["gender"]]
+    text, facts = "", []
+    for i, attr in enumerate(attrs):
+        template = rng.choice(pools.BIO_TEMPLATES[attr][: cfg.n_templates])
+        subj = person["name"] if (i == 0 or cfg.fullname) else pron
+        slots = {"S": subj, "P": f"{person['name']}'s" if subj == person["name"] else poss, "V": person[attr]}
+        sentence, spans = _fill(template, slots)
+        offset = len(text) + (1 if text else 0)
+        text = f"{text} {sentence}" if text else sentence
+        spans = _shift(spans, offset)
+        facts.append({"attribute": attr, "subject": spans["subject"], "relation": spans["relation"],
+                      "value": spans["value"][0], "value_text": person[attr]})
+    return {"person": person["id"], "name": person["name"], "split": person["split"], "copy": copy,
+            "text": text, "facts": facts}
+
+
+def _qa_example(person: dict[str, Any], attr: str) -> dict[str, Any]:
+    question, spans = _fill(pools.QA_TEMPLATES[attr], {"N": person["name"]})
+    prompt = question + pools.QA_ANSWER_PREFIX.rstrip(" ")
+    text = f"{prompt} {person[attr]}"
+    start = len(prompt) + 1
+    return {"person": person["id"], "name": person["name"], "split": person["split"], "attribute": attr,
+            "prompt": prompt, "answer": person[attr], "text": text, "subject": spans["subject"],
+            "relation": spans["relation"], "value": [start, start + len(person[attr])]}
+
+
+def generate(cfg: DataConfig) -> Dataset:
+    """Generate people, BIO and QA examples; the same config always gives the same data."""
+    rng = random.Random(cfg.seed)
+    people = _draw_people(cfg, rng)
+    bio = [_bio_text(cfg, p, rng, c) for c in range(cfg.multi) for p in people]
+    qa = [_qa_example(p, a) for p in people for a in cfg.attributes]
+    manifest = {
+        "generator": "recall_circuits.data", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
+        "seed": cfg.seed, "counts": {
+            "people": len(people), "people_id": sum(p["split"] == "id" for p in people),
+            "people_ood": sum(p["split"] == "ood" for p in people), "bio": len(bio), "qa": len(qa),
+            "qa_id": sum(e["split"] == "id" for e in qa), "qa_ood": sum(e["split"] == "ood" for e in qa)},
+        "files": [PEOPLE_FILE, BIO_FILE, QA_FILE],
+    }
+    return Dataset(cfg, people, bio, qa, manifest)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def _dump_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for r in rows:
+            f.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing non-empty directory unless ``overwrite`` (then empty it)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RecallCircuitsError(f"output path {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RecallCircuitsError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_dataset(ds: Dataset, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``people.jsonl``, ``bio.jsonl``, ``qa.jsonl`` and ``manifest.json`` (byte-identical for a seed)."""
+    tmp = Path(str(out).rstrip("/") + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _dump_jsonl(ds.people, tmp / PEOPLE_FILE)
+    _dump_jsonl(ds.bio_examples, tmp / BIO_FILE)
+    _dump_jsonl(ds.qa_examples, tmp / QA_FILE)
+    (tmp / MANIFEST_FILE).write_text(json.dumps(ds.manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    out = prepare_output_dir(out, overwrite)
+    out.rmdir()
+    tmp.rename(out)
+    return out
+
+
+def _load_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_dataset(path: str | Path, *, require_qa: bool = True) -> Dataset:
+    """Load a directory written by :func:`write_dataset`, with clear errors for what is missing."""
+    path = Path(path)
+    if not (path / MANIFEST_FILE).is_file() or not (path / PEOPLE_FILE).is_file():
+        raise RecallCircuitsError(f"{path} is not a recall_circuits data directory (no {MANIFEST_FILE}/{PEOPLE_FILE}; "
+                                  "make one with analyses/make_data.py)")
+    manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    people = _load_jsonl(path / PEOPLE_FILE)
+    bio = _load_jsonl(path / BIO_FILE) if (path / BIO_FILE).is_file() else []
+    qa = _load_jsonl(path / QA_FILE) if (path / QA_FILE).is_file() else []
+    if not people:
+        raise RecallCircuitsError(f"{path}/{PEOPLE_FILE} holds no people")
+    if not bio:
+        raise RecallCircuitsError(f"{path} has no BIO examples ({BIO_FILE} missing or empty)")
+    if require_qa and not qa:
+        raise RecallCircuitsError(f"{path} has no QA examples ({QA_FILE} missing or empty)")
+    return Dataset(DataConfig.from_dict(manifest["config"]), people, bio, qa, manifest)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenisation with role spans
+
+
+def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) -> list[int]:
+    """Token indices whose character offsets overlap ``[start, end)`` (special tokens, with empty offsets, never)."""
+    return [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+
+
+def tokenize_example(tokenizer: Any, text: str, spans: dict[str, list[list[int]]]) -> dict[str, Any]:
+    """Tokenise ``text`` (with the tokenizer's special tokens) and map each role's char spans to token indices.
+
+    Returns ``input_ids`` and, per role, a sorted list of token indices. Raises if a role maps to no token.
+    """
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    roles: dict[str, list[int]] = {}
+    for role, role_spans in spans.items():
+        idx = sorted({i for s, e in role_spans for i in char_span_to_tokens(offsets, s, e)})
+        if role_spans and not idx:
+            raise RecallCircuitsError(f"role {role!r} of {text[:60]!r} maps to no token")
+        roles[role] = idx
+    return {"input_ids": list(enc["input_ids"]), "roles": roles, "offsets": offsets}
+
+
+def tokenize_qa(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
+    """QA example → ``input_ids``, ``labels`` (-100 except on answer tokens), role token indices, and
+    ``predict_pos`` (the position whose logits predict the first answer token)."""
+    spans = {"subject": example["subject"], "relation": example["relation"], "value": [example["value"]]}
+    tok = tokenize_example(tokenizer, example["text"], spans)
+    value = tok["roles"]["value"]
+    labels = [-100] * len(tok["input_ids"])
+    for i in value:
+        labels[i] = tok["input_ids"][i]
+    return {**tok, "labels": labels, "answer_pos": value, "predict_pos": value[0] - 1}
+
+
+def tokenize_bio(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
+    """BIO example → ``input_ids``, ``labels`` (all tokens), and per fact its role token indices."""
+    enc = tokenizer(example["text"], return_offsets_mapping=True, add_special_tokens=True)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    facts = []
+    for fact in example["facts"]:
+        roles = {}
+        for role in ("subject", "relation"):
+            roles[role] = sorted({i for s, e in fact[role] for i in char_span_to_tokens(offsets, s, e)})
+        roles["value"] = char_span_to_tokens(offsets, *fact["value"])
+        if not roles["value"]:
+            raise RecallCircuitsError(f"value of {fact['attribute']} in {example['text'][:60]!r} maps to no token")
+        facts.append({"attribute": fact["attribute"], **roles, "predict_pos": roles["value"][0] - 1})
+    ids = list(enc["input_ids"])
+    return {"input_ids": ids, "labels": list(ids), "offsets": offsets, "facts": facts}
+
+
+def vocabulary_words() -> list[str]:
+    """Every word and punctuation mark the generator can emit (for word-level tokenizers of the tiny models)."""
+    texts: list[str] = []
+    texts += pools.FIRST_NAMES + pools.MIDDLE_NAMES + pools.LAST_NAMES + pools.CITIES + pools.UNIVERSITIES
+    texts += pools.MAJORS + pools.COMPANIES + pools.MONTHS + [str(i) for i in range(0, 2100)]
+    texts += [t for ts in pools.BIO_TEMPLATES.values() for t in ts] + list(pools.QA_TEMPLATES.values())
+    texts += [w for pair in pools.PRONOUNS.values() for w in pair] + [pools.QA_ANSWER_PREFIX, "'s"]
+    words: set[str] = set()
+    for t in texts:
+        t = re.sub(r"\{[A-Z]\}|\[|\]", " ", t)
+        words.update(WORD_PATTERN.findall(t))
+    return sorted(words)
+
+
+WORD_PATTERN = re.compile(r"\w+|[^\w\s]+")  # the split of tokenizers' Whitespace pre-tokenizer

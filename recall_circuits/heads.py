@@ -1,0 +1,333 @@
+"""Per-head and per-neuron parameter map of a ``TransformerBridge`` (GQA and fused QKV aware).
+
+Every index set here is derived from the storage of the views the bridge's forward reads (``attn.W_Q`` …
+``mlp.W_out``), never from a hard-coded layout, so GPT-2's Conv1D-fused QKV, GPT-NeoX's per-head interleaving and
+Llama's grouped K/V all come out right. The analysed parameter space is a list of ``bridge.state_dict()`` tensors
+(attention Q/K/V/O and MLP weights by default) flattened in order into one vector of length ``P``.
+
+Example::
+
+    from recall_circuits.heads import ParamSpace, head_views
+    space = ParamSpace(model)                         # attention + MLP weights
+    idx = space.head_flat_indices(layer=3, head=2, component="K")   # K of the KV group serving query head 2
+    space.locate(int(idx[0]))                         # Location(tensor='blocks.3.attn.k.weight', ..., component='K')
+    counts = space.count_per_head(mask)               # {'Q': [L, H], 'K': [L, n_kv], 'V': [L, n_kv], 'O': [L, H]}
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from recall_circuits.errors import RecallCircuitsError
+
+Component = Literal["Q", "K", "V", "O"]
+COMPONENTS: tuple[Component, ...] = ("Q", "K", "V", "O")
+# component -> (attn view attribute, state_dict suffix, bias view attribute, bias suffix, per KV group?)
+_ATTN = {
+    "Q": ("W_Q", "attn.q.weight", "b_Q", "attn.q.bias", False),
+    "K": ("W_K", "attn.k.weight", "b_K", "attn.k.bias", True),
+    "V": ("W_V", "attn.v.weight", "b_V", "attn.v.bias", True),
+    "O": ("W_O", "attn.o.weight", None, "attn.o.bias", False),
+}
+# MLP view attribute -> (state_dict suffix, axis of the view that indexes neurons)
+_MLP = {"W_in": ("mlp.in.weight", 1), "W_gate": ("mlp.gate.weight", 1), "W_out": ("mlp.out.weight", 0),
+        "b_in": ("mlp.in.bias", 0)}
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def n_kv_heads(model: Any) -> int:
+    return int(model.blocks[0].attn.W_K.shape[0])
+
+
+def kv_group(model: Any, head: int) -> int:
+    """The KV head serving query head ``head`` (GQA: ``head // (n_heads // n_kv_heads)``)."""
+    return head // (model.cfg.n_heads // n_kv_heads(model))
+
+
+def query_heads_of_group(model: Any, group: int) -> list[int]:
+    per = model.cfg.n_heads // n_kv_heads(model)
+    return list(range(group * per, (group + 1) * per))
+
+
+def head_label(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def check_head(model: Any, layer: int, head: int) -> None:
+    if not 0 <= layer < model.cfg.n_layers:
+        raise RecallCircuitsError(f"layer {layer} out of range (model has {model.cfg.n_layers} layers)")
+    if not 0 <= head < model.cfg.n_heads:
+        raise RecallCircuitsError(f"head {head} out of range (model has {model.cfg.n_heads} heads per layer)")
+
+
+def head_views(model: Any, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
+               biases: bool = True) -> dict[str, Tensor]:
+    """Views (sharing storage with the weights the forward reads) of head ``head``'s slices in ``layer``.
+
+    Keys: ``W_Q``, ``W_K``, ``W_V``, ``W_O`` and, where the model has them, ``b_Q``, ``b_K``, ``b_V``. K and V are the
+    slices of the KV group serving the head (under GQA shared with other query heads). ``b_O`` is shared by all
+    heads and never included.
+    """
+    check_head(model, layer, head)
+    attn = model.blocks[layer].attn
+    kv = kv_group(model, head)
+    out: dict[str, Tensor] = {}
+    for comp in components:
+        w_attr, _, b_attr, _, per_kv = _ATTN[comp]
+        i = kv if per_kv else head
+        out[w_attr] = getattr(attn, w_attr)[i]
+        if biases and b_attr is not None:
+            b = getattr(attn, b_attr, None)
+            if b is not None:
+                out[b_attr] = b[i]
+    return out
+
+
+def view_flat_indices(param: Tensor, view: Tensor) -> Int[Tensor, "..."]:
+    """For a ``view`` sharing storage with ``param``: the index in ``param.flatten()`` of each element of ``view``."""
+    if param.untyped_storage().data_ptr() != view.untyped_storage().data_ptr():
+        raise RecallCircuitsError("view does not share storage with the parameter")
+    n_storage = param.untyped_storage().nbytes() // param.element_size()
+    pos = torch.full((n_storage,), -1, dtype=torch.long)
+    torch.as_strided(pos, param.shape, param.stride(), param.storage_offset()).copy_(
+        torch.arange(param.numel()).view(param.shape))
+    idx = torch.as_strided(pos, view.shape, view.stride(), view.storage_offset()).clone()
+    if (idx < 0).any():
+        raise RecallCircuitsError("view reaches outside the parameter")
+    return idx
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str           # bridge.state_dict() key, e.g. 'blocks.3.attn.q.weight'
+    shape: tuple[int, ...]
+    offset: int         # start in the flat parameter vector
+    layer: int | None
+    module: str         # 'attn', 'mlp' or 'other'
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class Location:
+    tensor: str
+    element: int                  # index within the tensor's flatten()
+    layer: int | None
+    module: str
+    component: str | None         # 'Q','K','V','O' for attention, 'W_in','W_gate','W_out','b_in' for MLP
+    unit: int | None              # query head (Q, O), KV group (K, V) or neuron; None if not per unit
+
+
+class ParamSpace:
+    """An ordered set of analysed ``state_dict`` tensors flattened into one vector, with head/neuron maps.
+
+    ``include``: any of ``"attn"`` (Q/K/V/O), ``"mlp"`` (W_in, W_gate, W_out), ``"other"`` (embeddings,
+    unembedding, norms). ``biases``: also the attention and MLP biases.
+    """
+
+    def __init__(self, model: Any, include: tuple[str, ...] = ("attn", "mlp"), biases: bool = False) -> None:
+        bad = set(include) - {"attn", "mlp", "other"}
+        if bad or not include:
+            raise RecallCircuitsError(f"unknown parameter groups {sorted(bad)}; use attn, mlp, other")
+        self.model = model
+        self.include, self.biases = tuple(include), biases
+        self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
+        self.n_kv_heads = n_kv_heads(model)
+        sd = model.state_dict(keep_vars=True)
+        infos, offset = [], 0
+        for name, p in sd.items():
+            module, layer = self._classify(name)
+            if module is None:
+                continue
+            infos.append(TensorInfo(name, tuple(p.shape), offset, layer, module))
+            offset += p.numel()
+        if not infos:
+            raise RecallCircuitsError(f"no parameters matched {include}")
+        self.infos: list[TensorInfo] = infos
+        self.by_name = {i.name: i for i in infos}
+        self.P = offset
+        self._offsets = [i.offset for i in infos]
+        self._unit_cache: dict[tuple[str, str], Tensor] = {}
+
+    def _classify(self, name: str) -> tuple[str | None, int | None]:
+        m = _BLOCK_RE.match(name)
+        is_bias = name.endswith(".bias")
+        if m:
+            layer, rest = int(m.group(1)), m.group(2)
+            attn_names = {v[1] for v in _ATTN.values()} | ({v[3] for v in _ATTN.values()} if self.biases else set())
+            mlp_names = {"mlp.in.weight", "mlp.gate.weight", "mlp.out.weight"} | (
+                {"mlp.in.bias", "mlp.out.bias"} if self.biases else set())
+            if rest in attn_names and "attn" in self.include:
+                return "attn", layer
+            if rest in mlp_names and "mlp" in self.include:
+                return "mlp", layer
+            if rest.startswith(("attn.", "mlp.")) and (rest.endswith(".weight") or is_bias):
+                return None, layer
+            return ("other", layer) if "other" in self.include else (None, layer)
+        return ("other", None) if "other" in self.include else (None, None)
+
+    # -- tensors ----------------------------------------------------------------------------------------------
+    def params(self, model: Any | None = None) -> dict[str, Tensor]:
+        """The analysed tensors of ``model`` (default: the model the space was built on), by name."""
+        sd = (model or self.model).state_dict(keep_vars=True)
+        return {i.name: sd[i.name] for i in self.infos}
+
+    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        missing = [i.name for i in self.infos if i.name not in tensors]
+        if missing:
+            raise RecallCircuitsError(f"{len(missing)} tensors missing, e.g. {missing[0]}")
+        return torch.cat([tensors[i.name].detach().reshape(-1) for i in self.infos])
+
+    def unflatten(self, vec: Tensor) -> dict[str, Tensor]:
+        if vec.ndim != 1 or vec.numel() != self.P:
+            raise RecallCircuitsError(f"flat vector has shape {tuple(vec.shape)}, expected ({self.P},)")
+        return {i.name: vec[i.offset:i.offset + i.numel].view(i.shape) for i in self.infos}
+
+    def check_masks(self, masks: dict[str, Tensor]) -> None:
+        """Raise a one-line error unless ``masks`` holds one tensor of the right shape per analysed tensor."""
+        for i in self.infos:
+            if i.name not in masks:
+                raise RecallCircuitsError(f"mask has no entry for {i.name}")
+            if tuple(masks[i.name].shape) != i.shape:
+                raise RecallCircuitsError(f"mask for {i.name} has shape {tuple(masks[i.name].shape)}, "
+                                          f"expected {i.shape}")
+
+    # -- per-head / per-neuron index sets ------------------------------------------------------------------
+    def _view_and_param(self, layer: int, attr: str) -> tuple[Tensor, str, int]:
+        """(stacked view, state_dict name, unit axis) for attention component letters or MLP view names."""
+        if attr in _ATTN:
+            w_attr, name, _, _, _ = _ATTN[attr]
+            return getattr(self.model.blocks[layer].attn, w_attr), f"blocks.{layer}.{name}", 0
+        if attr in ("b_Q", "b_K", "b_V"):
+            comp = attr[-1]
+            return getattr(self.model.blocks[layer].attn, attr), f"blocks.{layer}.{_ATTN[comp][3]}", 0
+        if attr in _MLP:
+            name, axis = _MLP[attr]
+            return getattr(self.model.blocks[layer].mlp, attr), f"blocks.{layer}.{name}", axis
+        raise RecallCircuitsError(f"unknown component {attr!r}")
+
+    def unit_indices(self, layer: int, attr: str) -> Int[Tensor, "n_units per_unit"]:
+        """Indices (into the tensor's flatten()) of each unit's slice: row u = head/KV group/neuron u."""
+        key = (str(layer), attr)
+        if key not in self._unit_cache:
+            view, name, axis = self._view_and_param(layer, attr)
+            if view is None:
+                raise RecallCircuitsError(f"layer {layer} has no {attr}")
+            param = self.model.state_dict(keep_vars=True)[name]
+            idx = view_flat_indices(param, view).movedim(axis, 0)
+            self._unit_cache[key] = idx.reshape(idx.shape[0], -1)
+        return self._unit_cache[key]
+
+    def head_flat_indices(self, layer: int, head: int, component: Component) -> Int[Tensor, " n"]:
+        """Global flat indices of query head ``head``'s slice of ``component`` (K/V: its KV group's slice)."""
+        check_head(self.model, layer, head)
+        _, name, _, _, per_kv = _ATTN[component]
+        info = self._info(f"blocks.{layer}.{name}")
+        unit = kv_group(self.model, head) if per_kv else head
+        return self.unit_indices(layer, component)[unit] + info.offset
+
+    def neuron_flat_indices(self, layer: int, neuron: int) -> Int[Tensor, " n"]:
+        """Global flat indices of MLP neuron ``neuron``: its W_in (and W_gate) column and W_out row."""
+        parts = []
+        for attr, (name, _) in _MLP.items():
+            full = f"blocks.{layer}.{name}"
+            if full in self.by_name:
+                parts.append(self.unit_indices(layer, attr)[neuron] + self.by_name[full].offset)
+        return torch.cat(parts)
+
+    def _info(self, name: str) -> TensorInfo:
+        if name not in self.by_name:
+            raise RecallCircuitsError(f"{name} is not in the analysed parameter space ({self.include})")
+        return self.by_name[name]
+
+    def locate(self, flat: int) -> Location:
+        """Which tensor, element, layer, component and head/KV group/neuron a flat index belongs to."""
+        if not 0 <= flat < self.P:
+            raise RecallCircuitsError(f"flat index {flat} out of range [0, {self.P})")
+        info = self.infos[bisect.bisect_right(self._offsets, flat) - 1]
+        element = flat - info.offset
+        component, unit = None, None
+        if info.layer is not None and info.module in ("attn", "mlp"):
+            suffix = info.name.split(".", 2)[2]
+            for attr, cand in self._components_of(suffix):
+                hit = (self.unit_indices(info.layer, attr) == element).any(dim=1).nonzero()
+                if len(hit):
+                    component, unit = cand, int(hit[0])
+                    break
+        return Location(info.name, element, info.layer, info.module, component, unit)
+
+    @staticmethod
+    def _components_of(suffix: str) -> Iterator[tuple[str, str]]:
+        for comp, (_, w_name, b_attr, b_name, _) in _ATTN.items():
+            if suffix == w_name:
+                yield comp, comp
+            if b_attr is not None and suffix == b_name:
+                yield b_attr, comp
+        for attr, (name, _) in _MLP.items():
+            if suffix == name:
+                yield attr, attr
+
+    # -- counting masks -------------------------------------------------------------------------------------
+    def count_per_head(self, masks: dict[str, Tensor]) -> dict[str, Float[Tensor, "n_layers n_units"]]:
+        """Entries of a parameter mask (or any non-negative weights) per head and component.
+
+        Q and O are ``[n_layers, n_heads]``; K and V are ``[n_layers, n_kv_heads]`` (per KV group). Biases of the
+        space (b_Q/b_K/b_V) are added to their component.
+        """
+        self.check_masks(masks)
+        out = {c: torch.zeros(self.n_layers, self.n_kv_heads if _ATTN[c][4] else self.n_heads) for c in COMPONENTS}
+        for layer in range(self.n_layers):
+            for comp, (_, w_name, b_attr, b_name, _) in _ATTN.items():
+                for attr, name in ((comp, w_name), (b_attr, b_name)):
+                    full = f"blocks.{layer}.{name}"
+                    if attr is None or full not in self.by_name:
+                        continue
+                    m = masks[full].detach().reshape(-1).float()
+                    out[comp][layer] += m[self.unit_indices(layer, attr)].sum(dim=1)
+        return out
+
+    def count_per_query_head(self, masks: dict[str, Tensor], gqa: Literal["full", "split"] = "full"
+                             ) -> Float[Tensor, "n_layers n_heads"]:
+        """Q+K+V+O count per query head. Under GQA the K/V count of a group is attributed to each of its query
+        heads in full (``"full"``, what restoring a head touches) or divided equally among them (``"split"``,
+        so the table sums to the total)."""
+        c = self.count_per_head(masks)
+        share = self.n_heads // self.n_kv_heads
+        kv = (c["K"] + c["V"]).repeat_interleave(share, dim=1)
+        if gqa == "split":
+            kv = kv / share
+        return c["Q"] + c["O"] + kv
+
+    def count_per_neuron(self, masks: dict[str, Tensor]) -> Float[Tensor, "n_layers d_mlp"]:
+        self.check_masks(masks)
+        rows = []
+        for layer in range(self.n_layers):
+            total = None
+            for attr, (name, _) in _MLP.items():
+                full = f"blocks.{layer}.{name}"
+                if full not in self.by_name:
+                    continue
+                m = masks[full].detach().reshape(-1).float()
+                s = m[self.unit_indices(layer, attr)].sum(dim=1)
+                total = s if total is None else total + s
+            if total is None:
+                raise RecallCircuitsError("the parameter space has no MLP tensors")
+            rows.append(total)
+        return torch.stack(rows)
+
+    def count_per_tensor(self, masks: dict[str, Tensor]) -> dict[str, float]:
+        return {i.name: float(masks[i.name].float().sum()) for i in self.infos}
+

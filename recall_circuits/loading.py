@@ -1,0 +1,129 @@
+"""Load checkpoints into TransformerLens 4.x ``TransformerBridge`` offline, in the raw weight basis.
+
+No ``fold_ln`` or other weight processing: base and fine-tuned weights stay comparable entry by entry
+(tl4-notes §2.4). Bridges are for analysis; training uses plain Hugging Face models (:func:`load_hf`).
+
+Example::
+
+    from recall_circuits.loading import load_bridge, load_pair
+    model = load_bridge("tiny-llama")                        # registry name or checkpoint directory
+    base, ft = load_pair("smollm2-135m", "runs/finetune/mixed/model")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.models import resolve_model, set_offline
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise RecallCircuitsError(f"unknown dtype {dtype!r}; choose from {list(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _quiet_transformers() -> None:
+    import transformers  # noqa: PLC0415
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def load_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    path = resolve_model(name_or_dir)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_hf(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
+            dtype: str | torch.dtype = "float32") -> tuple[Any, Any]:
+    """A plain Hugging Face causal LM (eager attention) and its tokenizer, for training and fast evaluation."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    _quiet_transformers()
+    path = resolve_model(name_or_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype), attn_implementation="eager")
+    return model.to(device), load_tokenizer(path)
+
+
+def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
+                dtype: str | torch.dtype = "float32") -> Any:
+    """A ``TransformerBridge`` in eval mode, raw weights (no folding), loaded from a local directory only."""
+    set_offline()
+    _quiet_transformers()
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
+
+    path = resolve_model(name_or_dir)
+    try:
+        bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=parse_dtype(dtype))
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecallCircuitsError(f"could not load {path} into a TransformerBridge: {exc}") from exc
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    bridge.checkpoint_path = str(path)
+    return bridge
+
+
+@dataclass
+class ModelPair:
+    """A pretrained bridge and a fine-tuned bridge of the same architecture, shapes and tokenizer."""
+
+    base: Any
+    finetuned: Any
+    base_path: str
+    finetuned_path: str
+
+
+def check_same_architecture(base: Any, ft: Any) -> None:
+    """Raise a one-line error unless ``base`` and ``ft`` share architecture, parameter names/shapes and tokenizer."""
+    a, b = base.cfg, ft.cfg
+    for attr in ("architecture", "n_layers", "n_heads", "d_model", "d_head", "d_vocab"):
+        if getattr(a, attr, None) != getattr(b, attr, None):
+            raise RecallCircuitsError(f"base and fine-tuned models differ in {attr}: "
+                                      f"{getattr(a, attr, None)} vs {getattr(b, attr, None)}")
+    sa, sb = base.state_dict(), ft.state_dict()
+    if sa.keys() != sb.keys():
+        diff = sorted(set(sa) ^ set(sb))[:3]
+        raise RecallCircuitsError(f"base and fine-tuned models have different parameters (e.g. {diff})")
+    for k in sa:
+        if sa[k].shape != sb[k].shape:
+            raise RecallCircuitsError(f"parameter {k} has shape {tuple(sa[k].shape)} in base, "
+                                      f"{tuple(sb[k].shape)} in fine-tuned")
+    ta, tb = getattr(base, "tokenizer", None), getattr(ft, "tokenizer", None)
+    if ta is not None and tb is not None and ta.get_vocab() != tb.get_vocab():
+        raise RecallCircuitsError("base and fine-tuned models use different tokenizers (vocabularies differ)")
+
+
+def load_pair(base: str | os.PathLike[str], finetuned: str | os.PathLike[str], *, device: str = "cpu",
+              dtype: str | torch.dtype = "float32") -> ModelPair:
+    """Load (pretrained, fine-tuned) bridges and check they are comparable."""
+    b = load_bridge(base, device=device, dtype=dtype)
+    f = load_bridge(finetuned, device=device, dtype=dtype)
+    check_same_architecture(b, f)
+    return ModelPair(b, f, str(resolve_model(base)), str(resolve_model(finetuned)))
+
+
+def finetuned_base_name(ckpt: str | os.PathLike[str]) -> str | None:
+    """The base model recorded next to a checkpoint written by :mod:`recall_circuits.training`, if any."""
+    import json  # noqa: PLC0415
+
+    meta = Path(ckpt) / "recall_circuits_train.json"
+    if meta.is_file():
+        return json.loads(meta.read_text()).get("base_model")
+    return None

