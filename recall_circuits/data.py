@@ -225,6 +225,9 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
 
 def write_dataset(ds: Dataset, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``people.jsonl``, ``bio.jsonl``, ``qa.jsonl`` and ``manifest.json`` (byte-identical for a seed)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        prepare_output_dir(out, overwrite)  # raises the one-line error before anything is written
     tmp = Path(str(out).rstrip("/") + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

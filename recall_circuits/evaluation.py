@@ -1,0 +1,182 @@
+"""QA accuracy (ID / OOD) and BIO recall of a causal LM on bioS data.
+
+Exact match of greedy decoding is computed by teacher forcing: greedy generation reproduces the answer tokens
+exactly iff, at every answer position, the arg-max of the logits given the true prefix is the true next token. So one
+batched forward over ``prompt + answer`` gives the exact-match and first-token accuracy of greedy decoding (ties in
+the arg-max aside); :func:`generate_answers` runs real batched greedy generation (left-padded) to show answers and
+to check this equivalence in the tests. BIO recall is the same check on each attribute value inside a biography.
+
+Example::
+
+    from recall_circuits.evaluation import evaluate
+    res = evaluate(hf_model, tokenizer, dataset)      # {'qa_id_acc': ..., 'qa_ood_acc': ..., 'bio_recall_id': ...}
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+
+
+def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def _logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits of an HF model or a TransformerBridge for a right-padded batch."""
+    if hasattr(model, "run_with_cache"):  # TransformerBridge: right padding does not affect real tokens (causal)
+        return model(ids, attention_mask=mask)
+    return model(input_ids=ids, attention_mask=mask).logits
+
+
+@torch.inference_mode()
+def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], pad_id: int,
+                  batch_size: int = 32) -> list[tuple[bool, bool]]:
+    """For each sequence and its target positions, (all arg-max correct, first arg-max correct).
+
+    ``targets[i]`` lists the token positions whose ids must be predicted from position - 1.
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # length-sorted batches: little padding
+    results: dict[int, tuple[bool, bool]] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        ids, mask = _pad_right([seqs[i] for i in chunk], pad_id)
+        pred = _logits(model, ids.to(device), mask.to(device)).argmax(-1).cpu()
+        for row, i in enumerate(chunk):
+            pos = torch.tensor(targets[i])
+            ok = pred[row, pos - 1] == ids[row, pos]
+            results[i] = (bool(ok.all()), bool(ok[0]))
+    return [results[i] for i in range(len(seqs))]
+
+
+def evaluate_qa(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 32
+                ) -> dict[str, Any]:
+    """Greedy exact match and first-token accuracy over QA examples, overall and per attribute."""
+    if not examples:
+        raise RecallCircuitsError("no QA examples to evaluate")
+    toks = [tokenize_qa(tokenizer, e) for e in examples]
+    scores = score_targets(model, [t["input_ids"] for t in toks], [t["answer_pos"] for t in toks],
+                           tokenizer.pad_token_id, batch_size)
+    return _summarise(scores, [e["attribute"] for e in examples])
+
+
+def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 16
+                 ) -> dict[str, Any]:
+    """BIO recall: each attribute value of each biography completed greedily from the true preceding text."""
+    if not examples:
+        raise RecallCircuitsError("no BIO examples to evaluate")
+    seqs, targets, attrs = [], [], []
+    for e in examples:
+        t = tokenize_bio(tokenizer, e)
+        for f in t["facts"]:
+            seqs.append(t["input_ids"])
+            targets.append(f["value"])
+            attrs.append(f["attribute"])
+    # one forward per biography: score all facts of a text together
+    uniq: dict[tuple[int, ...], int] = {}
+    for s in seqs:
+        uniq.setdefault(tuple(s), len(uniq))
+    seq_list = [list(s) for s in uniq]
+    device = next(model.parameters()).device
+    preds: dict[int, torch.Tensor] = {}
+    with torch.inference_mode():
+        order = sorted(range(len(seq_list)), key=lambda i: len(seq_list[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            ids, mask = _pad_right([seq_list[i] for i in chunk], tokenizer.pad_token_id)
+            pred = _logits(model, ids.to(device), mask.to(device)).argmax(-1).cpu()
+            for row, i in enumerate(chunk):
+                preds[i] = pred[row]
+    scores = []
+    for s, tgt in zip(seqs, targets):
+        p = preds[uniq[tuple(s)]]
+        pos = torch.tensor(tgt)
+        ok = p[pos - 1] == torch.tensor(s)[pos]
+        scores.append((bool(ok.all()), bool(ok[0])))
+    return _summarise(scores, attrs)
+
+
+def _summarise(scores: list[tuple[bool, bool]], attrs: list[str]) -> dict[str, Any]:
+    per: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for s, a in zip(scores, attrs):
+        per[a].append(s)
+    return {
+        "acc": sum(s[0] for s in scores) / len(scores),
+        "first_token_acc": sum(s[1] for s in scores) / len(scores),
+        "n": len(scores),
+        "per_attribute": {a: {"acc": sum(x[0] for x in v) / len(v), "first_token_acc": sum(x[1] for x in v) / len(v),
+                              "n": len(v)} for a, v in sorted(per.items())},
+    }
+
+
+def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 32, bio: bool = True,
+             max_people: int | None = None) -> dict[str, Any]:
+    """The headline metrics: QA exact match / first token for ID and OOD people, BIO recall for both."""
+    keep = None
+    if max_people is not None:
+        keep = set(dataset.person_ids("id")[:max_people]) | set(dataset.person_ids("ood")[:max_people])
+    was_training = getattr(model, "training", False)
+    model.eval()
+    res: dict[str, Any] = {}
+    try:
+        for split in ("id", "ood"):
+            qa = [e for e in dataset.qa(split) if keep is None or e["person"] in keep]
+            r = evaluate_qa(model, tokenizer, qa, batch_size)
+            res[f"qa_{split}_acc"], res[f"qa_{split}_first_token_acc"] = r["acc"], r["first_token_acc"]
+            res[f"qa_{split}_per_attribute"] = r["per_attribute"]
+            if bio:
+                texts = [e for e in dataset.bio(split) if e.get("copy", 0) == 0 and (keep is None or e["person"] in keep)]
+                b = evaluate_bio(model, tokenizer, texts, max(1, batch_size // 2))
+                res[f"bio_recall_{split}"], res[f"bio_recall_{split}_first_token"] = b["acc"], b["first_token_acc"]
+                res[f"bio_recall_{split}_per_attribute"] = b["per_attribute"]
+    finally:
+        model.train(was_training)
+    return res
+
+
+@torch.inference_mode()
+def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 12,
+                     batch_size: int = 32) -> list[list[int]]:
+    """Batched greedy generation from left-padded prompts (HF model); returns the generated token ids per prompt.
+
+    Position ids follow the attention mask, so left padding does not shift positions (any architecture).
+    """
+    device = next(model.parameters()).device
+    outs: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        enc = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts[start:start + batch_size]]
+        n = max(len(e) for e in enc)
+        ids = torch.full((len(enc), n), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(enc):
+            ids[i, n - len(e):] = torch.tensor(e)
+            mask[i, n - len(e):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        new: list[list[int]] = [[] for _ in enc]
+        past = None
+        cur_ids, cur_mask = ids, mask
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        for _ in range(max_new_tokens):
+            out = model(input_ids=cur_ids, attention_mask=cur_mask, position_ids=pos, past_key_values=past,
+                        use_cache=True)
+            past = out.past_key_values
+            nxt = out.logits[:, -1].argmax(-1)
+            for i, t in enumerate(nxt.tolist()):
+                new[i].append(t)
+            cur_ids = nxt[:, None]
+            cur_mask = torch.cat([cur_mask, torch.ones_like(cur_ids)], dim=1)
+            pos = pos[:, -1:] + 1
+        outs.extend(new)
+    return outs

@@ -1,0 +1,62 @@
+"""Fine-tune + evaluate + ``results.json``: the library side of ``analyses/finetune.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from recall_circuits.data import load_dataset
+from recall_circuits.evaluation import evaluate
+from recall_circuits.training import TRAIN_META, TrainConfig, train
+
+RESULTS_FILE = "results.json"
+
+
+def _maybe_init_distributed() -> bool:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return True
+    return False
+
+
+def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
+                 verbose: bool = True) -> dict[str, Any] | None:
+    """Train with ``cfg_dict`` (TrainConfig fields), evaluate the final model (and two-stage's after-BIO model)
+    and write ``results.json``. Returns the results on rank 0, None elsewhere."""
+    from recall_circuits.loading import load_hf  # noqa: PLC0415
+
+    cfg = TrainConfig(**cfg_dict)
+    started = _maybe_init_distributed()
+    try:
+        out = Path(cfg.out)
+        if resume and (out / RESULTS_FILE).is_file():
+            return json.loads((out / RESULTS_FILE).read_text())
+        t0 = time.time()
+        model_dir = train(cfg, resume=resume, overwrite=overwrite, verbose=verbose)
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return None
+        train_meta = json.loads((out / TRAIN_META).read_text())
+        ds = load_dataset(cfg.data)
+        model, tok = load_hf(model_dir, device=cfg.device)
+        results: dict[str, Any] = {"strategy": cfg.strategy, **evaluate(model, tok, ds, batch_size=cfg.eval_batch_size)}
+        if cfg.strategy == "two-stage" and (out / "after_bio").is_dir():
+            ab, _ = load_hf(out / "after_bio", device=cfg.device)
+            results["after_bio"] = evaluate(ab, tok, ds, batch_size=cfg.eval_batch_size)
+        results["train_wall_s"] = train_meta.get("wall_s")
+        results["wall_s"] = time.time() - t0
+        results["steps"] = train_meta.get("steps")
+        results["config"] = cfg.to_dict()
+        results["data_manifest"] = ds.manifest
+        results["torch_version"] = torch.__version__
+        results["torch_threads"] = torch.get_num_threads()
+        (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True))
+        return results
+    finally:
+        if started:
+            dist.destroy_process_group()

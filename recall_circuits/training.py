@@ -1,0 +1,364 @@
+"""Two-stage and mixed full fine-tuning of a Hugging Face causal LM on bioS data (arXiv 2505.16178 §2).
+
+- ``two-stage``: phase 1 trains on BIO of all people, phase 2 on QA of the ID people (each phase its own AdamW
+  and schedule; the after-BIO checkpoint is kept).
+- ``mixed``: one phase over BIO and QA(ID) together, shuffled (batches are of one format each, so that no batch
+  pads a short QA to a biography's length; their order is shuffled).
+
+The fair protocol, stated before any OOD number is seen: with ``epochs = E`` both strategies see every biography E
+times and every ID question E times, with the same optimiser, learning rate, warm-up + decay schedule shape, batch
+size and seed, hence the same number of QA updates and of optimiser steps. ``qa_lr`` (two-stage's QA phase; by
+default ``lr``) exists for the sensitivity table, not for tuning one side.
+
+Loss: BIO on all tokens, QA on answer tokens only; each optimiser step averages over the label tokens of the whole
+(global, accumulated) batch, so gradient accumulation and DDP give the same update as one big batch.
+Runs under ``torchrun`` (DDP; gloo on CPU). Checkpoints every ``checkpoint_every`` steps; ``resume`` continues to
+bit-identical weights on CPU.
+
+Example::
+
+    from recall_circuits.training import TrainConfig, train
+    train(TrainConfig(model="tiny-llama", strategy="mixed", data="data/generated/tiny", out="runs/ft/mixed"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from recall_circuits.data import Dataset, load_dataset, tokenize_bio, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+
+log = logging.getLogger(__name__)
+Strategy = Literal["two-stage", "mixed"]
+STRATEGIES = ("two-stage", "mixed")
+TRAIN_META = "recall_circuits_train.json"
+METRICS_FILE = "metrics.jsonl"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    model: str
+    strategy: str
+    data: str
+    out: str
+    epochs: int = 10                 # E: BIO passes and QA passes, for both strategies
+    lr: float = 5e-4
+    qa_lr: float | None = None       # two-stage QA phase only; None = lr
+    bio_epochs: int | None = None    # two-stage BIO phase; None = epochs; 0 = start from a given after-BIO model
+    batch_size: int = 4              # global batch (examples per optimiser step)
+    grad_accum: int = 1              # micro-batches per step (per process)
+    warmup_frac: float = 0.03
+    schedule: str = "linear"         # linear | cosine | constant (after warm-up), per phase
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mix_bio_repeat: int = 1          # mixed: BIO copies per epoch (BIO:QA ratio)
+    mix_qa_repeat: int = 1           # mixed: QA copies per epoch
+    seed: int = 0
+    checkpoint_every: int = 200      # steps; 0 = only at phase ends
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    freeze_embeddings: bool = False
+    device: str = "cpu"
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise RecallCircuitsError(f"unknown strategy {self.strategy!r}; choose from {list(STRATEGIES)}")
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise RecallCircuitsError(f"unknown schedule {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise RecallCircuitsError("epochs, batch_size and grad_accum must be >= 1")
+        if self.batch_size % self.grad_accum:
+            raise RecallCircuitsError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.lr <= 0 or (self.qa_lr is not None and self.qa_lr <= 0):
+            raise RecallCircuitsError("learning rates must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Phase:
+    name: str
+    examples: list[tuple[str, int]]   # (format, index into the tokenised list); order is fixed per epoch by seed
+    epochs: int
+    lr: float
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_phases(cfg: TrainConfig, n_bio: int, n_qa: int) -> list[Phase]:
+    bio = [("bio", i) for i in range(n_bio)]
+    qa = [("qa", i) for i in range(n_qa)]
+    if cfg.strategy == "two-stage":
+        bio_epochs = cfg.epochs if cfg.bio_epochs is None else cfg.bio_epochs
+        qa_phase = Phase("qa", qa, cfg.epochs, cfg.qa_lr or cfg.lr)
+        return [Phase("bio", bio, bio_epochs, cfg.lr), qa_phase] if bio_epochs else [qa_phase]
+    return [Phase("mixed", bio * cfg.mix_bio_repeat + qa * cfg.mix_qa_repeat, cfg.epochs, cfg.lr)]
+
+
+_PHASE_SALT = {"bio": 1, "qa": 2, "mixed": 3}
+
+
+def epoch_batches(phase: Phase, epoch: int, batch_size: int, seed: int) -> list[list[tuple[str, int]]]:
+    """The batches of one epoch: a seeded shuffle, then batches of a single format (the formats' batches are
+    interleaved in a seeded random order). Depends only on (seed, phase, epoch): resume needs no sampler state."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + _PHASE_SALT[phase.name])
+    by_fmt: dict[str, list[tuple[str, int]]] = {}
+    for j in torch.randperm(len(phase.examples), generator=g).tolist():
+        ex = phase.examples[j]
+        by_fmt.setdefault(ex[0], []).append(ex)
+    batches = [lst[i:i + batch_size] for lst in by_fmt.values() for i in range(0, len(lst), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def _lr_lambda(total: int, warmup: int, schedule: str):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        frac = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 1 - frac) if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    return f
+
+
+def _collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    n = max(len(t["input_ids"]) for t in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for i, t in enumerate(items):
+        L = len(t["input_ids"])
+        ids[i, :L] = torch.tensor(t["input_ids"])
+        labels[i, :L] = torch.tensor(t["labels"])
+        mask[i, :L] = 1
+    labels[:, 0] = -100  # nothing predicts the first token
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over label tokens (-100 = ignored), and the number of label tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    tgt = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1),
+                                             ignore_index=-100, reduction="sum")
+    return loss, int((tgt != -100).sum())
+
+
+def tokenize_dataset(tokenizer: Any, ds: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    bio = [tokenize_bio(tokenizer, e) for e in ds.bio()]
+    qa = [tokenize_qa(tokenizer, e) for e in ds.qa("id")]
+    return bio, qa
+
+
+def _save_checkpoint(path: Path, model: Any, opt: Any | None, sched: Any | None, state: dict[str, Any]) -> None:
+    """Model weights, optimiser + scheduler state (absent at a phase boundary: the next phase starts fresh), RNG."""
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    raw = model.module if hasattr(model, "module") else model
+    save_file({k: v.detach().clone().contiguous() for k, v in raw.state_dict().items()}, str(tmp / "model.safetensors"))
+    if opt is not None and sched is not None:
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+    save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> None:
+    raw = model.module if hasattr(model, "module") else model
+    sd = load_file(str(path / "model.safetensors"))
+    raw.load_state_dict(sd, strict=False)
+    if (path / "optimizer.pt").is_file():
+        blob = torch.load(path / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(blob["optimizer"])
+        sched.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_rng"])
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Refuse an existing run directory unless resume/overwrite; return the saved trainer state when resuming."""
+    ckpt = out / "checkpoint"
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            if (out / "model" / "config.json").is_file() and (out / TRAIN_META).is_file():
+                return {"finished": True}
+            if (ckpt / STATE_FILE).is_file():
+                return json.loads((ckpt / STATE_FILE).read_text())
+            raise RecallCircuitsError(f"--resume: {out} has no checkpoint to resume from")
+        if not overwrite:
+            raise RecallCircuitsError(f"checkpoint directory {out} exists (pass --resume or --overwrite)")
+        if _world()[0] == 0:
+            shutil.rmtree(out)
+    if _world()[0] == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: bool = True,
+          stop_after_steps: int | None = None) -> Path:
+    """Fine-tune ``cfg.model`` on ``cfg.data`` with ``cfg.strategy``; return the directory of the final model.
+
+    Writes ``out/model`` (``save_pretrained``), for two-stage also ``out/after_bio``, ``out/metrics.jsonl`` and
+    ``out/checkpoint`` (removed at the end). ``stop_after_steps`` simulates an interruption (tests).
+    """
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    from recall_circuits.loading import load_tokenizer, parse_dtype  # noqa: PLC0415
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
+
+    rank, world = _world()
+    out = Path(cfg.out)
+    saved = _prepare_out(out, resume, overwrite)
+    if world > 1:
+        dist.barrier()
+    if saved and saved.get("finished"):
+        log.info("%s is already complete", out)
+        return out / "model"
+    if saved and rank == 0 and (out / METRICS_FILE).is_file():  # drop lines logged after the checkpoint
+        lines = (out / METRICS_FILE).read_text().splitlines()
+        keep = [ln for ln in lines if json.loads(ln)["step"] <= saved["global_step"]]
+        (out / METRICS_FILE).write_text("".join(ln + "\n" for ln in keep))
+    ds = load_dataset(cfg.data)
+    if not ds.qa("id"):
+        raise RecallCircuitsError(f"{cfg.data} has no QA examples of ID people")
+    model_dir = resolve_model(cfg.model)
+    tok = load_tokenizer(model_dir)
+    bio_t, qa_t = tokenize_dataset(tok, ds)
+    max_len = max(len(t["input_ids"]) for t in bio_t + qa_t)
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=parse_dtype("float32"), attn_implementation="eager")
+    n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if n_pos is not None and max_len > n_pos:
+        raise RecallCircuitsError(f"the data has sequences of {max_len} tokens, the model takes at most {n_pos}")
+    if max(max(t["input_ids"]) for t in bio_t + qa_t) >= model.config.vocab_size:
+        raise RecallCircuitsError("the tokenizer produces ids outside the model's vocabulary")
+    model.to(cfg.device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    model.train()
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+    data = {"bio": bio_t, "qa": qa_t}
+    phases = build_phases(cfg, len(bio_t), len(qa_t))
+    if rank == 0:
+        (out / TRAIN_META).write_text(json.dumps({"base_model": cfg.model, "base_dir": str(model_dir),
+                                                  "config": cfg.to_dict(), "world_size": world}, indent=2))
+    start_phase, start_step = (saved["phase"], saved["step"]) if saved else (0, 0)
+    global_done = saved["global_step"] if saved else 0
+    t0 = time.time() - (saved["elapsed_s"] if saved else 0.0)
+    micro = cfg.batch_size // cfg.grad_accum // world if world > 1 else cfg.batch_size // cfg.grad_accum
+    if world > 1 and cfg.batch_size % (cfg.grad_accum * world):
+        raise RecallCircuitsError(f"batch_size {cfg.batch_size} must be divisible by grad_accum*world_size")
+    total_steps = sum(len(epoch_batches(p, 0, cfg.batch_size, cfg.seed)) * p.epochs for p in phases)
+    bar = tqdm(total=total_steps, initial=global_done, disable=not verbose or rank != 0, desc=cfg.strategy)
+    for pi in range(start_phase, len(phases)):
+        phase = phases[pi]
+        per_epoch = [epoch_batches(phase, e, cfg.batch_size, cfg.seed) for e in range(phase.epochs)]
+        steps = [b for ep in per_epoch for b in ep]
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=phase.lr,
+                                weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+        warm = max(1, int(cfg.warmup_frac * len(steps)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(len(steps), warm, cfg.schedule))
+        first = 0
+        if saved and pi == start_phase:
+            _load_checkpoint(out / "checkpoint", model, opt, sched)
+            first = start_step
+        for si in range(first, len(steps)):
+            batch_items = steps[si]
+            mine = batch_items[rank::world]
+            micro_batches = [mine[i:i + micro] for i in range(0, len(mine), micro)] or [[]]
+            collated = [_collate([data[f][j] for f, j in mb], tok.pad_token_id) for mb in micro_batches if mb]
+            n_tok = torch.tensor(sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated), dtype=torch.float64)
+            if world > 1:
+                dist.all_reduce(n_tok)
+            loss_total = 0.0
+            for k, c in enumerate(collated):
+                c = {key: v.to(cfg.device) for key, v in c.items()}
+                sync = k == len(collated) - 1
+                ctx = ddp_model.no_sync() if (world > 1 and not sync) else _null()
+                with ctx, torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16,
+                                         enabled=cfg.bf16):
+                    s, _ = token_loss_sum(ddp_model, c)
+                    loss = s * world / n_tok.item()
+                    loss.backward()
+                loss_total += float(s.detach())
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            global_done += 1
+            bar.update(1)
+            mean_loss = loss_total / max(1.0, n_tok.item() / world)
+            bar.set_postfix(phase=phase.name, loss=f"{mean_loss:.3f}")
+            if rank == 0:
+                with open(out / METRICS_FILE, "a") as f:
+                    f.write(json.dumps({"step": global_done, "phase": phase.name, "phase_step": si + 1,
+                                        "format": batch_items[0][0], "loss": mean_loss,
+                                        "lr": sched.get_last_lr()[0], "elapsed_s": time.time() - t0}) + "\n")
+            done_phase = si + 1 == len(steps)
+            if not done_phase and cfg.checkpoint_every and (si + 1) % cfg.checkpoint_every == 0 and rank == 0:
+                _save_checkpoint(out / "checkpoint", model, opt, sched,
+                                 {"phase": pi, "step": si + 1, "global_step": global_done,
+                                  "elapsed_s": time.time() - t0})
+            if stop_after_steps is not None and global_done >= stop_after_steps:
+                bar.close()
+                if rank == 0 and not done_phase:
+                    _save_checkpoint(out / "checkpoint", model, opt, sched,
+                                     {"phase": pi, "step": si + 1, "global_step": global_done,
+                                      "elapsed_s": time.time() - t0})
+                return out / "checkpoint"
+        if rank == 0:
+            dest = out / ("after_bio" if (cfg.strategy == "two-stage" and phase.name == "bio") else "model")
+            model.save_pretrained(dest)
+            tok.save_pretrained(dest)
+            if pi + 1 < len(phases):  # the next phase starts from here, with a fresh optimiser
+                _save_checkpoint(out / "checkpoint", model, None, None,
+                                 {"phase": pi + 1, "step": 0, "global_step": global_done,
+                                  "elapsed_s": time.time() - t0})
+    bar.close()
+    if rank == 0:
+        meta = json.loads((out / TRAIN_META).read_text())
+        meta["wall_s"] = time.time() - t0
+        meta["steps"] = global_done
+        (out / TRAIN_META).write_text(json.dumps(meta, indent=2))
+        shutil.copy(out / TRAIN_META, out / "model" / TRAIN_META)
+        if (out / "checkpoint").exists():
+            shutil.rmtree(out / "checkpoint")
+    return out / "model"
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None

@@ -1,0 +1,68 @@
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import ARCHS
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.loading import check_same_architecture, load_bridge, load_pair
+from recall_circuits.models import build_tiny, resolve_model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bridge_logits_equal_hf(arch, tiny_dirs, bridges):
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch], attn_implementation="eager").eval()
+    toks = torch.randint(4, 500, (3, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (bridges[arch](toks) - hf(toks).logits).abs().max().item()
+    assert diff <= 1e-4
+    assert not bridges[arch].training
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecallCircuitsError, match="not a checkpoint directory"):
+        resolve_model(tmp_path / "empty")
+    with pytest.raises(RecallCircuitsError, match="unknown model"):
+        resolve_model(tmp_path / "missing")
+
+
+def test_mismatched_pair(tiny_dirs, tmp_path):
+    with pytest.raises(RecallCircuitsError, match="differ"):
+        load_pair(tiny_dirs["tiny-llama"], tiny_dirs["tiny-neox"])
+    # same architecture, different shapes
+    big = tmp_path / "wide"
+    shutil.copytree(tiny_dirs["tiny-llama"], big)
+    cfg = json.loads((big / "config.json").read_text())
+    cfg["intermediate_size"] = 96
+    hf = AutoModelForCausalLM.from_config(type(AutoModelForCausalLM.from_pretrained(big).config).from_dict(cfg))
+    hf.save_pretrained(big)
+    with pytest.raises(RecallCircuitsError, match="shape"):
+        load_pair(tiny_dirs["tiny-llama"], big)
+
+
+def test_pair_ok(tiny_dirs, tmp_path):
+    other = build_tiny("tiny-gpt2", tmp_path / "g", seed=1)
+    pair = load_pair(tiny_dirs["tiny-gpt2"], other)
+    check_same_architecture(pair.base, pair.finetuned)
+    assert not torch.equal(pair.base.blocks[0].attn.W_Q, pair.finetuned.blocks[0].attn.W_Q)
+
+
+def test_no_network_anywhere(no_network, tiny_dirs, tiny_data):
+    """The guard is active for the whole session: loading, data, bridges; nothing was attempted."""
+    from recall_circuits.data import load_dataset
+    from recall_circuits.evaluation import evaluate
+    from recall_circuits.loading import load_hf
+
+    for arch in ARCHS:
+        load_bridge(tiny_dirs[arch])
+    model, tok = load_hf(tiny_dirs["tiny-neox"])
+    evaluate(model, tok, load_dataset(tiny_data))
+    assert no_network == []
+    import socket
+
+    with pytest.raises(Exception, match="network access attempted"):
+        socket.create_connection(("127.0.0.1", 9))
+    no_network.clear()
