@@ -31,7 +31,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # QA-phase learning rates of the sensitivity table (cpu preset), fixed before any OOD number was seen.
-SENSITIVITY_QA_LRS = (5e-4, 1.5e-4, 5e-5)
+# Kept as strings: they name the run directories (two-stage-qalr1.5e-4/, mixed-lr5e-5/).
+SENSITIVITY_QA_LRS = ("5e-4", "1.5e-4", "5e-5")
 
 
 def preset(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:

@@ -329,9 +329,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                 _save_checkpoint(out / "checkpoint", model, opt, sched,
                                  {"phase": pi, "step": si + 1, "global_step": global_done,
                                   "elapsed_s": time.time() - t0})
-            if stop_after_steps is not None and global_done >= stop_after_steps:
+            if stop_after_steps is not None and global_done >= stop_after_steps and not done_phase:
                 bar.close()
-                if rank == 0 and not done_phase:
+                if rank == 0:
                     _save_checkpoint(out / "checkpoint", model, opt, sched,
                                      {"phase": pi, "step": si + 1, "global_step": global_done,
                                       "elapsed_s": time.time() - t0})
@@ -344,6 +344,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                 _save_checkpoint(out / "checkpoint", model, None, None,
                                  {"phase": pi + 1, "step": 0, "global_step": global_done,
                                   "elapsed_s": time.time() - t0})
+        if stop_after_steps is not None and global_done >= stop_after_steps and pi + 1 < len(phases):
+            bar.close()
+            return out / "checkpoint"
     bar.close()
     if rank == 0:
         meta = json.loads((out / TRAIN_META).read_text())

@@ -1,0 +1,148 @@
+"""The end-to-end reproduction: data → two-stage and mixed fine-tuning → evaluation → report.
+
+Each stage writes its own directory under ``out`` and is skipped when complete, so a rerun after an interruption
+resumes (fine-tuning resumes from its last checkpoint). ``summary.json`` lists the five directions of paper.md §7
+with ``reproduced`` decided from the numbers measured in this run; a direction whose stage is not part of the
+pipeline yet says so (``reproduced: null``) instead of guessing.
+
+Layout of ``out``: ``data/``, ``two-stage/``, ``mixed/`` (each with ``results.json``), optional sensitivity runs
+``two-stage-qalr{lr}/`` and ``mixed-lr{lr}/``, ``summary.json``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from recall_circuits.data import DataConfig, generate, write_dataset
+from recall_circuits.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
+PAPER = {
+    "qa_ood_gap": "Mix-tuned ≫ Stage-tuned on QA-OOD (summary: up to 38 points; 9.7% vs 88.6% quoted)",
+    "shared_fraction": "|S_k|/k larger under Mix (up to 1.2× at k=1e8), > 0.6 for k < 1e5, above chance",
+    "head_concentration": "> 60% of shared parameters in the top 10% of heads; more concentrated under Mix",
+    "restore_ablation": "restoring S costs Mix 66.0% of QA-OOD accuracy vs Stage 6.7%; far more than random",
+    "consistency": "gradient and representation consistency higher under Mix; BIO signature on subject+relation",
+}
+
+
+def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
+              verbose: bool) -> dict[str, Any]:
+    from recall_circuits.finetune_run import RESULTS_FILE, run_finetune  # noqa: PLC0415
+
+    if (out / RESULTS_FILE).is_file():
+        log.info("stage %s: complete, skipped", out.name)
+        return json.loads((out / RESULTS_FILE).read_text())
+    cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+    log.info("stage %s: fine-tuning (%s)", out.name, strategy)
+    res = run_finetune(cfg, resume=out.exists(), overwrite=False, verbose=verbose)
+    assert res is not None
+    return res
+
+
+def _headline(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
+            "bio_recall_ood", "train_wall_s")
+    return {k: r.get(k) for k in keys}
+
+
+def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
+              verbose: bool = True) -> dict[str, Any]:
+    """Run (or resume) the reproduction into ``out``; return the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    name = "tiny" if quick else "cpu"
+    extra: dict[str, Any] = {"model": model} if model else {}
+    data = out / "data"
+    if not (data / "manifest.json").is_file():
+        log.info("stage data: generating (%s preset)", name)
+        write_dataset(generate(DataConfig(**preset(DATA_PRESETS, name))), data, overwrite=True)
+    runs = {s: _finetune(out / s, data, s, name, extra, verbose) for s in ("two-stage", "mixed")}
+    sens: list[dict[str, Any]] = []
+    if sensitivity:
+        base_lr = preset(TRAIN_PRESETS, name)["lr"]
+        for lr_name in SENSITIVITY_QA_LRS:
+            lr = float(lr_name)
+            if lr == base_lr:
+                ts, mx = runs["two-stage"], runs["mixed"]
+            else:
+                ts = _finetune(out / f"two-stage-qalr{lr_name}", data, "two-stage", name,
+                               extra | {"model": str(out / "two-stage" / "after_bio"), "bio_epochs": 0,
+                                        "qa_lr": lr}, verbose)
+                mx = _finetune(out / f"mixed-lr{lr_name}", data, "mixed", name, extra | {"lr": lr}, verbose)
+            sens.append({"qa_phase_lr": lr, "two-stage": _headline(ts), "mixed": _headline(mx)})
+    summary = summarise(runs, sens)
+    summary["preset"] = name
+    summary["wall_s_this_invocation"] = time.time() - t0
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_report(out / REPORT_FILE, summary)
+    return summary
+
+
+def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]]) -> dict[str, Any]:
+    ts, mx = runs["two-stage"], runs["mixed"]
+    ts_bio = ts.get("after_bio", ts)
+    memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
+                    mx.get("bio_recall_id", 0), mx.get("bio_recall_ood", 0))
+    gap = mx["qa_ood_acc"] - ts["qa_ood_acc"]
+    directions = [{
+        "name": "qa_ood_gap",
+        "reproduced": bool(gap >= 0.30 and memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9),
+        "measured": {"mixed_qa_ood": mx["qa_ood_acc"], "two_stage_qa_ood": ts["qa_ood_acc"], "gap": gap,
+                     "min_bio_recall": memorised, "mixed_qa_id": mx["qa_id_acc"], "two_stage_qa_id": ts["qa_id_acc"],
+                     "rule": "gap >= 0.30, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO phase)"},
+        "paper": PAPER["qa_ood_gap"],
+    }]
+    for key in ("shared_fraction", "head_concentration", "restore_ablation", "consistency"):
+        directions.append({"name": key, "reproduced": None,
+                           "measured": "not run: this stage is not part of the pipeline yet", "paper": PAPER[key]})
+    return {"directions": directions, "runs": {k: _headline(v) | {"after_bio": _headline(v["after_bio"])}
+                                               if "after_bio" in v else _headline(v) for k, v in runs.items()},
+            "per_attribute": {k: {"qa_ood": v["qa_ood_per_attribute"], "qa_id": v["qa_id_per_attribute"]}
+                              for k, v in runs.items()},
+            "sensitivity": sens}
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(path: Path, summary: dict[str, Any]) -> None:
+    """A self-contained HTML report (plotly inlined once; no external script, font or CDN reference)."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.io as pio  # noqa: PLC0415
+
+    runs = summary["runs"]
+    metrics = ["qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood"]
+    fig = go.Figure([go.Bar(name=s, x=metrics, y=[runs[s][m] for m in metrics]) for s in runs])
+    fig.update_layout(barmode="group", title="QA accuracy and BIO recall by training strategy", yaxis_range=[0, 1])
+    parts = [pio.to_html(fig, full_html=False, include_plotlyjs=True)]
+    parts.append("<h2>Directions (paper.md §7)</h2>" + _table(
+        [[d["name"], d["reproduced"], json.dumps(d["measured"]) if isinstance(d["measured"], dict) else d["measured"],
+          d["paper"]] for d in summary["directions"]], ["direction", "reproduced", "measured", "paper"]))
+    parts.append("<h2>Runs</h2>" + _table([[s, *[r.get(m) for m in (*metrics, "train_wall_s")]]
+                                           for s, r in runs.items()], ["strategy", *metrics, "train_wall_s"]))
+    if "after_bio" in runs.get("two-stage", {}):
+        ab = runs["two-stage"]["after_bio"]
+        parts.append("<p>Two-stage after its BIO phase: " + ", ".join(f"{m} {ab[m]:.3f}" for m in metrics) + "</p>")
+    if summary.get("sensitivity"):
+        rows = [[r["qa_phase_lr"], s, r[s]["qa_id_acc"], r[s]["qa_ood_acc"], r[s]["bio_recall_id"],
+                 r[s]["bio_recall_ood"]] for r in summary["sensitivity"] for s in ("two-stage", "mixed")]
+        parts.append("<h2>Sensitivity to the learning rate of the QA-training phase</h2>" + _table(
+            rows, ["QA-phase lr", "strategy", "qa_id", "qa_ood", "bio_recall_id", "bio_recall_ood"]))
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
+            "padding:4px 8px;font-size:13px}"
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>recall_circuits report</title>"
+           f"<style>{style}</style></head><body><h1>recall_circuits reproduction ({summary.get('preset', '')})</h1>"
+           + "".join(parts) + "</body></html>")
+    path.write_text(doc, encoding="utf-8")

@@ -1,0 +1,29 @@
+import json
+import re
+
+from analyses.reproduce import main
+
+
+def test_quick_reproduction(tmp_path):
+    out = tmp_path / "r"
+    assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    names = [d["name"] for d in summary["directions"]]
+    assert names == ["qa_ood_gap", "shared_fraction", "head_concentration", "restore_ablation", "consistency"]
+    gap = summary["directions"][0]
+    assert isinstance(gap["reproduced"], bool) and set(gap["measured"]) >= {"gap", "mixed_qa_ood", "two_stage_qa_ood"}
+    assert abs(gap["measured"]["gap"] - (summary["runs"]["mixed"]["qa_ood_acc"]
+                                         - summary["runs"]["two-stage"]["qa_ood_acc"])) < 1e-12
+    for d in summary["directions"]:
+        assert d["paper"] and "reproduced" in d and d["measured"]
+    doc = (out / "report.html").read_text()
+    assert "<h2>Directions" in doc and "plotly" in doc.lower()
+    # offline: no external script, stylesheet, font or image reference
+    assert not re.search(r"<script[^>]+src=", doc) and not re.search(r"<link[^>]+href=[\"']?https?:", doc)
+    assert not re.search(r"@import|url\([\"']?https?:", doc.split("<script")[0])
+    # a rerun resumes: every stage is skipped and the summary is the same
+    mtime = (out / "mixed" / "results.json").stat().st_mtime
+    assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "mixed" / "results.json").stat().st_mtime == mtime
+    again = json.loads((out / "summary.json").read_text())
+    assert again["directions"] == summary["directions"]
