@@ -1,0 +1,88 @@
+"""Weight interventions that restore pretrained values, in place and undone exactly (paper.md §4).
+
+``restore_params(ft, base, space, mask)`` sets the masked entries of the fine-tuned model's analysed tensors to the
+pretrained values for the duration of a ``with`` block; ``restore_heads`` does the same for whole heads (Q and O of
+the query head, K and V of its KV group). On exit the saved values are written back, so the model is bit-identical
+afterwards. ``restore_ablation`` evaluates QA ID/OOD under several such sets.
+
+Example::
+
+    from recall_circuits.restore import restore_params
+    with restore_params(ft, base, space, S):
+        logits = ft(tokens)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import COMPONENTS, Component, ParamSpace, check_head, head_views
+
+
+@contextlib.contextmanager
+def restore_params(ft: Any, base: Any, space: ParamSpace, mask: Bool[Tensor, " P"]) -> Iterator[Any]:
+    """Within the block, ``ft``'s entries under ``mask`` (over ``space``) hold ``base``'s values."""
+    if mask.shape != (space.P,) or mask.dtype != torch.bool:
+        raise RecallCircuitsError(f"mask must be a bool vector of shape ({space.P},), got {mask.dtype} "
+                                  f"{tuple(mask.shape)}")
+    ft_p, base_p = space.params(ft), space.params(base)
+    saved: list[tuple[Tensor, tuple[Tensor, ...], Tensor]] = []
+    try:
+        with torch.no_grad():
+            for info in space.infos:
+                local = mask[info.offset:info.offset + info.numel].nonzero().squeeze(1)
+                if local.numel() == 0:
+                    continue
+                p, src = ft_p[info.name], base_p[info.name]
+                if src.shape != p.shape:
+                    raise RecallCircuitsError(f"{info.name}: base shape {tuple(src.shape)} != {tuple(p.shape)}")
+                where = torch.unravel_index(local, tuple(p.shape))
+                saved.append((p, where, p[where].clone()))
+                p[where] = src[where].to(p.dtype)
+        yield ft
+    finally:
+        with torch.no_grad():
+            for p, where, old in reversed(saved):
+                p[where] = old
+
+
+@contextlib.contextmanager
+def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
+                  components: tuple[Component, ...] = COMPONENTS, biases: bool = True) -> Iterator[Any]:
+    """Within the block, the listed (layer, head)s of ``ft`` hold ``base``'s slices: Q and O of the head, K and V
+    of its KV group (under GQA this restores K/V for every query head of the group), and their biases."""
+    saved: list[tuple[Tensor, Tensor]] = []
+    try:
+        with torch.no_grad():
+            for layer, head in heads:
+                check_head(ft, layer, head)
+                src = head_views(base, layer, head, components, biases)
+                for name, view in head_views(ft, layer, head, components, biases).items():
+                    saved.append((view, view.clone()))
+                    view.copy_(src[name])
+        yield ft
+    finally:
+        with torch.no_grad():
+            for view, old in reversed(saved):
+                view.copy_(old)
+
+
+def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
+                     batch_size: int = 32, max_people: int | None = None) -> dict[str, dict[str, float]]:
+    """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
+    from recall_circuits.evaluation import evaluate  # noqa: PLC0415
+
+    out = {}
+    for name, m in {"none": torch.zeros(space.P, dtype=torch.bool), **masks}.items():
+        with restore_params(ft, base, space, m):
+            r = evaluate(ft, ft.tokenizer, dataset, batch_size=batch_size, bio=False, max_people=max_people)
+        out[name] = {k: r[k] for k in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc")}
+        out[name]["n_restored"] = int(m.sum())
+    return out

@@ -1,0 +1,126 @@
+"""Top-k sets, the shared set S_k = Top_k(BIO) ∩ Top_k(QA), and where S lives (paper.md §3, §5).
+
+``top_k_mask`` finds the k largest entries of a flat vector without sorting it: the k-th largest value comes from a
+selection (``kthvalue``, linear time), everything above it is in, and ties at the threshold are broken towards the
+lowest flat index, so the set is deterministic.
+
+Example::
+
+    from recall_circuits.shared import shared_curve, shared_mask, head_stats
+    curve = shared_curve(res.influence["bio"], res.influence["qa"], ks)   # |S_k|/k and chance k/P
+    S = shared_mask(res.influence["bio"], res.influence["qa"], k=10**5)
+    stats = head_stats(res.space, S)                                      # per head / neuron / tensor counts
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import ParamSpace
+
+
+def top_k_mask(x: Float[Tensor, " P"], k: int) -> Bool[Tensor, " P"]:
+    """Boolean mask of the k largest entries of ``x``; ties at the threshold go to the lowest indices."""
+    if x.ndim != 1:
+        raise RecallCircuitsError(f"expected a flat vector, got shape {tuple(x.shape)}")
+    P = x.numel()
+    if not 0 <= k <= P:
+        raise RecallCircuitsError(f"k = {k} is outside [0, P = {P}]")
+    if k == 0:
+        return torch.zeros(P, dtype=torch.bool)
+    if k == P:
+        return torch.ones(P, dtype=torch.bool)
+    thresh = torch.kthvalue(x, P - k + 1).values   # the k-th largest value
+    mask = x > thresh
+    need = k - int(mask.sum())
+    if need > 0:
+        tied = (x == thresh).nonzero().squeeze(1)[:need]
+        mask[tied] = True
+    return mask
+
+
+def shared_mask(bio: Tensor, qa: Tensor, k: int) -> Bool[Tensor, " P"]:
+    if bio.shape != qa.shape:
+        raise RecallCircuitsError(f"influence vectors differ in shape: {tuple(bio.shape)} vs {tuple(qa.shape)}")
+    return top_k_mask(bio, k) & top_k_mask(qa, k)
+
+
+def log_grid(P: int, start: int = 10, per_decade: int = 2, max_frac: float = 0.5) -> list[int]:
+    """k on a log grid from ``start`` up to ``max_frac`` · P."""
+    hi = max(start, int(P * max_frac))
+    n = int(math.floor(math.log10(hi / start) * per_decade)) + 1
+    ks = sorted({int(round(start * 10 ** (i / per_decade))) for i in range(n)} | {hi})
+    return [k for k in ks if 1 <= k <= P]
+
+
+def shared_curve(bio: Tensor, qa: Tensor, ks: list[int]) -> dict[str, list[float]]:
+    """For each k: |S_k|/k and the chance overlap k/P of two random k-sets."""
+    P = bio.numel()
+    frac = [float(shared_mask(bio, qa, k).sum()) / k for k in ks]
+    return {"k": [int(k) for k in ks], "shared_fraction": frac, "chance_fraction": [k / P for k in ks]}
+
+
+def gini(values: Tensor) -> float:
+    """Gini coefficient of non-negative values (0: equal, → 1: concentrated)."""
+    v = values.flatten().double().sort().values
+    n, s = v.numel(), v.sum()
+    if n == 0 or s == 0:
+        return 0.0
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return float(((2 * i - n - 1) * v).sum() / (n * s))
+
+
+def top_share(values: Tensor, frac: float = 0.1) -> float:
+    """Share of the total held by the top ``frac`` of entries (at least one)."""
+    v = values.flatten().double()
+    if v.sum() == 0:
+        return 0.0
+    n = max(1, int(round(frac * v.numel())))
+    return float(v.topk(n).values.sum() / v.sum())
+
+
+def head_stats(space: ParamSpace, mask: Bool[Tensor, " P"]) -> dict[str, Any]:
+    """Counts of a flat mask per head (Q, K, V, O; K/V per KV group), per query head, per neuron, per tensor,
+    per layer and module, with concentration figures over query heads (K/V of a group split equally among its
+    query heads, so the table sums to the attention total)."""
+    if mask.shape != (space.P,):
+        raise RecallCircuitsError(f"mask has shape {tuple(mask.shape)}, expected ({space.P},)")
+    masks = space.unflatten(mask)
+    per_comp = space.count_per_head(masks)
+    per_head = space.count_per_query_head(masks, gqa="split")
+    per_tensor = space.count_per_tensor(masks)
+    per_layer_module = {f"L{i.layer}.{i.module}": 0.0 for i in space.infos if i.layer is not None}
+    for i in space.infos:
+        if i.layer is not None:
+            per_layer_module[f"L{i.layer}.{i.module}"] += per_tensor[i.name]
+    out: dict[str, Any] = {
+        "per_component": per_comp, "per_head": per_head, "per_tensor": per_tensor,
+        "per_layer_module": per_layer_module,
+        "attn_total": float(sum(c.sum() for c in per_comp.values())),
+        "top10pct_head_share": top_share(per_head, 0.1), "head_gini": gini(per_head),
+        "gqa_attribution": "K/V entries are counted per KV group; per query head they are split equally among "
+                           "the group's query heads (per_head) — restoring a query head restores its whole group",
+    }
+    if any(i.module == "mlp" for i in space.infos):
+        per_neuron = space.count_per_neuron(masks)
+        out["per_neuron"] = per_neuron
+        out["top10pct_neuron_share"] = top_share(per_neuron, 0.1)
+        out["mlp_total"] = float(per_neuron.sum())
+    return out
+
+
+def random_like_mask(space: ParamSpace, mask: Bool[Tensor, " P"], seed: int = 0) -> Bool[Tensor, " P"]:
+    """A random mask with the same number of entries in every tensor as ``mask`` (the control set)."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(space.P, dtype=torch.bool)
+    for i in space.infos:
+        n = int(mask[i.offset:i.offset + i.numel].sum())
+        if n:
+            out[i.offset + torch.randperm(i.numel, generator=g)[:n]] = True
+    return out

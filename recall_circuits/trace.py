@@ -1,0 +1,309 @@
+"""Cross-task gradient trace (arXiv 2505.16178 §3; paper.md §3).
+
+For a fine-tuned model and a task t ∈ {bio, qa}, the influence of parameter θ_i is
+
+    Δ_t(θ_i) = Σ_x |∂L_t(x)/∂θ_i|          (mode "sum_abs", the default)
+
+over the task's examples x, with options ``abs_of_sum`` (|Σ_x ∂L_t(x)/∂θ_i|) and ``sq_sum`` (Σ_x (∂L_t(x)/∂θ_i)²),
+and an optional scaling by |θ_ft − θ_pre| (``movement``) or |θ| (``weight``). L_t(x) is the mean next-token loss of
+example x over its label tokens: QA on answer tokens; BIO on all tokens (``bio_loss="all"``) or on the attribute
+values only (``"attribute"``).
+
+Exact per-example sums without one backward per example: every analysed weight is the weight of a linear map
+y = W a, so ∂L(x)/∂W = Σ_pos g_x,pos ⊗ a_x,pos with a the layer input and g = ∂L/∂y. Forward hooks keep a, tensor
+hooks on y receive g during one batched backward (weights do not require grad, so autograd never forms their
+gradients), and the per-example outer products are summed in float32 in chunks. :func:`trace_gradients_loop` is the
+obviously-correct reference (one backward per example) used by the tests and the benchmark.
+
+Example::
+
+    from recall_circuits.trace import TraceConfig, trace
+    res = trace(ft_bridge, dataset, TraceConfig(n_people=20))
+    res.influence["bio"].shape          # (P,) over ParamSpace(ft_bridge) (attention + MLP weights)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import ParamSpace
+
+log = logging.getLogger(__name__)
+MODES = ("sum_abs", "abs_of_sum", "sq_sum")
+SCALES = (None, "movement", "weight")
+TASKS = ("bio", "qa")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceConfig:
+    n_people: int = 20                # people whose examples are traced (the paper: 20)
+    split: str = "id"                 # id | ood | all
+    mode: str = "sum_abs"
+    bio_loss: str = "all"             # all | attribute
+    scale: str | None = None          # None | movement | weight
+    batch_size: int = 8
+    chunk: int = 4                    # examples per outer-product chunk (bounds memory)
+    include: tuple[str, ...] = ("attn", "mlp")
+    biases: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise RecallCircuitsError(f"unknown mode {self.mode!r}; choose from {list(MODES)}")
+        if self.scale not in SCALES:
+            raise RecallCircuitsError(f"unknown scale {self.scale!r}; choose from {list(SCALES)}")
+        if self.bio_loss not in ("all", "attribute"):
+            raise RecallCircuitsError(f"unknown bio_loss {self.bio_loss!r}")
+        if self.split not in ("id", "ood", "all"):
+            raise RecallCircuitsError(f"unknown split {self.split!r}")
+        if self.n_people < 1 or self.batch_size < 1 or self.chunk < 1:
+            raise RecallCircuitsError("n_people, batch_size and chunk must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["include"] = list(self.include)
+        return d
+
+
+@dataclass
+class TraceResult:
+    influence: dict[str, Float[Tensor, " P"]]
+    space: ParamSpace
+    config: TraceConfig
+    n_examples: dict[str, int] = field(default_factory=dict)
+    people: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Examples
+
+
+def select_people(dataset: Dataset, n_people: int, split: str) -> list[int]:
+    ids = dataset.person_ids(None if split == "all" else split)
+    if not ids:
+        raise RecallCircuitsError(f"the dataset has no people in split {split!r}")
+    return sorted(ids)[:n_people]
+
+
+def task_examples(tokenizer: Any, dataset: Dataset, task: str, people: list[int], bio_loss: str = "all"
+                  ) -> list[dict[str, list[int]]]:
+    """Tokenised examples (``input_ids``, ``labels`` with -100 where no loss) of ``task`` for ``people``."""
+    keep = set(people)
+    out = []
+    if task == "qa":
+        for e in dataset.qa():
+            if e["person"] in keep:
+                t = tokenize_qa(tokenizer, e)
+                out.append({"input_ids": t["input_ids"], "labels": t["labels"]})
+    elif task == "bio":
+        for e in dataset.bio():
+            if e["person"] in keep and e.get("copy", 0) == 0:
+                t = tokenize_bio(tokenizer, e)
+                labels = list(t["labels"])
+                if bio_loss == "attribute":
+                    values = {i for f in t["facts"] for i in f["value"]}
+                    labels = [lab if i in values else -100 for i, lab in enumerate(labels)]
+                out.append({"input_ids": t["input_ids"], "labels": labels})
+    else:
+        raise RecallCircuitsError(f"unknown task {task!r}; choose from {list(TASKS)}")
+    if not out:
+        raise RecallCircuitsError(f"no {task} examples for the selected people")
+    return out
+
+
+def _batch(items: list[dict[str, list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    n = max(len(t["input_ids"]) for t in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for i, t in enumerate(items):
+        L = len(t["input_ids"])
+        ids[i, :L], labels[i, :L], mask[i, :L] = torch.tensor(t["input_ids"]), torch.tensor(t["labels"]), 1
+    labels[:, 0] = -100
+    return ids, labels, mask
+
+
+def per_example_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token cross-entropy over each example's label tokens → [batch]."""
+    tgt = labels[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), tgt.clamp(min=0),
+                                           reduction="none")
+    valid = (tgt != -100).to(ce.dtype)
+    n = valid.sum(1)
+    if (n == 0).any():
+        raise RecallCircuitsError("an example has no label tokens")
+    return (ce * valid).sum(1) / n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fast trace
+
+
+@dataclass
+class _Target:
+    name: str
+    module: torch.nn.Module
+    transposed: bool      # weight stored [in, out] (Conv1D) instead of [out, in]
+    is_bias: bool
+
+
+def _targets(model: Any, space: ParamSpace) -> list[_Target]:
+    out = []
+    for info in space.infos:
+        mod_name, pname = info.name.rsplit(".", 1)
+        try:
+            module = model.get_submodule(mod_name)
+        except AttributeError as exc:
+            raise RecallCircuitsError(f"{info.name}: no module {mod_name}") from exc
+        orig = getattr(module, "_original_component", module)
+        kind = type(orig).__name__
+        if kind not in ("Linear", "Conv1D") and not isinstance(orig, torch.nn.Linear):
+            raise RecallCircuitsError(f"{info.name} is not the weight of a linear map ({kind}); the fast trace "
+                                      "covers linear weights: use trace_gradients_loop for it")
+        out.append(_Target(info.name, module, kind == "Conv1D", pname == "bias"))
+    return out
+
+
+@contextlib.contextmanager
+def _grad_only_through_activations(model: Any) -> Iterator[None]:
+    """No parameter requires grad; the embedding output does, so autograd forms activation gradients only."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    handle = model.embed.register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+    try:
+        yield
+    finally:
+        handle.remove()
+        for p, r in saved:
+            p.requires_grad_(r)
+
+
+def _acc_dtype(model: Any) -> torch.dtype:
+    return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+
+
+def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
+                    batch_size: int = 8, chunk: int = 4, pad_id: int = 0, verbose: bool = False,
+                    desc: str = "trace") -> Float[Tensor, " P"]:
+    """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards."""
+    if mode not in MODES:
+        raise RecallCircuitsError(f"unknown mode {mode!r}")
+    if not examples:
+        raise RecallCircuitsError("empty example set")
+    targets = _targets(model, space)
+    dtype = _acc_dtype(model)
+    acc = {t.name: torch.zeros(space.by_name[t.name].shape, dtype=dtype) for t in targets}
+    acts: dict[str, Tensor] = {}
+
+    def grad_hook(t: _Target):
+        def on_grad(g: Tensor) -> None:
+            a = None if t.is_bias else acts.pop(t.name)
+            g = g.to(dtype)
+            if mode == "abs_of_sum":
+                if t.is_bias:
+                    acc[t.name] += g.sum((0, 1)).cpu()
+                else:
+                    gw = torch.einsum("bto,bti->oi", g, a)
+                    acc[t.name] += (gw.T if t.transposed else gw).cpu()
+                return
+            for s in range(0, g.shape[0], chunk):
+                if t.is_bias:
+                    pe = g[s:s + chunk].sum(1)
+                else:
+                    pe = torch.einsum("bto,bti->boi", g[s:s + chunk], a[s:s + chunk])
+                    if t.transposed:
+                        pe = pe.transpose(1, 2)
+                acc[t.name] += (pe.abs() if mode == "sum_abs" else pe.square()).sum(0).cpu()
+        return on_grad
+
+    def fwd_hook(t: _Target):
+        def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if not t.is_bias:
+                acts[t.name] = inputs[0].detach().to(dtype)
+            output.register_hook(grad_hook(t))
+        return hook
+
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    with _grad_only_through_activations(model):
+        handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
+        try:
+            for s in tqdm(range(0, len(order), batch_size), disable=not verbose, desc=desc):
+                ids, labels, mask = _batch([examples[i] for i in order[s:s + batch_size]], pad_id)
+                dev = next(model.parameters()).device
+                logits = model(ids.to(dev), attention_mask=mask.to(dev))
+                loss = per_example_loss(logits, labels.to(dev)).sum()
+                loss.backward()
+                acts.clear()
+        finally:
+            for h in handles:
+                h.remove()
+    if mode == "abs_of_sum":
+        acc = {k: v.abs() for k, v in acc.items()}
+    return space.flatten(acc)
+
+
+def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *,
+                         mode: str = "sum_abs") -> Float[Tensor, " P"]:
+    """Reference: one forward + backward per example, reading ``.grad`` of every analysed tensor."""
+    if not examples:
+        raise RecallCircuitsError("empty example set")
+    params = space.params(model)
+    dtype = _acc_dtype(model)
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    acc = {k: torch.zeros(p.shape, dtype=dtype) for k, p in params.items()}
+    try:
+        for ex in examples:
+            ids, labels, _ = _batch([ex], 0)
+            for p in params.values():
+                p.grad = None
+            per_example_loss(model(ids), labels).sum().backward()
+            for k, p in params.items():
+                g = p.grad.to(dtype)
+                acc[k] += g.abs() if mode == "sum_abs" else (g.square() if mode == "sq_sum" else g)
+    finally:
+        for p in params.values():
+            p.grad = None
+        for p, r in saved:
+            p.requires_grad_(r)
+    if mode == "abs_of_sum":
+        acc = {k: v.abs() for k, v in acc.items()}
+    return space.flatten(acc)
+
+
+def trace(model: Any, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, base: Any | None = None,
+          verbose: bool = False) -> TraceResult:
+    """The cross-task trace of ``model`` (a fine-tuned bridge) for BIO and QA of ``cfg.n_people`` people."""
+    if cfg.scale == "movement" and base is None:
+        raise RecallCircuitsError("scale='movement' needs the pretrained model (base=...)")
+    space = ParamSpace(model, include=cfg.include, biases=cfg.biases)
+    people = select_people(dataset, cfg.n_people, cfg.split)
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    influence, counts = {}, {}
+    for task in TASKS:
+        ex = task_examples(tok, dataset, task, people, cfg.bio_loss)
+        counts[task] = len(ex)
+        influence[task] = trace_gradients(model, ex, space, mode=cfg.mode, batch_size=cfg.batch_size,
+                                          chunk=cfg.chunk, pad_id=pad, verbose=verbose, desc=f"trace {task}")
+    if cfg.scale is not None:
+        theta = space.flatten(space.params(model)).to(influence["bio"].dtype)
+        factor = (theta - space.flatten(space.params(base)).to(theta.dtype)).abs() if cfg.scale == "movement" \
+            else theta.abs()
+        influence = {k: v * factor for k, v in influence.items()}
+    return TraceResult(influence, space, cfg, counts, people)

@@ -1,0 +1,176 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import ARCHS
+from recall_circuits.data import DataConfig, generate
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
+from recall_circuits.loading import load_bridge
+from recall_circuits.models import build_tiny
+from recall_circuits.restore import restore_heads, restore_params
+from recall_circuits.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
+from recall_circuits.trace import TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop
+from test_heads import hand_slices
+
+DS = generate(DataConfig(n_people=8, seed=0))
+
+
+@pytest.fixture(scope="module")
+def bridges64(tiny_dirs):
+    return {a: load_bridge(tiny_dirs[a], dtype="float64") for a in ARCHS}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("mode", ["sum_abs", "abs_of_sum", "sq_sum"])
+def test_trace_equals_per_example_loop(arch, mode, bridges64):
+    b = bridges64[arch]
+    space = ParamSpace(b, biases=arch != "tiny-llama")
+    people = select_people(DS, 3, "id")
+    for task in ("qa", "bio"):
+        ex = task_examples(b.tokenizer, DS, task, people)
+        fast = trace_gradients(b, ex, space, mode=mode, batch_size=5, chunk=2, pad_id=b.tokenizer.pad_token_id)
+        ref = trace_gradients_loop(b, ex, space, mode=mode)
+        assert fast.dtype == torch.float64 and ref.abs().max() > 0
+        assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-5
+    assert all(not p.requires_grad for p in b.parameters())
+
+
+def test_trace_float32_accumulation_and_batch_invariance(bridges):
+    b = bridges["tiny-neox"]
+    space = ParamSpace(b)
+    ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 4, "all"), "all")
+    a = trace_gradients(b, ex, space, batch_size=1, pad_id=b.tokenizer.pad_token_id)
+    c = trace_gradients(b, ex, space, batch_size=7, chunk=3, pad_id=b.tokenizer.pad_token_id)
+    assert a.dtype == torch.float32 and ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
+
+
+def test_bio_attribute_loss_and_scaling(bridges, tiny_dirs, tmp_path):
+    b = bridges["tiny-llama"]
+    res_all = trace(b, DS, TraceConfig(n_people=2))
+    res_attr = trace(b, DS, TraceConfig(n_people=2, bio_loss="attribute"))
+    assert res_all.n_examples == {"bio": 2, "qa": 12}
+    assert not torch.equal(res_all.influence["bio"], res_attr.influence["bio"])
+    assert torch.equal(res_all.influence["qa"], res_attr.influence["qa"])
+    other = load_bridge(build_tiny("tiny-llama", tmp_path / "o", seed=3))
+    mv = trace(b, DS, TraceConfig(n_people=2, scale="movement"), base=other)
+    move = (res_all.space.flatten(res_all.space.params(b)) - res_all.space.flatten(res_all.space.params(other))).abs()
+    assert torch.allclose(mv.influence["qa"], res_all.influence["qa"] * move)
+    with pytest.raises(RecallCircuitsError, match="pretrained"):
+        trace(b, DS, TraceConfig(scale="movement"))
+
+
+def test_top_k_equals_torch_topk_and_ties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10_007, generator=g)
+    for k in (1, 10, 517, 10_006, 10_007, 0):
+        m = top_k_mask(x, k)
+        ref = torch.zeros_like(m)
+        if k:
+            ref[torch.topk(x, k).indices] = True
+        assert torch.equal(m, ref) and int(m.sum()) == k
+    t = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0, 0.5])
+    assert top_k_mask(t, 3).tolist() == [False, True, True, True, False, False]
+    assert torch.equal(top_k_mask(t, 3), top_k_mask(t.clone(), 3))
+    with pytest.raises(RecallCircuitsError, match="outside"):
+        top_k_mask(x, 10_008)
+
+
+def test_shared_curve_and_chance():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(20_000, generator=g)
+    curve = shared_curve(a, a, [10, 100, 1000])
+    assert curve["shared_fraction"] == [1.0, 1.0, 1.0]
+    b = torch.rand(20_000, generator=g)
+    far = shared_curve(a, b, [2000, 10_000])
+    for f, c in zip(far["shared_fraction"], far["chance_fraction"]):  # independent rankings: near chance
+        assert abs(f - c) < 0.05
+    k = 500
+    S = shared_mask(a, b, k)
+    assert torch.equal(S, top_k_mask(a, k) & top_k_mask(b, k))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_counts_equal_hand_count_on_raw_layout(arch, tiny_dirs, tmp_path):
+    """A 0/1 mask written into the raw HF weights, booted as a bridge: counts per head == hand slices of HF."""
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch])
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.copy_((torch.rand(p.shape, generator=g) < 0.3).float())
+    hf.save_pretrained(tmp_path / "m")
+    import shutil
+
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_dirs[arch] / f, tmp_path / "m" / f)
+    b = load_bridge(tmp_path / "m")
+    space = ParamSpace(b)
+    mask = space.flatten(space.params(b)).bool()
+    stats = head_stats(space, mask)
+    for layer in range(b.cfg.n_layers):
+        for head in range(b.cfg.n_heads):
+            hand = hand_slices(hf, arch, layer, head)
+            for comp in COMPONENTS:
+                unit = kv_group(b, head) if comp in "KV" else head
+                assert stats["per_component"][comp][layer, unit] == hand[comp].sum()
+    assert stats["attn_total"] == sum(float(p.detach().sum()) for n, p in hf.named_parameters()
+                                      if n.endswith("weight") and any(s in n for s in
+                                      ("c_attn", "attn.c_proj", "query_key_value", "attention.dense",
+                                       "q_proj", "k_proj", "v_proj", "o_proj")))
+    assert abs(float(stats["per_head"].sum()) - stats["attn_total"]) < 1e-3
+    assert 0 < stats["top10pct_head_share"] <= 1 and 0 <= stats["head_gini"] < 1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_restore_params_identities(arch, bridges, tiny_dirs, tmp_path):
+    base = bridges[arch]
+    ft = load_bridge(build_tiny(arch, tmp_path / "ft", seed=5))
+    space = ParamSpace(ft, include=("attn", "mlp", "other"), biases=True)
+    toks = torch.randint(4, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in ft.state_dict().items()}
+    with torch.no_grad():
+        ft_logits, base_logits = ft(toks), base(toks)
+        diff = space.flatten(space.params(ft)) != space.flatten(space.params(base))
+        with restore_params(ft, base, space, diff):
+            assert torch.equal(ft(toks), base_logits)
+        with restore_params(ft, base, space, torch.zeros(space.P, dtype=torch.bool)):
+            assert torch.equal(ft(toks), ft_logits)
+        part = random_like_mask(space, diff & (torch.rand(space.P) < 0.1), seed=1)
+        with restore_params(ft, base, space, part):
+            assert not torch.equal(ft(toks), ft_logits)
+    after = ft.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(RecallCircuitsError, match="shape"):
+        with restore_params(ft, base, space, torch.zeros(3, dtype=torch.bool)):
+            pass
+
+
+def test_random_like_mask_counts(bridges):
+    space = ParamSpace(bridges["tiny-gpt2"])
+    m = top_k_mask(torch.rand(space.P, generator=torch.Generator().manual_seed(3)), 1000)
+    r = random_like_mask(space, m, seed=0)
+    assert space.count_per_tensor(space.unflatten(m)) == space.count_per_tensor(space.unflatten(r))
+    assert not torch.equal(r, m) and torch.equal(r, random_like_mask(space, m, seed=0))
+
+
+def test_restore_gqa_group_touches_exactly_its_query_heads(bridges, tmp_path):
+    base = bridges["tiny-llama"]
+    ft = load_bridge(build_tiny("tiny-llama", tmp_path / "ft", seed=7))
+    toks = torch.randint(4, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    name = "blocks.1.attn.hook_z"
+    with torch.no_grad():
+        _, c0 = ft.run_with_cache(toks, names_filter=name)
+        with restore_heads(ft, base, [(1, 0)], components=("K", "V")):
+            _, c1 = ft.run_with_cache(toks, names_filter=name)
+    changed = ((c0[name] - c1[name]).abs().amax(dim=(0, 1, 3)) > 0).nonzero().squeeze(1).tolist()
+    assert changed == query_heads_of_group(ft, kv_group(ft, 0)) == [0, 1]
+
+
+def test_trace_bad_input(bridges):
+    b = bridges["tiny-gpt2"]
+    with pytest.raises(RecallCircuitsError, match="empty"):
+        trace_gradients(b, [], ParamSpace(b))
+    with pytest.raises(RecallCircuitsError, match="unknown mode"):
+        TraceConfig(mode="max")
