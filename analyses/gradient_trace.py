@@ -1,0 +1,60 @@
+"""Cross-task gradient trace: shared parameters between BIO and QA, where they live, and what restoring them does.
+
+    python analyses/gradient_trace.py --base smollm2-135m --finetuned runs/reproduce/mixed/model \
+        --data runs/reproduce/data --out runs/trace/mixed
+
+Writes OUT/config.json, OUT/result.safetensors (shared-set indices, top-k indices, per-head and per-neuron
+tables), OUT/summary.json (k, shared_fraction, chance_fraction, curve, top10pct_head_share, ablation) and
+OUT/figures/{shared_curve,head_heatmap}.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from recall_circuits.errors import cli_entry
+
+log = logging.getLogger("gradient_trace")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True, help="pretrained model: registry name or checkpoint directory")
+    ap.add_argument("--finetuned", required=True, help="fine-tuned checkpoint directory")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n-people", type=int, default=20)
+    ap.add_argument("--split", default="id", choices=["id", "ood", "all"])
+    ap.add_argument("--mode", default="sum_abs", help="sum_abs | abs_of_sum | sq_sum")
+    ap.add_argument("--bio-loss", default="all", choices=["all", "attribute"])
+    ap.add_argument("--scale", default=None, choices=["movement", "weight"])
+    ap.add_argument("--k", type=int, help="size of Top_k (default: --k-frac of P)")
+    ap.add_argument("--k-frac", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--n-random", type=int, default=1)
+    ap.add_argument("--max-eval-people", type=int)
+    ap.add_argument("--save-influence", action="store_true", help="also save the two full influence vectors")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    from recall_circuits.trace import TraceConfig
+    from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace
+
+    tcfg = TraceConfig(n_people=args.n_people, split=args.split, mode=args.mode, bio_loss=args.bio_loss,
+                       scale=args.scale, batch_size=args.batch_size)
+    cfg = TraceRunConfig(base=args.base, finetuned=args.finetuned, data=args.data, out=args.out, trace=tcfg, k=args.k,
+                         k_frac=args.k_frac, ablation=args.ablation, n_random=args.n_random,
+                         max_eval_people=args.max_eval_people, save_influence=args.save_influence,
+                         device=args.device, dtype=args.dtype)
+    run_gradient_trace(cfg, overwrite=args.overwrite, verbose=not args.no_progress)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

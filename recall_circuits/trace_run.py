@@ -1,0 +1,107 @@
+"""The gradient-trace run behind ``analyses/gradient_trace.py``: trace → curve → shared set → head statistics →
+restore ablation with controls → run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run
+from recall_circuits.data import load_dataset
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.loading import load_pair
+from recall_circuits.restore import restore_ablation
+from recall_circuits.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
+from recall_circuits.trace import TraceConfig, trace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceRunConfig:
+    base: str
+    finetuned: str
+    data: str
+    out: str
+    trace: TraceConfig = TraceConfig()
+    k: int | None = None               # size of Top_k for the shared set; None: round(k_frac * P)
+    k_frac: float = 1e-3
+    ablation: bool = True
+    n_random: int = 1                  # random control sets (seeds 0..n-1)
+    eval_batch_size: int = 32
+    max_eval_people: int | None = None
+    save_influence: bool = False
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "trace"}
+        return d | {"trace": self.trace.to_dict()}
+
+
+def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose: bool = True) -> dict[str, Any]:
+    from recall_circuits.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
+
+    ds = load_dataset(cfg.data)
+    pair = load_pair(cfg.base, cfg.finetuned, device=cfg.device, dtype=cfg.dtype)
+    out = start_run(cfg.out, cfg.to_dict(), overwrite=overwrite,
+                    checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+    t0 = time.time()
+    res = trace(pair.finetuned, ds, cfg.trace, base=pair.base, verbose=verbose)
+    t_trace = time.time() - t0
+    space, bio, qa = res.space, res.influence["bio"], res.influence["qa"]
+    k = cfg.k if cfg.k is not None else max(1, round(cfg.k_frac * space.P))
+    if not 1 <= k <= space.P:
+        raise RecallCircuitsError(f"k = {k} is outside [1, P = {space.P}]")
+    ks = sorted(set(log_grid(space.P)) | {k})
+    curve = shared_curve(bio, qa, ks)
+    top_bio, top_qa = top_k_mask(bio, k), top_k_mask(qa, k)
+    S = top_bio & top_qa
+    stats = head_stats(space, S)
+    summary: dict[str, Any] = {
+        "k": k, "P": space.P, "shared_size": int(S.sum()), "shared_fraction": int(S.sum()) / k,
+        "chance_fraction": k / space.P, "curve": curve, "top10pct_head_share": stats["top10pct_head_share"],
+        "head_gini": stats["head_gini"], "top10pct_neuron_share": stats.get("top10pct_neuron_share"),
+        "attn_shared": stats["attn_total"], "mlp_shared": stats.get("mlp_total"),
+        "per_layer_module": stats["per_layer_module"], "gqa_attribution": stats["gqa_attribution"],
+        "n_examples": res.n_examples, "people": res.people, "trace_s": t_trace,
+        "top_heads": _top_heads(stats["per_head"], 10),
+    }
+    tensors = {"shared_idx": S.nonzero().squeeze(1), "bio_topk_idx": top_bio.nonzero().squeeze(1),
+               "qa_topk_idx": top_qa.nonzero().squeeze(1), "shared_per_head": stats["per_head"],
+               **{f"shared_per_head_{c}": v for c, v in stats["per_component"].items()}}
+    if "per_neuron" in stats:
+        tensors["shared_per_neuron"] = stats["per_neuron"]
+    if cfg.save_influence:
+        tensors |= {"influence_bio": bio, "influence_qa": qa}
+    if cfg.ablation:
+        n = int(S.sum())
+        masks = {"shared": S,
+                 "bio_top": top_k_mask(bio, n), "qa_top": top_k_mask(qa, n),
+                 **{f"random{s}": random_like_mask(space, S, seed=s) for s in range(cfg.n_random)}}
+        t1 = time.time()
+        summary["ablation"] = restore_ablation(pair.finetuned, pair.base, space, ds, masks,
+                                               batch_size=cfg.eval_batch_size, max_people=cfg.max_eval_people)
+        summary["ablation_s"] = time.time() - t1
+        summary["ablation_note"] = ("shared = S_k restored to pretrained values; random{i} = same count per tensor, "
+                                    "seed i; bio_top / qa_top = the |S_k| largest entries of one task alone")
+    save_tensors(out, tensors)
+    save_summary(out, summary)
+    save_figure(out, shared_curve_figure({Path(cfg.finetuned).name: curve}), "shared_curve")
+    save_figure(out, head_heatmap(stats["per_head"], f"Shared Size per head (k={k})", "shared entries"),
+                "head_heatmap")
+    log.info("shared fraction at k=%d: %.4f (chance %.2e); top-10%% head share %.3f", k, summary["shared_fraction"],
+             summary["chance_fraction"], summary["top10pct_head_share"])
+    return summary
+
+
+def _top_heads(per_head: torch.Tensor, n: int) -> list[dict[str, Any]]:
+    flat = per_head.flatten()
+    idx = flat.argsort(descending=True, stable=True)[:n]
+    H = per_head.shape[1]
+    return [{"head": f"L{int(i) // H}H{int(i) % H}", "shared": float(flat[i])} for i in idx]

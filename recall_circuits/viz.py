@@ -1,0 +1,30 @@
+"""Plotly figures (imported lazily by scripts; never by the core)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def shared_curve_figure(curves: dict[str, dict[str, list[float]]], title: str = "Shared parameters |S_k|/k") -> Any:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for name, c in curves.items():
+        fig.add_trace(go.Scatter(x=c["k"], y=c["shared_fraction"], mode="lines+markers", name=name))
+    first = next(iter(curves.values()))
+    fig.add_trace(go.Scatter(x=first["k"], y=first["chance_fraction"], mode="lines", name="chance k/P",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_layout(title=title, xaxis={"type": "log", "title": "k"}, yaxis={"title": "|S_k| / k", "type": "log"})
+    return fig
+
+
+def head_heatmap(values: torch.Tensor, title: str, zlabel: str = "count") -> Any:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    v = values.detach().float().cpu()
+    fig = go.Figure(go.Heatmap(z=v.tolist(), x=[f"H{h}" for h in range(v.shape[1])],
+                               y=[f"L{layer}" for layer in range(v.shape[0])], colorbar={"title": zlabel}))
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", yaxis={"autorange": "reversed"})
+    return fig
