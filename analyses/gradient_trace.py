@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--n-random", type=int, default=1)
     ap.add_argument("--max-eval-people", type=int)
+    ap.add_argument("--restore-mask", action="append", default=[], help="mask file to restore too (repeatable)")
     ap.add_argument("--save-influence", action="store_true", help="also save the two full influence vectors")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TraceRunConfig(base=args.base, finetuned=args.finetuned, data=args.data, out=args.out, trace=tcfg, k=args.k,
                          k_frac=args.k_frac, ablation=args.ablation, n_random=args.n_random,
                          max_eval_people=args.max_eval_people, save_influence=args.save_influence,
+                         restore_masks=tuple(args.restore_mask),
                          device=args.device, dtype=args.dtype)
     run_gradient_trace(cfg, overwrite=args.overwrite, verbose=not args.no_progress)
     log.info("wrote %s", args.out)

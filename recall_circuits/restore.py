@@ -86,3 +86,36 @@ def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks:
         out[name] = {k: r[k] for k in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc")}
         out[name]["n_restored"] = int(m.sum())
     return out
+
+
+def save_mask(path: str, mask: Tensor) -> None:
+    """A flat mask as safetensors: ``idx`` (int64 indices of the set) and ``P``."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    save_file({"idx": mask.nonzero().squeeze(1).to(torch.int64), "P": torch.tensor([mask.numel()])}, path)
+
+
+def load_mask(path: str, space: ParamSpace) -> Bool[Tensor, " P"]:
+    """Read a mask file (``idx`` + ``P``, or a flat ``mask`` of length P) and check it fits ``space``."""
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    try:
+        t = load_file(path)
+    except (OSError, SafetensorError) as exc:
+        raise RecallCircuitsError(f"cannot read mask file {path}: {exc}") from exc
+    if "mask" in t:
+        m = t["mask"].flatten().bool()
+        if m.numel() != space.P:
+            raise RecallCircuitsError(f"mask in {path} has {m.numel()} entries, the parameter space has {space.P}")
+        return m
+    if "idx" not in t or "P" not in t:
+        raise RecallCircuitsError(f"{path} holds neither 'mask' nor 'idx' + 'P'")
+    if int(t["P"][0]) != space.P:
+        raise RecallCircuitsError(f"mask in {path} is over {int(t['P'][0])} parameters, the space has {space.P}")
+    idx = t["idx"].long()
+    if idx.numel() and (idx.min() < 0 or idx.max() >= space.P):
+        raise RecallCircuitsError(f"mask in {path} has indices outside [0, {space.P})")
+    m = torch.zeros(space.P, dtype=torch.bool)
+    m[idx] = True
+    return m

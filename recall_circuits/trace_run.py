@@ -14,8 +14,9 @@ import torch
 from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run
 from recall_circuits.data import load_dataset
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import ParamSpace
 from recall_circuits.loading import load_pair
-from recall_circuits.restore import restore_ablation
+from recall_circuits.restore import load_mask, restore_ablation, save_mask
 from recall_circuits.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
 from recall_circuits.trace import TraceConfig, trace
 
@@ -36,6 +37,7 @@ class TraceRunConfig:
     eval_batch_size: int = 32
     max_eval_people: int | None = None
     save_influence: bool = False
+    restore_masks: tuple[str, ...] = ()  # extra mask files to restore in the ablation
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -49,15 +51,17 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
 
     ds = load_dataset(cfg.data)
     pair = load_pair(cfg.base, cfg.finetuned, device=cfg.device, dtype=cfg.dtype)
+    space = ParamSpace(pair.finetuned, include=cfg.trace.include, biases=cfg.trace.biases)
+    k = cfg.k if cfg.k is not None else max(1, round(cfg.k_frac * space.P))
+    if not 1 <= k <= space.P:
+        raise RecallCircuitsError(f"k = {k} is outside [1, P = {space.P}]")
+    extra = {f"file:{Path(p).name}": load_mask(p, space) for p in cfg.restore_masks}
     out = start_run(cfg.out, cfg.to_dict(), overwrite=overwrite,
                     checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
     t0 = time.time()
     res = trace(pair.finetuned, ds, cfg.trace, base=pair.base, verbose=verbose)
     t_trace = time.time() - t0
-    space, bio, qa = res.space, res.influence["bio"], res.influence["qa"]
-    k = cfg.k if cfg.k is not None else max(1, round(cfg.k_frac * space.P))
-    if not 1 <= k <= space.P:
-        raise RecallCircuitsError(f"k = {k} is outside [1, P = {space.P}]")
+    bio, qa = res.influence["bio"], res.influence["qa"]
     ks = sorted(set(log_grid(space.P)) | {k})
     curve = shared_curve(bio, qa, ks)
     top_bio, top_qa = top_k_mask(bio, k), top_k_mask(qa, k)
@@ -81,7 +85,7 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
         tensors |= {"influence_bio": bio, "influence_qa": qa}
     if cfg.ablation:
         n = int(S.sum())
-        masks = {"shared": S,
+        masks = {**extra, "shared": S,
                  "bio_top": top_k_mask(bio, n), "qa_top": top_k_mask(qa, n),
                  **{f"random{s}": random_like_mask(space, S, seed=s) for s in range(cfg.n_random)}}
         t1 = time.time()
@@ -91,6 +95,7 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
         summary["ablation_note"] = ("shared = S_k restored to pretrained values; random{i} = same count per tensor, "
                                     "seed i; bio_top / qa_top = the |S_k| largest entries of one task alone")
     save_tensors(out, tensors)
+    save_mask(str(out / "shared_mask.safetensors"), S)
     save_summary(out, summary)
     save_figure(out, shared_curve_figure({Path(cfg.finetuned).name: curve}), "shared_curve")
     save_figure(out, head_heatmap(stats["per_head"], f"Shared Size per head (k={k})", "shared entries"),
