@@ -46,6 +46,20 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
     return res
 
 
+def _trace(out: Path, base: str, finetuned: Path, data: Path, quick: bool, verbose: bool) -> dict[str, Any]:
+    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
+    from recall_circuits.trace import TraceConfig  # noqa: PLC0415
+    from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
+
+    if (out / RUN_SUMMARY).is_file():
+        log.info("stage %s: complete, skipped", out.name)
+        return json.loads((out / RUN_SUMMARY).read_text())
+    log.info("stage %s: gradient trace + restore ablation", out.name)
+    cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(data), out=str(out),
+                         trace=TraceConfig(n_people=4 if quick else 20), n_random=2)
+    return run_gradient_trace(cfg, overwrite=True, verbose=verbose)
+
+
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
     keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
             "bio_recall_ood", "train_wall_s")
@@ -65,6 +79,9 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(DataConfig(**preset(DATA_PRESETS, name))), data, overwrite=True)
     runs = {s: _finetune(out / s, data, s, name, extra, verbose) for s in ("two-stage", "mixed")}
+    base_model = model or preset(TRAIN_PRESETS, name)["model"]
+    traces = {s: _trace(out / f"trace-{s}", base_model, out / s / "model", data, quick, verbose)
+              for s in ("two-stage", "mixed")}
     sens: list[dict[str, Any]] = []
     if sensitivity:
         base_lr = preset(TRAIN_PRESETS, name)["lr"]
@@ -78,15 +95,22 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                                         "qa_lr": lr}, verbose)
                 mx = _finetune(out / f"mixed-lr{lr_name}", data, "mixed", name, extra | {"lr": lr}, verbose)
             sens.append({"qa_phase_lr": lr, "two-stage": _headline(ts), "mixed": _headline(mx)})
-    summary = summarise(runs, sens)
+    summary = summarise(runs, sens, traces)
     summary["preset"] = name
     summary["wall_s_this_invocation"] = time.time() - t0
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    write_report(out / REPORT_FILE, summary)
+    write_report(out / REPORT_FILE, summary, out)
     return summary
 
 
-def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]]) -> dict[str, Any]:
+def _rel_drop(abl: dict[str, dict[str, float]], cond: str, key: str = "qa_ood_acc") -> float:
+    """Share of the unablated accuracy lost when ``cond`` is restored (0 when the unablated accuracy is 0)."""
+    before = abl["none"][key]
+    return 0.0 if before == 0 else (before - abl[cond][key]) / before
+
+
+def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
+              traces: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     ts, mx = runs["two-stage"], runs["mixed"]
     ts_bio = ts.get("after_bio", ts)
     memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
@@ -100,14 +124,52 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]]) -> di
                      "rule": "gap >= 0.30, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO phase)"},
         "paper": PAPER["qa_ood_gap"],
     }]
-    for key in ("shared_fraction", "head_concentration", "restore_ablation", "consistency"):
-        directions.append({"name": key, "reproduced": None,
-                           "measured": "not run: this stage is not part of the pipeline yet", "paper": PAPER[key]})
+    if traces:
+        tt, tm = traces["two-stage"], traces["mixed"]
+        directions.append({
+            "name": "shared_fraction",
+            "reproduced": bool(tm["shared_fraction"] > tt["shared_fraction"]
+                               and min(tm["shared_fraction"], tt["shared_fraction"]) > tm["chance_fraction"]),
+            "measured": {"k": tm["k"], "mixed": tm["shared_fraction"], "two_stage": tt["shared_fraction"],
+                         "chance": tm["chance_fraction"],
+                         "ratio_mixed_over_stage": tm["shared_fraction"] / max(tt["shared_fraction"], 1e-12),
+                         "rule": "|S_k|/k(mixed) > |S_k|/k(two-stage) > chance k/P at the run's k"},
+            "paper": PAPER["shared_fraction"]})
+        directions.append({
+            "name": "head_concentration",
+            "reproduced": bool(tm["top10pct_head_share"] > tt["top10pct_head_share"]),
+            "measured": {"mixed_top10pct_head_share": tm["top10pct_head_share"],
+                         "two_stage_top10pct_head_share": tt["top10pct_head_share"],
+                         "mixed_head_gini": tm["head_gini"], "two_stage_head_gini": tt["head_gini"],
+                         "rule": "share of attention-shared entries in the top 10% of heads larger under mixed"},
+            "paper": PAPER["head_concentration"]})
+        am, at = tm["ablation"], tt["ablation"]
+        rnd = [c for c in am if c.startswith("random")]
+        m_drop, t_drop = _rel_drop(am, "shared"), _rel_drop(at, "shared")
+        m_rand = max(_rel_drop(am, c) for c in rnd)
+        directions.append({
+            "name": "restore_ablation",
+            "reproduced": bool(m_drop > t_drop and m_drop > m_rand),
+            "measured": {"mixed_rel_qa_ood_drop_shared": m_drop, "two_stage_rel_qa_ood_drop_shared": t_drop,
+                         "mixed_rel_qa_ood_drop_random_max": m_rand,
+                         "mixed_qa_ood": {c: v["qa_ood_acc"] for c, v in am.items()},
+                         "two_stage_qa_ood": {c: v["qa_ood_acc"] for c, v in at.items()},
+                         "rule": "relative QA-OOD loss when S is restored: mixed > two-stage, and mixed's loss under S "
+                                 "> under every random same-size control (0 where the unablated accuracy is 0)"},
+            "paper": PAPER["restore_ablation"]})
+    else:
+        for key in ("shared_fraction", "head_concentration", "restore_ablation"):
+            directions.append({"name": key, "reproduced": None, "measured": "not run", "paper": PAPER[key]})
+    directions.append({"name": "consistency", "reproduced": None,
+                       "measured": "not run: this stage is not part of the pipeline yet", "paper": PAPER["consistency"]})
     return {"directions": directions, "runs": {k: _headline(v) | {"after_bio": _headline(v["after_bio"])}
                                                if "after_bio" in v else _headline(v) for k, v in runs.items()},
             "per_attribute": {k: {"qa_ood": v["qa_ood_per_attribute"], "qa_id": v["qa_id_per_attribute"]}
                               for k, v in runs.items()},
-            "sensitivity": sens}
+            "sensitivity": sens,
+            "traces": {k: {key: v.get(key) for key in ("k", "P", "shared_fraction", "chance_fraction", "curve",
+                                                       "top10pct_head_share", "head_gini", "ablation", "top_heads")}
+                       for k, v in (traces or {}).items()}}
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -117,7 +179,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(path: Path, summary: dict[str, Any]) -> None:
+def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = None) -> None:
     """A self-contained HTML report (plotly inlined once; no external script, font or CDN reference)."""
     import plotly.graph_objects as go  # noqa: PLC0415
     import plotly.io as pio  # noqa: PLC0415
@@ -135,6 +197,23 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
     if "after_bio" in runs.get("two-stage", {}):
         ab = runs["two-stage"]["after_bio"]
         parts.append("<p>Two-stage after its BIO phase: " + ", ".join(f"{m} {ab[m]:.3f}" for m in metrics) + "</p>")
+    if summary.get("traces"):
+        from recall_circuits.artefacts import load_tensors  # noqa: PLC0415
+        from recall_circuits.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
+
+        tr = summary["traces"]
+        parts.append("<h2>Cross-task gradient trace</h2>")
+        parts.append(pio.to_html(shared_curve_figure({s: t["curve"] for s, t in tr.items()}), full_html=False,
+                                 include_plotlyjs=False))
+        for s, t in tr.items():
+            if run_dir is not None and (run_dir / f"trace-{s}" / "result.safetensors").is_file():
+                per_head = load_tensors(run_dir / f"trace-{s}")["shared_per_head"]
+                fig = head_heatmap(per_head, f"{s}: Shared Size per head (k={t['k']})", "shared entries")
+                parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
+        conds = list(next(iter(tr.values()))["ablation"])
+        parts.append("<h3>Restore ablation (QA accuracy with the set restored to pretrained values)</h3>" + _table(
+            [[s, c, t["ablation"][c]["n_restored"], t["ablation"][c]["qa_id_acc"], t["ablation"][c]["qa_ood_acc"]]
+             for s, t in tr.items() for c in conds], ["strategy", "restored set", "entries", "qa_id", "qa_ood"]))
     if summary.get("sensitivity"):
         rows = [[r["qa_phase_lr"], s, r[s]["qa_id_acc"], r[s]["qa_ood_acc"], r[s]["bio_recall_id"],
                  r[s]["bio_recall_ood"]] for r in summary["sensitivity"] for s in ("two-stage", "mixed")]

@@ -16,8 +16,14 @@ def test_quick_reproduction(tmp_path):
                                          - summary["runs"]["two-stage"]["qa_ood_acc"])) < 1e-12
     for d in summary["directions"]:
         assert d["paper"] and "reproduced" in d and d["measured"]
+        if d["name"] != "consistency":  # decided from numbers measured in this run
+            assert isinstance(d["reproduced"], bool) and "rule" in d["measured"]
+    sf = summary["directions"][1]["measured"]
+    assert sf["mixed"] == summary["traces"]["mixed"]["shared_fraction"]
+    assert set(summary["traces"]["mixed"]["ablation"]) >= {"none", "shared", "random0", "random1"}
     doc = (out / "report.html").read_text()
-    assert "<h2>Directions" in doc and "plotly" in doc.lower()
+    assert "<h2>Directions" in doc and "plotly" in doc.lower() and "Restore ablation" in doc
+    assert doc.count("Shared Size per head") == 2
     # offline: no external script, stylesheet, font or image reference
     assert not re.search(r"<script[^>]+src=", doc) and not re.search(r"<link[^>]+href=[\"']?https?:", doc)
     assert not re.search(r"@import|url\([\"']?https?:", doc.split("<script")[0])
