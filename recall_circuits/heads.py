@@ -148,10 +148,15 @@ class ParamSpace:
         self.n_kv_heads = n_kv_heads(model)
         sd = model.state_dict(keep_vars=True)
         infos, offset = [], 0
+        seen: set[tuple[int, int, tuple[int, ...], tuple[int, ...]]] = set()
         for name, p in sd.items():
             module, layer = self._classify(name)
             if module is None:
                 continue
+            key = (p.untyped_storage().data_ptr(), p.storage_offset(), tuple(p.shape), tuple(p.stride()))
+            if key in seen:  # tied weights (e.g. unembed = embed): one tensor, counted once
+                continue
+            seen.add(key)
             infos.append(TensorInfo(name, tuple(p.shape), offset, layer, module))
             offset += p.numel()
         if not infos:
