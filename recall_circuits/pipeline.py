@@ -60,6 +60,20 @@ def _trace(out: Path, base: str, finetuned: Path, data: Path, quick: bool, verbo
     return run_gradient_trace(cfg, overwrite=True, verbose=verbose)
 
 
+def _graft(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, quick: bool,
+           verbose: bool) -> dict[str, Any]:
+    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
+    from recall_circuits.grafting import GraftConfig, run_grafting  # noqa: PLC0415
+
+    if (out / RUN_SUMMARY).is_file():
+        log.info("stage %s: complete, skipped", out.name)
+        return json.loads((out / RUN_SUMMARY).read_text())
+    log.info("stage %s: grafting", out.name)
+    cfg = GraftConfig(init_frac=0.02 if quick else 1e-3, steps=6 if quick else 30, eval_every=3 if quick else 10)
+    return run_grafting(base, str(finetuned), str(data), str(out), cfg, trace_dir=str(trace_dir), overwrite=True,
+                        verbose=verbose)
+
+
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
     keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
             "bio_recall_ood", "train_wall_s")
@@ -82,6 +96,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     base_model = model or preset(TRAIN_PRESETS, name)["model"]
     traces = {s: _trace(out / f"trace-{s}", base_model, out / s / "model", data, quick, verbose)
               for s in ("two-stage", "mixed")}
+    grafts = {s: _graft(out / f"graft-{s}", base_model, out / s / "model", data, out / f"trace-{s}", quick, verbose)
+              for s in ("two-stage", "mixed")}
     sens: list[dict[str, Any]] = []
     if sensitivity:
         base_lr = preset(TRAIN_PRESETS, name)["lr"]
@@ -96,6 +112,9 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                 mx = _finetune(out / f"mixed-lr{lr_name}", data, "mixed", name, extra | {"lr": lr}, verbose)
             sens.append({"qa_phase_lr": lr, "two-stage": _headline(ts), "mixed": _headline(mx)})
     summary = summarise(runs, sens, traces)
+    summary["grafting"] = {s: {k: g.get(k) for k in ("alpha", "graft_size", "P", "grafted", "shared_share_of_graft",
+                                                     "grafted_without_shared", "acc_lost_without_shared")}
+                           for s, g in grafts.items()}
     summary["preset"] = name
     summary["wall_s_this_invocation"] = time.time() - t0
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
@@ -214,6 +233,12 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
         parts.append("<h3>Restore ablation (QA accuracy with the set restored to pretrained values)</h3>" + _table(
             [[s, c, t["ablation"][c]["n_restored"], t["ablation"][c]["qa_id_acc"], t["ablation"][c]["qa_ood_acc"]]
              for s, t in tr.items() for c in conds], ["strategy", "restored set", "entries", "qa_id", "qa_ood"]))
+    if summary.get("grafting"):
+        rows = [[s, g["alpha"], g["grafted"]["qa_id_acc"], g["grafted"]["qa_ood_acc"], g.get("shared_share_of_graft"),
+                 (g.get("acc_lost_without_shared") or {}).get("qa_ood_acc")] for s, g in summary["grafting"].items()]
+        parts.append("<h2>Grafting</h2>" + _table(rows, ["strategy", "alpha = |γ|/P", "grafted qa_id",
+                                                         "grafted qa_ood", "share of S in γ",
+                                                         "qa_ood lost without S"]))
     if summary.get("sensitivity"):
         rows = [[r["qa_phase_lr"], s, r[s]["qa_id_acc"], r[s]["qa_ood_acc"], r[s]["bio_recall_id"],
                  r[s]["bio_recall_ood"]] for r in summary["sensitivity"] for s in ("two-stage", "mixed")]

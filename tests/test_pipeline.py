@@ -23,7 +23,9 @@ def test_quick_reproduction(tmp_path):
     assert set(summary["traces"]["mixed"]["ablation"]) >= {"none", "shared", "random0", "random1"}
     doc = (out / "report.html").read_text()
     assert "<h2>Directions" in doc and "plotly" in doc.lower() and "Restore ablation" in doc
-    assert doc.count("Shared Size per head") == 2
+    assert doc.count("Shared Size per head") == 2 and "<h2>Grafting" in doc
+    for g in summary["grafting"].values():
+        assert 0 < g["alpha"] < 1 and set(g["grafted"]) == {"qa_id_acc", "qa_ood_acc"}
     # offline: no external script, stylesheet, font or image reference
     assert not re.search(r"<script[^>]+src=", doc) and not re.search(r"<link[^>]+href=[\"']?https?:", doc)
     assert not re.search(r"@import|url\([\"']?https?:", doc.split("<script")[0])
