@@ -1,0 +1,194 @@
+"""Head ablation by restoring pretrained weights (paper.md §5).
+
+Rank heads (by Shared Size from a gradient-trace run, by Grafted Size from a grafting run, at random), restore the
+top-n heads of each ranking to their pretrained slices for n on a grid, and measure QA accuracy ID/OOD; and sweep
+every head alone. A head's restore covers its Q and O slices and the K and V slices of its KV group (under GQA the
+whole group, i.e. every query head sharing it: reported in the output), via in-place view swaps that are undone
+exactly (:func:`recall_circuits.restore.restore_heads`); no model copies.
+
+Example::
+
+    from recall_circuits.head_ablation import head_curves, single_head_sweep
+    curves = head_curves(ft, base, dataset, {"shared": shared_per_head}, grid=[1, 2, 4, 8])
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from recall_circuits.data import Dataset, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.evaluation import score_targets
+from recall_circuits.heads import COMPONENTS, Component, head_label, n_kv_heads
+from recall_circuits.restore import restore_heads
+
+log = logging.getLogger(__name__)
+
+
+def ranking(scores: Float[Tensor, "n_layers n_heads"]) -> list[tuple[int, int]]:
+    """Heads sorted by score, descending (ties: lower layer, then lower head first)."""
+    flat = scores.flatten()
+    order = torch.argsort(-flat, stable=True)
+    H = scores.shape[1]
+    return [(int(i) // H, int(i) % H) for i in order]
+
+
+def random_ranking(n_layers: int, n_heads: int, seed: int) -> list[tuple[int, int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(int(i) // n_heads, int(i) % n_heads) for i in torch.randperm(n_layers * n_heads, generator=g)]
+
+
+class QAScorer:
+    """Tokenises the QA questions once and scores a model on them (exact match / first token) in batches."""
+
+    def __init__(self, model: Any, dataset: Dataset, max_people: int | None = None, batch_size: int = 32) -> None:
+        self.model, self.batch_size = model, batch_size
+        tok = model.tokenizer
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.split: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
+        for sp in ("id", "ood"):
+            keep = set(dataset.person_ids(sp)[:max_people] if max_people else dataset.person_ids(sp))
+            toks = [tokenize_qa(tok, e) for e in dataset.qa(sp) if e["person"] in keep]
+            if not toks:
+                raise RecallCircuitsError(f"no {sp} questions to score")
+            self.split[sp] = ([t["input_ids"] for t in toks], [t["answer_pos"] for t in toks])
+
+    def __call__(self) -> dict[str, float]:
+        out = {}
+        for sp, (seqs, tgts) in self.split.items():
+            s = score_targets(self.model, seqs, tgts, self.pad, self.batch_size)
+            out[f"qa_{sp}_acc"] = sum(x[0] for x in s) / len(s)
+            out[f"qa_{sp}_first_token_acc"] = sum(x[1] for x in s) / len(s)
+        return out
+
+
+def head_curves(ft: Any, base: Any, dataset: Dataset, rankings: dict[str, list[tuple[int, int]]],
+                grid: list[int], *, components: tuple[Component, ...] = COMPONENTS, max_people: int | None = None,
+                batch_size: int = 32, verbose: bool = False) -> dict[str, Any]:
+    """QA accuracy with the top-n heads of each ranking restored, for every n in ``grid``."""
+    n_total = ft.cfg.n_layers * ft.cfg.n_heads
+    if any(not 0 <= n <= n_total for n in grid):
+        raise RecallCircuitsError(f"grid values must be in [0, {n_total}]")
+    scorer = QAScorer(ft, dataset, max_people, batch_size)
+    out: dict[str, Any] = {"grid": list(grid), "components": list(components), "curves": {}}
+    for name, order in tqdm(rankings.items(), disable=not verbose, desc="rankings"):
+        rows = []
+        for n in grid:
+            with restore_heads(ft, base, order[:n], components):
+                rows.append({"n": n, **scorer()})
+        out["curves"][name] = {"heads": [head_label(l, h) for l, h in order[: max(grid, default=0)]], "points": rows}
+    out["gqa_note"] = gqa_note(ft)
+    return out
+
+
+def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple[Component, ...] = COMPONENTS,
+                      max_people: int | None = None, batch_size: int = 32, verbose: bool = False
+                      ) -> dict[str, Any]:
+    """QA accuracy with each head restored alone → tensors [n_layers, n_heads] per metric."""
+    scorer = QAScorer(ft, dataset, max_people, batch_size)
+    L, H = ft.cfg.n_layers, ft.cfg.n_heads
+    baseline = scorer()
+    grids = {k: torch.zeros(L, H) for k in baseline}
+    for layer in tqdm(range(L), disable=not verbose, desc="single heads"):
+        for head in range(H):
+            with restore_heads(ft, base, [(layer, head)], components):
+                r = scorer()
+            for k, v in r.items():
+                grids[k][layer, head] = v
+    return {"baseline": baseline, "grids": grids, "gqa_note": gqa_note(ft)}
+
+
+def gqa_note(model: Any) -> str:
+    kv = n_kv_heads(model)
+    if kv == model.cfg.n_heads:
+        return "every query head has its own K/V: restoring a head restores Q, K, V, O of that head only"
+    return (f"GQA: {model.cfg.n_heads} query heads share {kv} KV groups; restoring a query head restores its Q and O "
+            f"and the K and V of its whole KV group (shared with {model.cfg.n_heads // kv - 1} other query heads)")
+
+
+def _per_head_table(run_dir: str, key: str, model: Any, what: str) -> Tensor:
+    from pathlib import Path  # noqa: PLC0415
+
+    from recall_circuits.artefacts import load_tensors  # noqa: PLC0415
+
+    f = Path(run_dir) / "result.safetensors"
+    if not f.is_file():
+        raise RecallCircuitsError(f"{run_dir} is not a {what} run directory (no result.safetensors)")
+    t = load_tensors(Path(run_dir))
+    if key not in t:
+        raise RecallCircuitsError(f"{run_dir} is not a {what} run directory (no {key})")
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    if tuple(t[key].shape) != shape:
+        raise RecallCircuitsError(f"{run_dir} was made for a model with {tuple(t[key].shape)} (layers, heads), "
+                                  f"this one has {shape}")
+    return t[key]
+
+
+def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_dir: str | None = None,
+                      graft_dir: str | None = None, n_random: int = 3, grid: list[int] | None = None,
+                      single: bool = True, components: tuple[Component, ...] = COMPONENTS,
+                      max_people: int | None = None, batch_size: int = 32, overwrite: bool = False,
+                      verbose: bool = True) -> dict[str, Any]:
+    """The run behind ``analyses/head_ablation.py``."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.data import load_dataset  # noqa: PLC0415
+    from recall_circuits.loading import load_pair  # noqa: PLC0415
+    from recall_circuits.viz import head_heatmap  # noqa: PLC0415
+
+    ds = load_dataset(data)
+    pair = load_pair(base, finetuned)
+    ft, b = pair.finetuned, pair.base
+    L, H = ft.cfg.n_layers, ft.cfg.n_heads
+    bad = [c for c in components if c not in COMPONENTS]
+    if bad or not components:
+        raise RecallCircuitsError(f"unknown components {bad}; choose from {list(COMPONENTS)}")
+    rankings: dict[str, list[tuple[int, int]]] = {}
+    tables: dict[str, Tensor] = {}
+    if trace_dir:
+        tables["shared_size"] = _per_head_table(trace_dir, "shared_per_head", ft, "gradient-trace")
+        rankings["shared_size"] = ranking(tables["shared_size"])
+    if graft_dir:
+        tables["grafted_size"] = _per_head_table(graft_dir, "grafted_per_head", ft, "grafting")
+        rankings["grafted_size"] = ranking(tables["grafted_size"])
+    for s in range(n_random):
+        rankings[f"random{s}"] = random_ranking(L, H, s)
+    if grid is None:
+        grid = sorted({0, *[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= L * H], max(1, (L * H) // 10)})
+    run = start_run(out, {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir,
+                          "graft_dir": graft_dir, "n_random": n_random, "grid": grid, "single": single,
+                          "components": list(components), "max_people": max_people}, overwrite=overwrite,
+                    checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+    summary: dict[str, Any] = head_curves(ft, b, ds, rankings, grid, components=components, max_people=max_people,
+                                          batch_size=batch_size, verbose=verbose)
+    tensors = {f"ranking_score_{k}": v for k, v in tables.items()}
+    fig = go.Figure()
+    for name, c in summary["curves"].items():
+        fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p["qa_ood_acc"] for p in c["points"]],
+                                 mode="lines+markers", name=f"{name} (OOD)"))
+        fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p["qa_id_acc"] for p in c["points"]],
+                                 mode="lines+markers", name=f"{name} (ID)", line={"dash": "dot"}))
+    fig.update_layout(title="QA accuracy with the top-n heads of each ranking restored to pretrained weights",
+                      xaxis_title="heads restored", yaxis_title="accuracy", yaxis_range=[0, 1])
+    save_figure(run, fig, "head_curves")
+    if single:
+        sweep = single_head_sweep(ft, b, ds, components=components, max_people=max_people, batch_size=batch_size,
+                                  verbose=verbose)
+        summary["single_head_baseline"] = sweep["baseline"]
+        for k, v in sweep["grids"].items():
+            tensors[f"single_{k}"] = v
+        drop = sweep["baseline"]["qa_ood_acc"] - sweep["grids"]["qa_ood_acc"]
+        summary["single_head_top_ood_drop"] = [{"head": head_label(l, h), "drop": float(drop[l, h])}
+                                               for l, h in ranking(drop)[:10]]
+        save_figure(run, head_heatmap(drop, "QA-OOD accuracy lost when a single head is restored", "drop"),
+                    "single_head")
+    save_tensors(run, tensors)
+    save_summary(run, summary)
+    return summary
