@@ -1,0 +1,50 @@
+"""BIO vs QA attention, aligned by role, for several models (e.g. Mix-tuned, Stage-tuned, pretrained).
+
+    python analyses/attention_compare.py --model mixed=runs/reproduce/mixed/model \
+        --model two-stage=runs/reproduce/two-stage/model --model pretrained=smollm2-135m \
+        --data runs/reproduce/data --out runs/attention
+
+Writes per-head role masses and BIO–QA similarity (result.safetensors), labels (summary.json), plotly heatmaps
+and side-by-side circuitsvis pages (figures/, offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from recall_circuits.errors import RecallCircuitsError, cli_entry
+
+log = logging.getLogger("attention_compare")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], help="NAME=PATH (repeatable)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n-people", type=int, default=10)
+    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
+    ap.add_argument("--attributes", help="comma-separated attribute names (default: all)")
+    ap.add_argument("--view-heads", type=int, default=4)
+    ap.add_argument("--threshold", type=float, default=0.3)
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    models = {}
+    for m in args.model:
+        if "=" not in m:
+            raise RecallCircuitsError(f"--model takes NAME=PATH, got {m!r}")
+        k, v = m.split("=", 1)
+        models[k] = v
+    from recall_circuits.attention import run_attention_compare
+
+    run_attention_compare(models, args.data, args.out, n_people=args.n_people, split=args.split,
+                          attributes=args.attributes.split(",") if args.attributes else None,
+                          n_view_heads=args.view_heads, threshold=args.threshold, overwrite=args.overwrite)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""BIO vs QA attention, aligned by role (paper.md §5).
+
+For a person and attribute, the BIO text and the QA prompt differ in length and layout, so they are aligned by
+role: the position that predicts the value (BIO) / the answer (QA), the subject tokens (BIO: the mention in the
+attribute's sentence — the name or a pronoun — plus the name in the first sentence; QA: the name), and the relation
+tokens. Per head, the attention mass from the predicting position is split into subject / relation / BOS / other
+(the four sum to 1). Heads are labelled "subject linking" or "relation focusing" when that role takes at least
+``threshold`` of their mass in both formats, and a per-head similarity of the two profiles is reported
+(1 − Jensen–Shannon divergence, base 2).
+
+Example::
+
+    from recall_circuits.attention import role_masses
+    res = role_masses(model, dataset, people=[0, 1, 2])
+    res["mean"].shape      # [2 formats, n_layers, n_heads, 4 roles]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+
+ROLES = ("subject", "relation", "bos", "other")
+FORMATS = ("bio", "qa")
+
+
+def aligned_pairs(tokenizer: Any, dataset: Dataset, people: list[int], attributes: list[str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Role-aligned (BIO, QA) token data per (person, attribute)."""
+    bio_by_person = {e["person"]: e for e in dataset.bio() if e.get("copy", 0) == 0}
+    qa_by_key = {(e["person"], e["attribute"]): e for e in dataset.qa()}
+    pairs = []
+    for pid in people:
+        if pid not in bio_by_person:
+            raise RecallCircuitsError(f"person {pid} has no biography")
+        bio = tokenize_bio(tokenizer, bio_by_person[pid])
+        name_tokens = bio["facts"][0]["subject"] if bio["facts"] else []
+        for fact in bio["facts"]:
+            if attributes and fact["attribute"] not in attributes:
+                continue
+            qa = tokenize_qa(tokenizer, qa_by_key[(pid, fact["attribute"])])
+            b_roles = {"subject": sorted(set(fact["subject"]) | set(name_tokens)), "relation": fact["relation"]}
+            q_roles = {"subject": qa["roles"]["subject"], "relation": qa["roles"]["relation"]}
+            for fmt, roles, pos in (("bio", b_roles, fact["predict_pos"]), ("qa", q_roles, qa["predict_pos"])):
+                if not roles["subject"] or not roles["relation"]:
+                    raise RecallCircuitsError(f"person {pid}, {fact['attribute']}: no alignable "
+                                              f"{'subject' if not roles['subject'] else 'relation'} tokens in {fmt}")
+                if any(i > pos for r in roles.values() for i in r):
+                    raise RecallCircuitsError(f"person {pid}, {fact['attribute']}: role tokens after the predicting "
+                                              f"position in {fmt}")
+            pairs.append({"person": pid, "attribute": fact["attribute"],
+                          "bio": {"ids": bio["input_ids"][: fact["predict_pos"] + 1], "pos": fact["predict_pos"],
+                                  **b_roles},
+                          "qa": {"ids": qa["input_ids"][: qa["predict_pos"] + 1], "pos": qa["predict_pos"],
+                                 **q_roles}})
+    if not pairs:
+        raise RecallCircuitsError("no (person, attribute) pairs to compare")
+    return pairs
+
+
+def _masses_for(model: Any, items: list[dict[str, Any]], bos_id: int | None, batch_size: int
+                ) -> Float[Tensor, "n n_layers n_heads 4"]:
+    L = model.cfg.n_layers
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+    out = []
+    for s in range(0, len(items), batch_size):
+        chunk = items[s:s + batch_size]
+        n = max(len(it["ids"]) for it in chunk)
+        ids = torch.zeros((len(chunk), n), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, it in enumerate(chunk):
+            ids[i, : len(it["ids"])] = torch.tensor(it["ids"])
+            mask[i, : len(it["ids"])] = 1
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=names)
+        pat = torch.stack([cache[nm] for nm in names], dim=1)  # [batch, layer, head, dest, src]
+        for i, it in enumerate(chunk):
+            row = pat[i, :, :, it["pos"], :].float()  # [layer, head, src]
+            role_of = torch.full((n,), 3, dtype=torch.long)  # other
+            role_of[len(it["ids"]):] = -1
+            if bos_id is not None and it["ids"][0] == bos_id:
+                role_of[0] = 2
+            role_of[torch.tensor(it["relation"], dtype=torch.long)] = 1
+            role_of[torch.tensor(it["subject"], dtype=torch.long)] = 0
+            m = torch.stack([row[..., role_of == r].sum(-1) for r in range(4)], dim=-1)
+            out.append(m)
+    return torch.stack(out)
+
+
+def role_masses(model: Any, dataset: Dataset, people: list[int], attributes: list[str] | None = None, *,
+                batch_size: int = 16, threshold: float = 0.3) -> dict[str, Any]:
+    """Per-head role masses in both formats, their similarity, and head labels."""
+    tok = model.tokenizer
+    pairs = aligned_pairs(tok, dataset, people, attributes)
+    bos = tok.bos_token_id
+    per = torch.stack([_masses_for(model, [p[f] for p in pairs], bos, batch_size) for f in FORMATS])  # [2,n,L,H,4]
+    mean = per.mean(1)
+    sim = 1 - js_divergence(mean[0], mean[1])
+    labels = {}
+    for layer in range(mean.shape[1]):
+        for head in range(mean.shape[2]):
+            sub, rel = mean[:, layer, head, 0], mean[:, layer, head, 1]
+            if (sub >= threshold).all() and sub.min() >= rel.min():
+                labels[f"L{layer}H{head}"] = "subject linking"
+            elif (rel >= threshold).all():
+                labels[f"L{layer}H{head}"] = "relation focusing"
+    return {"per_example": per, "mean": mean, "similarity": sim, "labels": labels, "roles": list(ROLES),
+            "formats": list(FORMATS), "pairs": [(p["person"], p["attribute"]) for p in pairs]}
+
+
+def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
+    """Jensen–Shannon divergence (base 2, in [0, 1]) over the last axis."""
+    p = p.clamp_min(0) / p.sum(-1, keepdim=True).clamp_min(eps)
+    q = q.clamp_min(0) / q.sum(-1, keepdim=True).clamp_min(eps)
+    m = (p + q) / 2
+
+    def kl(a: Tensor, b: Tensor) -> Tensor:
+        return (a * ((a + eps) / (b + eps)).log2()).sum(-1)
+
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def circuitsvis_page(model: Any, pair: dict[str, Any], heads: list[tuple[int, int]], title: str) -> str:
+    """Side-by-side circuitsvis views (BIO | QA) of the chosen heads for one aligned pair, from ``.local_src``
+    (no CDN reference)."""
+    import html  # noqa: PLC0415
+
+    import circuitsvis as cv  # noqa: PLC0415
+
+    blocks = []
+    for fmt in FORMATS:
+        ids = torch.tensor([pair[fmt]["ids"]])
+        names = sorted({f"blocks.{layer}.attn.hook_pattern" for layer, _ in heads})
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(ids, names_filter=names)
+        pats = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0, head] for layer, head in heads])
+        toks = [model.tokenizer.decode([t]) for t in pair[fmt]["ids"]]
+        view = cv.attention.attention_heads(attention=pats, tokens=toks,
+                                            attention_head_names=[f"L{layer}H{head}" for layer, head in heads])
+        blocks.append(f"<div style='flex:1;min-width:0'><h3>{fmt.upper()}</h3>{view.local_src}</div>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+            f"<h2>{html.escape(title)}</h2><div style='display:flex;gap:16px'>{''.join(blocks)}</div></body></html>")
+
+
+def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
+                          attributes: list[str] | None = None, n_view_heads: int = 4, threshold: float = 0.3,
+                          overwrite: bool = False) -> dict[str, Any]:
+    """The run behind ``analyses/attention_compare.py``: every model, the same aligned pairs."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    from recall_circuits.artefacts import FIGURES_DIR, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.data import load_dataset  # noqa: PLC0415
+    from recall_circuits.loading import load_bridge  # noqa: PLC0415
+
+    if not models:
+        raise RecallCircuitsError("no models given (use --model NAME=PATH)")
+    ds = load_dataset(data)
+    people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
+    bridges = {k: load_bridge(v) for k, v in models.items()}
+    first = next(iter(bridges.values()))
+    for k, b in bridges.items():
+        if (b.cfg.n_layers, b.cfg.n_heads) != (first.cfg.n_layers, first.cfg.n_heads):
+            raise RecallCircuitsError(f"model {k} has a different shape of heads")
+    run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split,
+                          "attributes": attributes, "threshold": threshold}, overwrite=overwrite,
+                    checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
+    summary: dict[str, Any] = {"roles": list(ROLES), "people": people, "models": {}}
+    tensors = {}
+    for name, b in bridges.items():
+        r = role_masses(b, ds, people, attributes, threshold=threshold)
+        tensors[f"{name}.mean_masses"] = r["mean"]
+        tensors[f"{name}.similarity"] = r["similarity"]
+        sim = r["similarity"]
+        H = sim.shape[1]
+        focus = (r["mean"][:, :, :, :2].sum(-1).min(0).values) * sim  # role-focused in both formats and alike
+        top = [(int(i) // H, int(i) % H) for i in torch.argsort(-focus.flatten(), stable=True)[:n_view_heads]]
+        summary["models"][name] = {
+            "labels": r["labels"], "n_subject_linking": sum(v == "subject linking" for v in r["labels"].values()),
+            "n_relation_focusing": sum(v == "relation focusing" for v in r["labels"].values()),
+            "mean_similarity": float(sim.mean()), "viewed_heads": [f"L{l}H{h}" for l, h in top],
+            "mean_mass": {f: {role: float(r["mean"][i, ..., j].mean()) for j, role in enumerate(ROLES)}
+                          for i, f in enumerate(FORMATS)}}
+        fig = make_subplots(rows=1, cols=3, subplot_titles=["subject mass (BIO)", "subject mass (QA)",
+                                                            "BIO–QA profile similarity"])
+        for c, z in enumerate((r["mean"][0, ..., 0], r["mean"][1, ..., 0], sim), start=1):
+            fig.add_trace(go.Heatmap(z=z.tolist(), coloraxis="coloraxis"), row=1, col=c)
+        fig.update_layout(title=f"{name}: attention from the predicting position", coloraxis={"cmin": 0, "cmax": 1})
+        fig.update_yaxes(autorange="reversed", title_text="layer")
+        save_figure(run, fig, f"roles_{name}")
+        pair = aligned_pairs(b.tokenizer, ds, people[:1], attributes)[0]
+        page = circuitsvis_page(b, pair, top, f"{name}: person {pair['person']}, {pair['attribute']}")
+        (run / FIGURES_DIR / f"circuitsvis_{name}.html").write_text(page, encoding="utf-8")
+    save_tensors(run, tensors)
+    save_summary(run, summary)
+    return summary
