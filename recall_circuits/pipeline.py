@@ -74,6 +74,32 @@ def _graft(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, q
                         verbose=verbose)
 
 
+def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, graft_dir: Path, quick: bool,
+           verbose: bool) -> dict[str, Any]:
+    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
+    from recall_circuits.head_ablation import run_head_ablation  # noqa: PLC0415
+
+    if (out / RUN_SUMMARY).is_file():
+        log.info("stage %s: complete, skipped", out.name)
+        return json.loads((out / RUN_SUMMARY).read_text())
+    log.info("stage %s: head-ablation curves", out.name)
+    # the single-head sweep over every head is left to analyses/head_ablation.py (270 evaluations on the default)
+    return run_head_ablation(base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir),
+                             graft_dir=str(graft_dir), n_random=3, single=quick,
+                             max_people=None if quick else 10, overwrite=True, verbose=verbose)
+
+
+def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
+    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
+    from recall_circuits.attention import run_attention_compare  # noqa: PLC0415
+
+    if (out / RUN_SUMMARY).is_file():
+        log.info("stage %s: complete, skipped", out.name)
+        return json.loads((out / RUN_SUMMARY).read_text())
+    log.info("stage %s: BIO-vs-QA attention", out.name)
+    return run_attention_compare(models, str(data), str(out), n_people=3 if quick else 10, overwrite=True)
+
+
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
     keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
             "bio_recall_ood", "train_wall_s")
@@ -98,6 +124,11 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
               for s in ("two-stage", "mixed")}
     grafts = {s: _graft(out / f"graft-{s}", base_model, out / s / "model", data, out / f"trace-{s}", quick, verbose)
               for s in ("two-stage", "mixed")}
+    heads = {s: _heads(out / f"heads-{s}", base_model, out / s / "model", data, out / f"trace-{s}",
+                       out / f"graft-{s}", quick, verbose) for s in ("two-stage", "mixed")}
+    attention = _attention(out / "attention", {"mixed": str(out / "mixed" / "model"),
+                                               "two-stage": str(out / "two-stage" / "model"),
+                                               "pretrained": base_model}, data, quick)
     sens: list[dict[str, Any]] = []
     if sensitivity:
         base_lr = preset(TRAIN_PRESETS, name)["lr"]
@@ -112,6 +143,11 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                 mx = _finetune(out / f"mixed-lr{lr_name}", data, "mixed", name, extra | {"lr": lr}, verbose)
             sens.append({"qa_phase_lr": lr, "two-stage": _headline(ts), "mixed": _headline(mx)})
     summary = summarise(runs, sens, traces)
+    summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
+    summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
+    summary["attention"] = {m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
+                                                 "viewed_heads", "mean_mass")}
+                            for m, v in attention["models"].items()}
     summary["grafting"] = {s: {k: g.get(k) for k in ("alpha", "graft_size", "P", "grafted", "shared_share_of_graft",
                                                      "grafted_without_shared", "acc_lost_without_shared")}
                            for s, g in grafts.items()}
@@ -233,6 +269,30 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
         parts.append("<h3>Restore ablation (QA accuracy with the set restored to pretrained values)</h3>" + _table(
             [[s, c, t["ablation"][c]["n_restored"], t["ablation"][c]["qa_id_acc"], t["ablation"][c]["qa_ood_acc"]]
              for s, t in tr.items() for c in conds], ["strategy", "restored set", "entries", "qa_id", "qa_ood"]))
+    if summary.get("head_curves"):
+        fig = go.Figure()
+        for strat, curves in summary["head_curves"].items():
+            for name, c in curves.items():
+                fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p["qa_ood_acc"] for p in c["points"]],
+                                         mode="lines+markers", name=f"{strat}: {name}"))
+        fig.update_layout(title="QA-OOD accuracy with the top-n heads restored to pretrained weights",
+                          xaxis_title="heads restored", yaxis_title="QA-OOD accuracy", yaxis_range=[0, 1])
+        parts.append("<h2>Head ablation</h2><p>" + html.escape(summary.get("head_gqa_note", "")) + "</p>"
+                     + pio.to_html(fig, full_html=False, include_plotlyjs=False))
+    if summary.get("attention"):
+        rows = [[m, a["mean_similarity"], a["n_subject_linking"], a["n_relation_focusing"],
+                 a["mean_mass"]["bio"]["subject"], a["mean_mass"]["qa"]["subject"], ", ".join(a["viewed_heads"])]
+                for m, a in summary["attention"].items()]
+        parts.append("<h2>BIO vs QA attention (predicting position, aligned by role)</h2>" + _table(
+            rows, ["model", "mean BIO–QA similarity", "subject-linking heads", "relation-focusing heads",
+                   "subject mass BIO", "subject mass QA", "heads viewed"]))
+        if run_dir is not None:
+            for m in summary["attention"]:
+                f = run_dir / "attention" / "figures" / f"circuitsvis_{m}.html"
+                if f.is_file():
+                    body = f.read_text(encoding="utf-8")
+                    body = body[body.index("<body>") + 6: body.rindex("</body>")]
+                    parts.append(f"<details><summary>circuitsvis: {html.escape(m)}</summary>{body}</details>")
     if summary.get("grafting"):
         rows = [[s, g["alpha"], g["grafted"]["qa_id_acc"], g["grafted"]["qa_ood_acc"], g.get("shared_share_of_graft"),
                  (g.get("acc_lost_without_shared") or {}).get("qa_ood_acc")] for s, g in summary["grafting"].items()]

@@ -24,6 +24,9 @@ def test_quick_reproduction(tmp_path):
     doc = (out / "report.html").read_text()
     assert "<h2>Directions" in doc and "plotly" in doc.lower() and "Restore ablation" in doc
     assert doc.count("Shared Size per head") == 2 and "<h2>Grafting" in doc
+    assert "<h2>Head ablation" in doc and "circuitsvis: mixed" in doc
+    assert set(summary["attention"]) == {"mixed", "two-stage", "pretrained"}
+    assert {"shared_size", "grafted_size", "random0"} <= set(summary["head_curves"]["mixed"])
     for g in summary["grafting"].values():
         assert 0 < g["alpha"] < 1 and set(g["grafted"]) == {"qa_id_acc", "qa_ood_acc"}
     # offline: no external script, stylesheet, font or image reference
