@@ -1,0 +1,214 @@
+"""Activation patching, fast and across formats (paper.md §5; TransformerLens ``patching`` semantics).
+
+- :func:`patch_heads_by_pos`: clean ``hook_z`` of one (layer, position, head) written into the corrupted run;
+  the metric of every cell → ``[n_layers, pos, n_heads]``, the same grid as
+  ``transformer_lens.patching.get_act_patch_attn_head_out_by_pos``. Fast: the cells of a layer are stacked along
+  the batch axis, each patched run starts at the patched layer from the cached corrupted residual
+  (``start_at_layer``), and only the last position's logits are computed; no per-cell host syncs.
+- :func:`patch_resid_by_pos`: the same for ``resid_pre`` / ``attn_out`` / ``mlp_out`` → ``[n_layers, pos]``.
+- :func:`cross_format_patch`: BIO activations written into the QA run at role-aligned positions (the two prompts
+  differ in length, so positions are paired by role) → ``[n_layers, n_roles]``.
+- :func:`attribution_patch_heads`: the linear estimate (∂metric/∂z at the corrupted run) · (z_clean − z_corr),
+  two forwards and one backward → ``[n_layers, pos, n_heads]``.
+
+A metric maps last-position logits ``[n, d_vocab]`` of n prompts to ``[n]``; grids hold its mean over prompts.
+
+Example::
+
+    from recall_circuits.patching import patch_heads_by_pos, logit_diff_metric
+    grid = patch_heads_by_pos(model, clean, corrupted, logit_diff_metric(correct_ids, wrong_ids))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from recall_circuits.errors import RecallCircuitsError
+
+Metric = Callable[[Tensor], Tensor]
+
+
+def logit_diff_metric(correct: Int[Tensor, " n"], wrong: Int[Tensor, " n"]) -> Metric:
+    """logit[correct] − logit[wrong] at the last position, per prompt."""
+    def metric(logits: Tensor) -> Tensor:
+        return logits.gather(1, correct[:, None].to(logits.device))[:, 0] - \
+            logits.gather(1, wrong[:, None].to(logits.device))[:, 0]
+    return metric
+
+
+def answer_prob_metric(correct: Int[Tensor, " n"]) -> Metric:
+    """Probability of the correct first answer token at the last position, per prompt."""
+    def metric(logits: Tensor) -> Tensor:
+        return logits.float().softmax(-1).gather(1, correct[:, None].to(logits.device))[:, 0]
+    return metric
+
+
+class _Stop(Exception):
+    pass
+
+
+def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
+    """Run from ``layer`` on ``resid`` with hooks; return the logits of the last position only."""
+    box: dict[str, Tensor] = {}
+
+    def grab(module: Any, inputs: Any, output: Tensor) -> None:
+        box["x"] = output[:, -1]
+        raise _Stop
+
+    handle = model.ln_final.register_forward_hook(grab)
+    try:
+        with model.hooks(fwd_hooks=fwd_hooks):
+            model(resid, start_at_layer=layer)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return model.unembed(box["x"])
+
+
+def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
+    if clean.shape != corrupted.shape or clean.ndim != 2:
+        raise RecallCircuitsError(f"clean and corrupted tokens must have the same [batch, pos] shape, got "
+                                  f"{tuple(clean.shape)} and {tuple(corrupted.shape)}")
+    if model.training:
+        raise RecallCircuitsError("activation patching needs the model in eval mode")
+
+
+@torch.inference_mode()
+def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                       metric: Metric, *, cells_per_batch: int = 64) -> Float[Tensor, "n_layers pos n_heads"]:
+    """Exact per-(layer, pos, head) patching of clean ``hook_z`` into the corrupted run."""
+    _check(model, clean, corrupted)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    B, T = clean.shape
+    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+    r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
+    _, clean_cache = model.run_with_cache(clean, names_filter=z_names)
+    _, corr_cache = model.run_with_cache(corrupted, names_filter=r_names)
+    out = torch.empty(L, T, H)
+    cells = [(p, h) for p in range(T) for h in range(H)]
+    for layer in range(L):
+        zc = clean_cache[z_names[layer]]                       # [B, T, H, d_head]
+        resid = corr_cache[r_names[layer]]                     # [B, T, d_model]
+        for s in range(0, len(cells), cells_per_batch):
+            chunk = cells[s:s + cells_per_batch]
+            C = len(chunk)
+            pos = torch.tensor([p for p, _ in chunk], device=zc.device)
+            head = torch.tensor([h for _, h in chunk], device=zc.device)
+
+            def hook(z: Tensor, hook: Any, pos: Tensor = pos, head: Tensor = head, C: int = C) -> Tensor:
+                z = z.view(C, B, *z.shape[1:])
+                src = zc[:, pos, head].transpose(0, 1)         # [C, B, d_head]
+                z[torch.arange(C), :, pos, head] = src
+                return z.view(C * B, *z.shape[2:])
+
+            logits = _last_logits(model, resid.repeat(C, 1, 1), layer, [(z_names[layer], hook)])
+            vals = metric_batched(metric, logits, C, B)
+            for i, (p, h) in enumerate(chunk):
+                out[layer, p, h] = vals[i]
+    return out
+
+
+def metric_batched(metric: Metric, logits: Tensor, C: int, B: int) -> Tensor:
+    """Apply a per-prompt metric to C stacked copies of B prompts; mean over prompts → [C]."""
+    return metric_rows(metric, logits, B).view(C, B).float().mean(1).cpu()
+
+
+def metric_rows(metric: Metric, logits: Tensor, B: int) -> Tensor:
+    """The metric expects B prompts: call it once per copy-block so per-prompt arguments line up."""
+    n = logits.shape[0] // B
+    return torch.cat([metric(logits[i * B:(i + 1) * B]) for i in range(n)])
+
+
+@torch.inference_mode()
+def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                       metric: Metric, component: str = "resid_pre", *, cells_per_batch: int = 64
+                       ) -> Float[Tensor, "n_layers pos"]:
+    """Exact per-(layer, pos) patching of ``resid_pre``, ``attn_out`` or ``mlp_out``."""
+    _check(model, clean, corrupted)
+    if component not in ("resid_pre", "attn_out", "mlp_out"):
+        raise RecallCircuitsError(f"unknown component {component!r}")
+    L = model.cfg.n_layers
+    B, T = clean.shape
+    names = [f"blocks.{layer}.hook_{component}" for layer in range(L)]
+    r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
+    _, clean_cache = model.run_with_cache(clean, names_filter=names)
+    _, corr_cache = model.run_with_cache(corrupted, names_filter=r_names)
+    out = torch.empty(L, T)
+    for layer in range(L):
+        src, resid = clean_cache[names[layer]], corr_cache[r_names[layer]]
+        for s in range(0, T, cells_per_batch):
+            pos = torch.arange(s, min(T, s + cells_per_batch), device=src.device)
+            C = len(pos)
+
+            def hook(act: Tensor, hook: Any, pos: Tensor = pos, C: int = C) -> Tensor:
+                act = act.view(C, B, *act.shape[1:]).clone()
+                act[torch.arange(C), :, pos] = src[:, pos].transpose(0, 1)
+                return act.view(C * B, *act.shape[2:])
+
+            logits = _last_logits(model, resid.repeat(C, 1, 1), layer, [(names[layer], hook)])
+            out[layer, s:s + C] = metric_batched(metric, logits, C, B)
+    return out
+
+
+@torch.inference_mode()
+def cross_format_patch(model: Any, source: Int[Tensor, "1 src_pos"], target: Int[Tensor, "1 tgt_pos"],
+                       pairs: dict[str, tuple[int, int]], metric: Metric, component: str = "resid_pre"
+                       ) -> Float[Tensor, "n_layers n_roles"]:
+    """Write the source run's ``component`` at source position → target position (one pair per role, e.g.
+    ``{"subject": (bio_pos, qa_pos), "predict": (bio_pos, qa_pos)}``) into the target run, layer by layer."""
+    if not pairs:
+        raise RecallCircuitsError("no role-aligned positions to patch")
+    for role, (sp, tp) in pairs.items():
+        if not (0 <= sp < source.shape[1] and 0 <= tp < target.shape[1]):
+            raise RecallCircuitsError(f"role {role}: positions {(sp, tp)} outside the prompts")
+    L = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_{component}" for layer in range(L)]
+    r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
+    _, src_cache = model.run_with_cache(source, names_filter=names)
+    _, tgt_cache = model.run_with_cache(target, names_filter=r_names)
+    roles = list(pairs)
+    R = len(roles)
+    out = torch.empty(L, R)
+    for layer in range(L):
+        sp = torch.tensor([pairs[r][0] for r in roles])
+        tp = torch.tensor([pairs[r][1] for r in roles])
+        src = src_cache[names[layer]][0]
+
+        def hook(act: Tensor, hook: Any, sp: Tensor = sp, tp: Tensor = tp, src: Tensor = src) -> Tensor:
+            act = act.clone()
+            act[torch.arange(R), tp] = src[sp]
+            return act
+
+        logits = _last_logits(model, tgt_cache[r_names[layer]].repeat(R, 1, 1), layer, [(names[layer], hook)])
+        out[layer] = metric_batched(metric, logits, R, 1)
+    return out
+
+
+def attribution_patch_heads(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                            metric: Metric) -> Float[Tensor, "n_layers pos n_heads"]:
+    """Attribution patching: (∂ mean metric / ∂ z)|corrupted · (z_clean − z_corrupted), summed over d_head."""
+    _check(model, clean, corrupted)
+    L = model.cfg.n_layers
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+    with torch.inference_mode():
+        _, clean_cache = model.run_with_cache(clean, names_filter=names)
+    acts: dict[str, Tensor] = {}
+
+    def keeper(name: str) -> Callable[..., Tensor]:
+        def keep(z: Tensor, hook: Any) -> Tensor:
+            z = z.detach().requires_grad_(True)
+            acts[name] = z
+            return z
+        return keep
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
+        logits = model(corrupted)
+        value = metric(logits[:, -1]).float().mean()
+        grads = torch.autograd.grad(value, [acts[n] for n in names])
+    return torch.stack([((clean_cache[n] - acts[n].detach()) * g).sum(-1).mean(0) for n, g in zip(names, grads)])

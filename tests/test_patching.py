@@ -1,0 +1,106 @@
+import pytest
+import torch
+import transformer_lens.patching as tlp
+
+from conftest import ARCHS
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.patching import (answer_prob_metric, attribution_patch_heads, cross_format_patch,
+                                      logit_diff_metric, patch_heads_by_pos, patch_resid_by_pos)
+
+
+def _prompts(seed=0, B=2, T=7):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(4, 300, (B, T), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 2:4] = torch.randint(4, 300, (B, 2), generator=g)
+    return clean, corrupted
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_heads_by_pos_equals_transformer_lens(arch, bridges):
+    model = bridges[arch]
+    clean, corr = _prompts()
+    metric = logit_diff_metric(torch.tensor([5, 9]), torch.tensor([7, 11]))
+    ours = patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=5)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean)
+        ref = tlp.get_act_patch_attn_head_out_by_pos(model, corr, cache, lambda lg: metric(lg[:, -1]).mean())
+    assert ours.shape == ref.shape == (model.cfg.n_layers, clean.shape[1], model.cfg.n_heads)
+    assert (ours - ref.cpu()).abs().max() <= 1e-4
+    assert torch.allclose(patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=64), ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_resid_and_layer_outputs_equal_transformer_lens(arch, bridges):
+    model = bridges[arch]
+    clean, corr = _prompts(1)
+    metric = answer_prob_metric(torch.tensor([5, 9]))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean)
+    f = lambda lg: metric(lg[:, -1]).mean()  # noqa: E731
+    for comp, ref_fn in (("resid_pre", tlp.get_act_patch_resid_pre), ("attn_out", tlp.get_act_patch_attn_out),
+                         ("mlp_out", tlp.get_act_patch_mlp_out)):
+        ours = patch_resid_by_pos(model, clean, corr, metric, comp, cells_per_batch=3)
+        with torch.no_grad():
+            ref = ref_fn(model, corr, cache, f)
+        assert (ours - ref.cpu()).abs().max() <= 1e-5, comp
+
+
+def test_clean_into_clean_gives_clean_metric(bridges):
+    model = bridges["tiny-llama"]
+    clean, _ = _prompts(2)
+    metric = logit_diff_metric(torch.tensor([5, 9]), torch.tensor([7, 11]))
+    with torch.no_grad():
+        clean_value = metric(model(clean)[:, -1]).mean()
+    grid = patch_heads_by_pos(model, clean, clean, metric)
+    assert torch.allclose(grid, clean_value.expand_as(grid), atol=1e-5)
+
+
+def test_cross_format_patch(bridges):
+    model = bridges["tiny-neox"]
+    src, _ = _prompts(3, B=1, T=9)
+    tgt, _ = _prompts(4, B=1, T=6)
+    metric = answer_prob_metric(torch.tensor([5]))
+    out = cross_format_patch(model, src, tgt, {"subject": (3, 2), "predict": (8, 5)}, metric)
+    # by hand for one cell: layer 1, subject
+    name = "blocks.1.hook_resid_pre"
+    with torch.no_grad():
+        _, sc = model.run_with_cache(src)
+
+        def hook(act, hook):
+            act[:, 2] = sc[name][:, 3]
+            return act
+
+        ref = metric(model.run_with_hooks(tgt, fwd_hooks=[(name, hook)])[:, -1]).mean()
+    assert out.shape == (2, 2) and abs(out[1, 0] - ref) <= 1e-5
+    # source == target, positions paired with themselves: nothing changes
+    same = cross_format_patch(model, tgt, tgt, {"a": (1, 1)}, metric)
+    with torch.no_grad():
+        base = metric(model(tgt)[:, -1]).mean()
+    assert torch.allclose(same, base.expand_as(same), atol=1e-5)
+    with pytest.raises(RecallCircuitsError, match="outside"):
+        cross_format_patch(model, src, tgt, {"a": (20, 1)}, metric)
+    with pytest.raises(RecallCircuitsError, match="no role-aligned"):
+        cross_format_patch(model, src, tgt, {}, metric)
+
+
+def test_attribution_patching_is_the_linear_estimate(bridges):
+    model = bridges["tiny-gpt2"]
+    clean, corr = _prompts(5)
+    metric = logit_diff_metric(torch.tensor([5, 9]), torch.tensor([7, 11]))
+    attr = attribution_patch_heads(model, clean, corr, metric)
+    exact = patch_heads_by_pos(model, clean, corr, metric)
+    with torch.no_grad():
+        base = metric(model(corr)[:, -1]).mean()
+    assert attr.shape == exact.shape
+    # where clean and corrupted activations are equal (positions before the corruption), both effects are zero
+    assert attr[:, :2].abs().max() <= 1e-6 and (exact[:, :2] - base).abs().max() <= 1e-5
+    # the estimate tracks the exact effect on this small perturbation
+    eff = (exact - base).flatten()
+    assert torch.corrcoef(torch.stack([attr.flatten(), eff]))[0, 1] > 0.5
+
+
+def test_shapes_must_match(bridges):
+    with pytest.raises(RecallCircuitsError, match="same"):
+        patch_heads_by_pos(bridges["tiny-gpt2"], torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long),
+                           answer_prob_metric(torch.tensor([1])))
