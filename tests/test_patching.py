@@ -104,3 +104,18 @@ def test_shapes_must_match(bridges):
     with pytest.raises(RecallCircuitsError, match="same"):
         patch_heads_by_pos(bridges["tiny-gpt2"], torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long),
                            answer_prob_metric(torch.tensor([1])))
+
+
+def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):
+    import json
+
+    from analyses.activation_patching import main
+    from recall_circuits.patching import grid_to_dataframe
+
+    assert main(["--model", str(tiny_dirs["tiny-llama"]), "--data", str(tiny_data), "--out", str(tmp_path / "p"),
+                 "--pairs", "2", "--split", "all"]) == 0
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert len(s["pairs"]) == 2 and s["roles"] == ["subject", "relation", "predict"]
+    assert len(s["cross_format_by_layer_role"]) == 2
+    df = grid_to_dataframe(torch.arange(24.0).view(2, 3, 4), ("layer", "pos", "head"))
+    assert list(df.columns) == ["layer", "pos", "head", "value"] and df.iloc[5].tolist() == [0, 1, 1, 5.0]
