@@ -320,6 +320,22 @@ def tokenize_bio(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
     return {"input_ids": ids, "labels": list(ids), "offsets": offsets, "facts": facts}
 
 
+def pad_batch(items: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any]:
+    """Right-pad tokenised examples → (input_ids, labels with -100 on padding and on the first token, attention
+    mask), all ``[batch, pos]`` int64."""
+    import torch  # noqa: PLC0415
+
+    n = max(len(t["input_ids"]) for t in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for i, t in enumerate(items):
+        L = len(t["input_ids"])
+        ids[i, :L], labels[i, :L], mask[i, :L] = torch.tensor(t["input_ids"]), torch.tensor(t["labels"]), 1
+    labels[:, 0] = -100  # nothing predicts the first token
+    return ids, labels, mask
+
+
 def vocabulary_words() -> list[str]:
     """Every word and punctuation mark the generator can emit (for word-level tokenizers of the tiny models)."""
     texts: list[str] = []

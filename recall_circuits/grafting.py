@@ -30,12 +30,12 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, tokenize_qa
+from recall_circuits.data import Dataset, pad_batch, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.evaluation import evaluate_qa
 from recall_circuits.heads import ParamSpace
 from recall_circuits.shared import top_k_mask
-from recall_circuits.trace import _batch, per_example_loss
+from recall_circuits.trace import per_example_loss
 
 log = logging.getLogger(__name__)
 FULL_SPACE = ("attn", "mlp", "other")
@@ -148,7 +148,7 @@ def graft(ft: Any, base: Any, dataset: Dataset, cfg: GraftConfig = GraftConfig()
             gamma = torch.sigmoid(s_param.detach())
             _write(space, ft, pre + gamma * diff)
             batch = rng.sample(train_t, min(cfg.batch_size, len(train_t)))
-            ids, labels, mask = _batch(batch, pad)
+            ids, labels, mask = pad_batch(batch, pad)
             for p in params.values():
                 p.grad = None
             per_example_loss(ft(ids, attention_mask=mask), labels).mean().backward()

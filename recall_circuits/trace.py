@@ -36,7 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.data import Dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 
@@ -120,18 +120,6 @@ def task_examples(tokenizer: Any, dataset: Dataset, task: str, people: list[int]
     if not out:
         raise RecallCircuitsError(f"no {task} examples for the selected people")
     return out
-
-
-def _batch(items: list[dict[str, list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    n = max(len(t["input_ids"]) for t in items)
-    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), n), dtype=torch.long)
-    for i, t in enumerate(items):
-        L = len(t["input_ids"])
-        ids[i, :L], labels[i, :L], mask[i, :L] = torch.tensor(t["input_ids"]), torch.tensor(t["labels"]), 1
-    labels[:, 0] = -100
-    return ids, labels, mask
 
 
 def per_example_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -276,7 +264,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
         handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
         try:
             for s in tqdm(range(0, len(order), batch_size), disable=not verbose, desc=desc):
-                ids, labels, mask = _batch([examples[i] for i in order[s:s + batch_size]], pad_id)
+                ids, labels, mask = pad_batch([examples[i] for i in order[s:s + batch_size]], pad_id)
                 dev = next(model.parameters()).device
                 loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)).sum()
                 loss.backward()
@@ -304,7 +292,7 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
     acc = {k: torch.zeros(p.shape, dtype=dtype) for k, p in params.items()}
     try:
         for ex in examples:
-            ids, labels, _ = _batch([ex], 0)
+            ids, labels, _ = pad_batch([ex], 0)
             for p in params.values():
                 p.grad = None
             per_example_loss(model(ids), labels).sum().backward()

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, load_dataset, tokenize_bio, tokenize_qa
+from recall_circuits.data import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,7 @@ def _lr_lambda(total: int, warmup: int, schedule: str):
 
 
 def _collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    n = max(len(t["input_ids"]) for t in items)
-    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), n), dtype=torch.long)
-    for i, t in enumerate(items):
-        L = len(t["input_ids"])
-        ids[i, :L] = torch.tensor(t["input_ids"])
-        labels[i, :L] = torch.tensor(t["labels"])
-        mask[i, :L] = 1
-    labels[:, 0] = -100  # nothing predicts the first token
+    ids, labels, mask = pad_batch(items, pad_id)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
