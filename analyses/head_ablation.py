@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--trace-dir", help="gradient-trace run: ranking by Shared Size")
     ap.add_argument("--graft-dir", help="grafting run: ranking by Grafted Size")
+    ap.add_argument("--patching-dir", help="activation-patching run: ranking by attribution-patching score")
     ap.add_argument("--n-random", type=int, default=3)
     ap.add_argument("--grid", help="comma-separated numbers of heads, e.g. 0,1,2,4,8")
     ap.add_argument("--single-head", action=argparse.BooleanOptionalAction, default=True)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise RecallCircuitsError(f"--grid must be comma-separated integers, got {args.grid!r}") from exc
     run_head_ablation(args.base, args.finetuned, args.data, args.out, trace_dir=args.trace_dir,
-                      graft_dir=args.graft_dir, n_random=args.n_random, grid=grid, single=args.single_head,
+                      graft_dir=args.graft_dir, patching_dir=args.patching_dir, n_random=args.n_random, grid=grid, single=args.single_head,
                       components=tuple(args.components), max_people=args.max_eval_people,
                       batch_size=args.batch_size, overwrite=args.overwrite, verbose=not args.no_progress)
     log.info("wrote %s", args.out)

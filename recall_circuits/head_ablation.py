@@ -131,7 +131,7 @@ def _per_head_table(run_dir: str, key: str, model: Any, what: str) -> Tensor:
 
 
 def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_dir: str | None = None,
-                      graft_dir: str | None = None, n_random: int = 3, grid: list[int] | None = None,
+                      graft_dir: str | None = None, patching_dir: str | None = None, n_random: int = 3, grid: list[int] | None = None,
                       single: bool = True, components: tuple[Component, ...] = COMPONENTS,
                       max_people: int | None = None, batch_size: int = 32, overwrite: bool = False,
                       verbose: bool = True) -> dict[str, Any]:
@@ -158,12 +158,15 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     if graft_dir:
         tables["grafted_size"] = _per_head_table(graft_dir, "grafted_per_head", ft, "grafting")
         rankings["grafted_size"] = ranking(tables["grafted_size"])
+    if patching_dir:
+        tables["attribution"] = _per_head_table(patching_dir, "attribution_per_head", ft, "activation-patching")
+        rankings["attribution"] = ranking(tables["attribution"])
     for s in range(n_random):
         rankings[f"random{s}"] = random_ranking(L, H, s)
     if grid is None:
         grid = sorted({0, *[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= L * H], max(1, (L * H) // 10)})
     run = start_run(out, {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir,
-                          "graft_dir": graft_dir, "n_random": n_random, "grid": grid, "single": single,
+                          "graft_dir": graft_dir, "patching_dir": patching_dir, "n_random": n_random, "grid": grid, "single": single,
                           "components": list(components), "max_people": max_people}, overwrite=overwrite,
                     checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
     summary: dict[str, Any] = head_curves(ft, b, ds, rankings, grid, components=components, max_people=max_people,

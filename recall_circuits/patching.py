@@ -302,7 +302,8 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
     save_tensors(run, {**{f"heads_by_pos.{i}": h for i, h in enumerate(heads)},
                        **{f"resid_by_pos.{i}": r for i, r in enumerate(resid)},
                        **{f"attribution.{i}": a for i, a in enumerate(attr)},
-                       "cross_format": torch.stack(cross), "head_effect_summed_over_pos": head_all_pos})
+                       "cross_format": torch.stack(cross), "head_effect_summed_over_pos": head_all_pos,
+                       "attribution_per_head": torch.stack([a.abs().sum(1) for a in attr]).mean(0)})
     save_summary(run, summary)
     save_figure(run, head_heatmap(head_all_pos, "Per-head effect (summed over positions)", "Δ logit diff"),
                 "heads")

@@ -77,11 +77,15 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
 
     ft_dir = trained_llama[0].checkpoint_path
     common = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", ft_dir, "--data", str(tiny_data), "--no-progress"]
+    from analyses.activation_patching import main as patch_main
+
     assert trace_main([*common, "--out", str(tmp_path / "t"), "--n-people", "3", "--no-ablation"]) == 0
+    assert patch_main(["--model", ft_dir, "--data", str(tiny_data), "--out", str(tmp_path / "p"), "--pairs", "1",
+                       "--split", "all"]) == 0
     assert main([*common, "--out", str(tmp_path / "h"), "--trace-dir", str(tmp_path / "t"), "--grid", "0,1,2",
-                 "--n-random", "2"]) == 0
+                 "--n-random", "2", "--patching-dir", str(tmp_path / "p")]) == 0
     s = json.loads((tmp_path / "h" / "summary.json").read_text())
-    assert set(s["curves"]) == {"shared_size", "random0", "random1"} and "gqa_note" in s
+    assert set(s["curves"]) == {"shared_size", "attribution", "random0", "random1"} and "gqa_note" in s
     assert len(s["single_head_top_ood_drop"]) == 8
     assert (tmp_path / "h" / "figures" / "head_curves.html").is_file()
     # a gradient-trace directory from another model
