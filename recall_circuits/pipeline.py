@@ -100,6 +100,17 @@ def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> di
     return run_attention_compare(models, str(data), str(out), n_people=3 if quick else 10, overwrite=True)
 
 
+def _consistency(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
+    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
+    from recall_circuits.consistency import run_consistency  # noqa: PLC0415
+
+    if (out / RUN_SUMMARY).is_file():
+        log.info("stage %s: complete, skipped", out.name)
+        return json.loads((out / RUN_SUMMARY).read_text())
+    log.info("stage %s: gradient / representation consistency, input signature", out.name)
+    return run_consistency(models, str(data), str(out), n_people=2 if quick else 10, overwrite=True)
+
+
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
     keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
             "bio_recall_ood", "train_wall_s")
@@ -129,6 +140,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     attention = _attention(out / "attention", {"mixed": str(out / "mixed" / "model"),
                                                "two-stage": str(out / "two-stage" / "model"),
                                                "pretrained": base_model}, data, quick)
+    consistency = _consistency(out / "consistency", {"mixed": str(out / "mixed" / "model"),
+                                                     "two-stage": str(out / "two-stage" / "model")}, data, quick)
     sens: list[dict[str, Any]] = []
     if sensitivity:
         base_lr = preset(TRAIN_PRESETS, name)["lr"]
@@ -142,7 +155,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                                         "qa_lr": lr}, verbose)
                 mx = _finetune(out / f"mixed-lr{lr_name}", data, "mixed", name, extra | {"lr": lr}, verbose)
             sens.append({"qa_phase_lr": lr, "two-stage": _headline(ts), "mixed": _headline(mx)})
-    summary = summarise(runs, sens, traces)
+    summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
     summary["attention"] = {m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
@@ -165,7 +178,8 @@ def _rel_drop(abl: dict[str, dict[str, float]], cond: str, key: str = "qa_ood_ac
 
 
 def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
-              traces: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              traces: dict[str, dict[str, Any]] | None = None,
+              consistency: dict[str, Any] | None = None) -> dict[str, Any]:
     ts, mx = runs["two-stage"], runs["mixed"]
     ts_bio = ts.get("after_bio", ts)
     memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
@@ -215,8 +229,21 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
     else:
         for key in ("shared_fraction", "head_concentration", "restore_ablation"):
             directions.append({"name": key, "reproduced": None, "measured": "not run", "paper": PAPER[key]})
-    directions.append({"name": "consistency", "reproduced": None,
-                       "measured": "not run: this stage is not part of the pipeline yet", "paper": PAPER["consistency"]})
+    if consistency:
+        cm, ct = consistency["models"]["mixed"], consistency["models"]["two-stage"]
+        keys = ("gradient_cosine", "mean_representation_cosine", "subject_relation_share")
+        directions.append({
+            "name": "consistency",
+            "reproduced": bool(all(cm[k] > ct[k] for k in keys)),
+            "measured": {**{f"mixed_{k}": cm[k] for k in keys}, **{f"two_stage_{k}": ct[k] for k in keys},
+                         "mixed_retrieval_acc_last_layer": cm["retrieval_acc"][-1],
+                         "two_stage_retrieval_acc_last_layer": ct["retrieval_acc"][-1],
+                         "rule": "mixed > two-stage on gradient cosine, mean representation cosine over layers and "
+                                 "the BIO input-signature share on subject + relation tokens (OOD people)"},
+            "paper": PAPER["consistency"]})
+    else:
+        directions.append({"name": "consistency", "reproduced": None, "measured": "not run",
+                           "paper": PAPER["consistency"]})
     return {"directions": directions, "runs": {k: _headline(v) | {"after_bio": _headline(v["after_bio"])}
                                                if "after_bio" in v else _headline(v) for k, v in runs.items()},
             "per_attribute": {k: {"qa_ood": v["qa_ood_per_attribute"], "qa_id": v["qa_id_per_attribute"]}
@@ -293,6 +320,14 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
                     body = f.read_text(encoding="utf-8")
                     body = body[body.index("<body>") + 6: body.rindex("</body>")]
                     parts.append(f"<details><summary>circuitsvis: {html.escape(m)}</summary>{body}</details>")
+    cons = next((d for d in summary["directions"] if d["name"] == "consistency"), None)
+    if cons and isinstance(cons["measured"], dict):
+        m = cons["measured"]
+        parts.append("<h2>Consistency of BIO and QA (OOD people)</h2>" + _table(
+            [[s, m[f"{p}_gradient_cosine"], m[f"{p}_mean_representation_cosine"], m[f"{p}_subject_relation_share"],
+              m[f"{p}_retrieval_acc_last_layer"]] for s, p in (("mixed", "mixed"), ("two-stage", "two_stage"))],
+            ["strategy", "gradient cosine", "mean representation cosine", "input share on subject+relation",
+             "cross-format retrieval (last layer)"]))
     if summary.get("grafting"):
         rows = [[s, g["alpha"], g["grafted"]["qa_id_acc"], g["grafted"]["qa_ood_acc"], g.get("shared_share_of_graft"),
                  (g.get("acc_lost_without_shared") or {}).get("qa_ood_acc")] for s, g in summary["grafting"].items()]

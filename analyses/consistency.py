@@ -1,0 +1,41 @@
+"""Gradient consistency, representation consistency and input signature of BIO vs QA (the paper's 2026 revision).
+
+    python analyses/consistency.py --model mixed=runs/reproduce/mixed/model \
+        --model two-stage=runs/reproduce/two-stage/model --data runs/reproduce/data --out runs/consistency
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from recall_circuits.errors import RecallCircuitsError, cli_entry
+
+log = logging.getLogger("consistency")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], help="NAME=PATH (repeatable)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n-people", type=int, default=10)
+    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    models = {}
+    for m in args.model:
+        if "=" not in m:
+            raise RecallCircuitsError(f"--model takes NAME=PATH, got {m!r}")
+        k, v = m.split("=", 1)
+        models[k] = v
+    from recall_circuits.consistency import run_consistency
+
+    run_consistency(models, args.data, args.out, n_people=args.n_people, split=args.split, overwrite=args.overwrite)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""Consistency between the BIO and QA formats (paper.md §6, the 2026 revision).
+
+- Gradient consistency: for a person and attribute, the cosine between ∇θ L_BIO (the loss on the attribute's
+  value tokens inside the biography) and ∇θ L_QA (the loss on the answer tokens), overall and per layer/module.
+- Representation consistency: per layer, the residual stream (``resid_post``) at the BIO position that predicts
+  the value and at the QA position that predicts the answer: mean cosine over pairs, linear CKA over the set, and
+  cross-format retrieval (for each QA vector, is its nearest BIO vector, by cosine, the same person and
+  attribute?) — a probe that needs no training.
+- Input signature: input × gradient attribution of the BIO value prediction (log-probability of its first token)
+  to the input tokens; the share of |attribution| on subject + relation tokens vs the rest of the context.
+
+Example::
+
+    from recall_circuits.consistency import gradient_consistency, representation_consistency, input_signature
+    g = gradient_consistency(model, dataset, people)      # {'overall': ..., 'per_module': {...}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recall_circuits.attention import aligned_pairs
+from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import ParamSpace
+from recall_circuits.trace import per_example_loss
+
+
+def _pair_examples(tokenizer: Any, dataset: Dataset, people: list[int]) -> list[tuple[dict, dict, str]]:
+    bio_by = {e["person"]: e for e in dataset.bio() if e.get("copy", 0) == 0}
+    qa_by = {(e["person"], e["attribute"]): e for e in dataset.qa()}
+    out = []
+    for pid in people:
+        b = tokenize_bio(tokenizer, bio_by[pid])
+        for fact in b["facts"]:
+            labels = [-100] * len(b["input_ids"])
+            for i in fact["value"]:
+                labels[i] = b["input_ids"][i]
+            q = tokenize_qa(tokenizer, qa_by[(pid, fact["attribute"])])
+            out.append(({"input_ids": b["input_ids"], "labels": labels},
+                        {"input_ids": q["input_ids"], "labels": q["labels"]}, fact["attribute"]))
+    if not out:
+        raise RecallCircuitsError("no (person, attribute) pairs")
+    return out
+
+
+def _grad(model: Any, space: ParamSpace, params: dict[str, Tensor], ex: dict[str, list[int]]) -> Tensor:
+    for p in params.values():
+        p.grad = None
+    ids = torch.tensor([ex["input_ids"]])
+    labels = torch.tensor([ex["labels"]])
+    per_example_loss(model(ids), labels).sum().backward()
+    return space.flatten({k: p.grad for k, p in params.items()}).float()
+
+
+def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
+                         include: tuple[str, ...] = ("attn", "mlp")) -> dict[str, Any]:
+    """Mean cosine of ∇L_BIO and ∇L_QA per (person, attribute), overall and per layer·module."""
+    space = ParamSpace(model, include=include)
+    params = space.params(model)
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    cos_all, per_mod = [], {}
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        for p in params.values():
+            p.requires_grad_(True)
+        for bio, qa, _ in _pair_examples(model.tokenizer, dataset, people):
+            gb, gq = _grad(model, space, params, bio), _grad(model, space, params, qa)
+            cos_all.append(float(torch.nn.functional.cosine_similarity(gb, gq, dim=0)))
+            for info in space.infos:
+                key = f"L{info.layer}.{info.module}"
+                sl = slice(info.offset, info.offset + info.numel)
+                acc = per_mod.setdefault(key, [0.0, 0.0, 0.0])
+                acc[0] += float((gb[sl] * gq[sl]).sum())
+                acc[1] += float(gb[sl].square().sum())
+                acc[2] += float(gq[sl].square().sum())
+    finally:
+        for p in params.values():
+            p.grad = None
+        for p, r in saved:
+            p.requires_grad_(r)
+    n_pairs = len(cos_all)
+    per_module = {}
+    for k, (dot, nb, nq) in per_mod.items():
+        per_module[k] = dot / max(1e-30, (nb * nq) ** 0.5)  # cosine of the summed-over-pairs inner products
+    return {"overall": sum(cos_all) / n_pairs, "per_pair": cos_all, "per_module": per_module, "n_pairs": n_pairs}
+
+
+def linear_cka(x: Tensor, y: Tensor) -> float:
+    """Linear CKA between two [n, d] representation sets (Kornblith et al. 2019)."""
+    x = x.double() - x.double().mean(0)
+    y = y.double() - y.double().mean(0)
+    hsic = (x.T @ y).square().sum()
+    return float(hsic / ((x.T @ x).square().sum().sqrt() * (y.T @ y).square().sum().sqrt()).clamp_min(1e-30))
+
+
+@torch.inference_mode()
+def representation_consistency(model: Any, dataset: Dataset, people: list[int]) -> dict[str, Any]:
+    """Per layer: mean cosine, linear CKA and cross-format retrieval accuracy of BIO vs QA predicting positions."""
+    pairs = aligned_pairs(model.tokenizer, dataset, people)
+    L = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(L)]
+    reps = {f: torch.zeros(L, len(pairs), model.cfg.d_model) for f in ("bio", "qa")}
+    for i, p in enumerate(pairs):
+        for f in ("bio", "qa"):
+            _, cache = model.run_with_cache(torch.tensor([p[f]["ids"]]), names_filter=names)
+            for layer, n in enumerate(names):
+                reps[f][layer, i] = cache[n][0, p[f]["pos"]].float()
+    cos, cka, retr = [], [], []
+    for layer in range(L):
+        b, q = reps["bio"][layer], reps["qa"][layer]
+        cos.append(float(torch.nn.functional.cosine_similarity(b, q, dim=1).mean()))
+        cka.append(linear_cka(b, q))
+        sim = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
+        retr.append(float((sim.argmax(1) == torch.arange(len(pairs))).float().mean()))
+    return {"cosine": cos, "cka": cka, "retrieval_acc": retr, "chance_retrieval": 1 / len(pairs),
+            "n_pairs": len(pairs)}
+
+
+def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str, Any]:
+    """Share of |input × gradient| on subject + relation tokens for each BIO value prediction (mean over facts)."""
+    pairs = aligned_pairs(model.tokenizer, dataset, people)
+    bio_by = {e["person"]: tokenize_bio(model.tokenizer, e) for e in dataset.bio() if e.get("copy", 0) == 0}
+    shares = []
+    store: dict[str, Tensor] = {}
+
+    def keep(module: Any, inputs: Any, output: Tensor) -> Tensor:
+        out = output.detach().requires_grad_(True)
+        store["emb"] = out
+        return out
+
+    for p in pairs:
+        t = bio_by[p["person"]]
+        fact = next(f for f in t["facts"] if f["attribute"] == p["attribute"])
+        pos = fact["predict_pos"]
+        ids = torch.tensor([t["input_ids"][: pos + 1]])
+        target = t["input_ids"][pos + 1]
+        handle = model.embed.register_forward_hook(keep)
+        try:
+            with torch.enable_grad():
+                logp = model(ids)[0, -1].float().log_softmax(-1)[target]
+                (g,) = torch.autograd.grad(logp, [store["emb"]])
+        finally:
+            handle.remove()
+        attr = (g * store["emb"].detach())[0].sum(-1).abs()      # [pos]
+        roles = set(p["bio"]["subject"]) | set(p["bio"]["relation"])
+        total = float(attr.sum())
+        shares.append(float(attr[sorted(roles)].sum()) / total if total > 0 else 0.0)
+    return {"subject_relation_share": sum(shares) / len(shares), "per_fact": shares, "n_facts": len(shares),
+            "method": "input x gradient on the token embeddings (summed over d_model, absolute)"}
+
+
+def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
+                    overwrite: bool = False) -> dict[str, Any]:
+    """The run behind ``analyses/consistency.py``: the three measures for every model, on the same people."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    from recall_circuits.artefacts import save_figure, save_summary, start_run  # noqa: PLC0415
+    from recall_circuits.data import load_dataset  # noqa: PLC0415
+    from recall_circuits.loading import load_bridge  # noqa: PLC0415
+
+    if not models:
+        raise RecallCircuitsError("no models given (use --model NAME=PATH)")
+    ds = load_dataset(data)
+    people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
+    if not people:
+        raise RecallCircuitsError(f"no people in split {split!r}")
+    bridges = {k: load_bridge(v) for k, v in models.items()}
+    run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split}, overwrite=overwrite,
+                    checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
+    summary: dict[str, Any] = {"people": people, "models": {}}
+    fig = go.Figure()
+    for name, b in bridges.items():
+        g = gradient_consistency(b, ds, people)
+        r = representation_consistency(b, ds, people)
+        s = input_signature(b, ds, people)
+        summary["models"][name] = {
+            "gradient_cosine": g["overall"], "gradient_cosine_per_module": g["per_module"],
+            "representation_cosine": r["cosine"], "representation_cka": r["cka"], "retrieval_acc": r["retrieval_acc"],
+            "chance_retrieval": r["chance_retrieval"], "mean_representation_cosine": sum(r["cosine"]) / len(r["cosine"]),
+            "subject_relation_share": s["subject_relation_share"], "n_pairs": g["n_pairs"]}
+        fig.add_trace(go.Scatter(y=r["cosine"], mode="lines+markers", name=f"{name}: cosine"))
+        fig.add_trace(go.Scatter(y=r["cka"], mode="lines", name=f"{name}: CKA", line={"dash": "dot"}))
+    fig.update_layout(title="BIO vs QA representation consistency by layer (predicting positions)",
+                      xaxis_title="layer", yaxis_title="similarity")
+    save_figure(run, fig, "representation_consistency")
+    save_summary(run, summary)
+    return summary
