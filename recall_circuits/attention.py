@@ -3,8 +3,10 @@
 For a person and attribute, the BIO text and the QA prompt differ in length and layout, so they are aligned by
 role: the position that predicts the value (BIO) / the answer (QA), the subject tokens (BIO: the mention in the
 attribute's sentence — the name or a pronoun — plus the name in the first sentence; QA: the name), and the relation
-tokens. Per head, the attention mass from the predicting position is split into subject / relation / BOS / other
-(the four sum to 1). Heads are labelled "subject linking" or "relation focusing" when that role takes at least
+tokens. Per head, the attention mass from the predicting position is split into subject / relation / first / other
+(the four sum to 1). "first" is position 0 — the BOS token, or, for a model without one (SmolLM2), the first text
+token, where the attention sink lands; it is never counted as subject or relation (in a biography that is the
+first token of the name). Heads are labelled "subject linking" or "relation focusing" when that role takes at least
 ``threshold`` of their mass in both formats, and a per-head similarity of the two profiles is reported
 (1 − Jensen–Shannon divergence, base 2).
 
@@ -26,7 +28,7 @@ from torch import Tensor
 from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 
-ROLES = ("subject", "relation", "bos", "other")
+ROLES = ("subject", "relation", "first", "other")
 FORMATS = ("bio", "qa")
 
 
@@ -64,7 +66,7 @@ def aligned_pairs(tokenizer: Any, dataset: Dataset, people: list[int], attribute
     return pairs
 
 
-def _masses_for(model: Any, items: list[dict[str, Any]], bos_id: int | None, batch_size: int
+def _masses_for(model: Any, items: list[dict[str, Any]], batch_size: int
                 ) -> Float[Tensor, "n n_layers n_heads 4"]:
     L = model.cfg.n_layers
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
@@ -84,10 +86,9 @@ def _masses_for(model: Any, items: list[dict[str, Any]], bos_id: int | None, bat
             row = pat[i, :, :, it["pos"], :].float()  # [layer, head, src]
             role_of = torch.full((n,), 3, dtype=torch.long)  # other
             role_of[len(it["ids"]):] = -1
-            if bos_id is not None and it["ids"][0] == bos_id:
-                role_of[0] = 2
             role_of[torch.tensor(it["relation"], dtype=torch.long)] = 1
             role_of[torch.tensor(it["subject"], dtype=torch.long)] = 0
+            role_of[0] = 2  # BOS or attention sink, whatever token it is
             m = torch.stack([row[..., role_of == r].sum(-1) for r in range(4)], dim=-1)
             out.append(m)
     return torch.stack(out)
@@ -98,8 +99,7 @@ def role_masses(model: Any, dataset: Dataset, people: list[int], attributes: lis
     """Per-head role masses in both formats, their similarity, and head labels."""
     tok = model.tokenizer
     pairs = aligned_pairs(tok, dataset, people, attributes)
-    bos = tok.bos_token_id
-    per = torch.stack([_masses_for(model, [p[f] for p in pairs], bos, batch_size) for f in FORMATS])  # [2,n,L,H,4]
+    per = torch.stack([_masses_for(model, [p[f] for p in pairs], batch_size) for f in FORMATS])  # [2,n,L,H,4]
     mean = per.mean(1)
     sim = 1 - js_divergence(mean[0], mean[1])
     labels = {}

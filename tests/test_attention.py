@@ -33,7 +33,9 @@ def test_role_mass_by_hand(bridges):
         ids = torch.tensor([pair[fmt]["ids"]])
         _, cache = b.run_with_cache(ids)
         pat = cache["blocks.1.attn.hook_pattern"][0, 2, pair[fmt]["pos"]]
+        assert 0 not in pair[fmt]["subject"]  # position 0 is BOS here
         assert r["mean"][i, 1, 2, 0] == pytest.approx(float(pat[pair[fmt]["subject"]].sum()), abs=1e-6)
+        assert r["mean"][i, 1, 2, 2] == pytest.approx(float(pat[0]), abs=1e-6)
         assert r["mean"][i, 1, 2, 1] == pytest.approx(float(pat[pair[fmt]["relation"]].sum()), abs=1e-6)
         text = re.sub(r"\s+", "", b.tokenizer.decode([pair[fmt]["ids"][j] for j in pair[fmt]["relation"]]))
         templates = pools.BIO_TEMPLATES["major"] if fmt == "bio" else [pools.QA_TEMPLATES["major"]]
