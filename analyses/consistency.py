@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.errors import RecallCircuitsError, cli_entry
+from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("consistency")
 
@@ -24,12 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    models = {}
-    for m in args.model:
-        if "=" not in m:
-            raise RecallCircuitsError(f"--model takes NAME=PATH, got {m!r}")
-        k, v = m.split("=", 1)
-        models[k] = v
+    from recall_circuits.loading import parse_model_specs
+
+    models = parse_model_specs(args.model)
     from recall_circuits.consistency import run_consistency
 
     run_consistency(models, args.data, args.out, n_people=args.n_people, split=args.split, overwrite=args.overwrite)

@@ -80,6 +80,17 @@ def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     return bridge
 
 
+def parse_model_specs(specs: list[str]) -> dict[str, str]:
+    """``["mixed=DIR", "base=smollm2-135m"]`` → ``{"mixed": "DIR", "base": "smollm2-135m"}`` (scripts' --model)."""
+    models = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise RecallCircuitsError(f"--model takes NAME=PATH, got {spec!r}")
+        name, path = spec.split("=", 1)
+        models[name] = path
+    return models
+
+
 @dataclass
 class ModelPair:
     """A pretrained bridge and a fine-tuned bridge of the same architecture, shapes and tokenizer."""

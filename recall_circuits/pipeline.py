@@ -15,6 +15,7 @@ import html
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,69 +47,58 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
     return res
 
 
-def _trace(out: Path, base: str, finetuned: Path, data: Path, quick: bool, verbose: bool) -> dict[str, Any]:
+def _stage(out: Path, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A cached analysis stage: its run directory's ``summary.json`` when complete, else ``run()``."""
     from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
-    from recall_circuits.trace import TraceConfig  # noqa: PLC0415
-    from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
 
     if (out / RUN_SUMMARY).is_file():
         log.info("stage %s: complete, skipped", out.name)
         return json.loads((out / RUN_SUMMARY).read_text())
-    log.info("stage %s: gradient trace + restore ablation", out.name)
+    log.info("stage %s: %s", out.name, what)
+    return run()
+
+
+def _trace(out: Path, base: str, finetuned: Path, data: Path, quick: bool, verbose: bool) -> dict[str, Any]:
+    from recall_circuits.trace import TraceConfig  # noqa: PLC0415
+    from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
+
     cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(data), out=str(out),
                          trace=TraceConfig(n_people=4 if quick else 20), n_random=2)
-    return run_gradient_trace(cfg, overwrite=True, verbose=verbose)
+    return _stage(out, "gradient trace + restore ablation",
+                  lambda: run_gradient_trace(cfg, overwrite=True, verbose=verbose))
 
 
 def _graft(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, quick: bool,
            verbose: bool) -> dict[str, Any]:
-    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
     from recall_circuits.grafting import GraftConfig, run_grafting  # noqa: PLC0415
 
-    if (out / RUN_SUMMARY).is_file():
-        log.info("stage %s: complete, skipped", out.name)
-        return json.loads((out / RUN_SUMMARY).read_text())
-    log.info("stage %s: grafting", out.name)
     cfg = GraftConfig(init_frac=0.02 if quick else 1e-3, steps=6 if quick else 30, eval_every=3 if quick else 10)
-    return run_grafting(base, str(finetuned), str(data), str(out), cfg, trace_dir=str(trace_dir), overwrite=True,
-                        verbose=verbose)
+    return _stage(out, "grafting", lambda: run_grafting(base, str(finetuned), str(data), str(out), cfg,
+                                                        trace_dir=str(trace_dir), overwrite=True, verbose=verbose))
 
 
 def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, graft_dir: Path, quick: bool,
            verbose: bool) -> dict[str, Any]:
-    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
     from recall_circuits.head_ablation import run_head_ablation  # noqa: PLC0415
 
-    if (out / RUN_SUMMARY).is_file():
-        log.info("stage %s: complete, skipped", out.name)
-        return json.loads((out / RUN_SUMMARY).read_text())
-    log.info("stage %s: head-ablation curves", out.name)
     # the single-head sweep over every head is left to analyses/head_ablation.py (270 evaluations on the default)
-    return run_head_ablation(base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir),
-                             graft_dir=str(graft_dir), n_random=3, single=quick,
-                             max_people=None if quick else 10, overwrite=True, verbose=verbose)
+    return _stage(out, "head-ablation curves", lambda: run_head_ablation(
+        base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir), n_random=3,
+        single=quick, max_people=None if quick else 10, overwrite=True, verbose=verbose))
 
 
 def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
-    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
     from recall_circuits.attention import run_attention_compare  # noqa: PLC0415
 
-    if (out / RUN_SUMMARY).is_file():
-        log.info("stage %s: complete, skipped", out.name)
-        return json.loads((out / RUN_SUMMARY).read_text())
-    log.info("stage %s: BIO-vs-QA attention", out.name)
-    return run_attention_compare(models, str(data), str(out), n_people=3 if quick else 10, overwrite=True)
+    return _stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
+        models, str(data), str(out), n_people=3 if quick else 10, overwrite=True))
 
 
 def _consistency(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
-    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
     from recall_circuits.consistency import run_consistency  # noqa: PLC0415
 
-    if (out / RUN_SUMMARY).is_file():
-        log.info("stage %s: complete, skipped", out.name)
-        return json.loads((out / RUN_SUMMARY).read_text())
-    log.info("stage %s: gradient / representation consistency, input signature", out.name)
-    return run_consistency(models, str(data), str(out), n_people=2 if quick else 10, overwrite=True)
+    return _stage(out, "gradient / representation consistency, input signature", lambda: run_consistency(
+        models, str(data), str(out), n_people=2 if quick else 10, overwrite=True))
 
 
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
