@@ -87,21 +87,117 @@ def head_curves(ft: Any, base: Any, dataset: Dataset, rankings: dict[str, list[t
     return out
 
 
+class _Stop(Exception):
+    pass
+
+
+class LayerwiseScorer:
+    """QA exact match / first token of every head-restore variant, computed from the restored layer on.
+
+    The questions are tokenised once into right-padded, length-sorted batches (causal: padding on the right never
+    changes a real position, so no mask is needed). The fine-tuned residual stream before layer ``L`` is kept and
+    advanced one block at a time; a variant that changes only layer ``L`` runs blocks ``L..`` from it, and only the
+    rows at answer positions go through the unembedding.
+    """
+
+    def __init__(self, model: Any, dataset: Dataset, max_people: int | None = None, batch_size: int = 32) -> None:
+        self.model = model
+        base = QAScorer(model, dataset, max_people, batch_size)
+        self.batches: list[dict[str, Any]] = []
+        self.n = {sp: len(seqs) for sp, (seqs, _) in base.split.items()}
+        items = [(sp, s, t) for sp, (seqs, tgts) in base.split.items() for s, t in zip(seqs, tgts, strict=True)]
+        items.sort(key=lambda x: len(x[1]))
+        device = next(model.parameters()).device
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            width = max(len(s) for _, s, _ in chunk)
+            ids = torch.full((len(chunk), width), base.pad, dtype=torch.long)
+            rows, cols, owner = [], [], []
+            for r, (_, seq, tgt) in enumerate(chunk):
+                ids[r, :len(seq)] = torch.tensor(seq)
+                rows += [r] * len(tgt)
+                cols += [p - 1 for p in tgt]
+                owner.append(len(tgt))
+            self.batches.append({"ids": ids.to(device), "rows": torch.tensor(rows, device=device),
+                                 "cols": torch.tensor(cols, device=device),
+                                 "targets": ids[rows, [c + 1 for c in cols]].to(device),
+                                 "n_tgt": owner, "split": [sp for sp, _, _ in chunk]})
+        self.layer = 0
+        self.resid = [model(b["ids"], stop_at_layer=0) for b in self.batches]
+
+    def advance(self) -> None:
+        """Move the kept residual stream past block ``self.layer`` (fine-tuned weights as they are now)."""
+        self.resid = [self.model(r, start_at_layer=self.layer, stop_at_layer=self.layer + 1) for r in self.resid]
+        self.layer += 1
+
+    def _final_rows(self, resid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        box: dict[str, Tensor] = {}
+
+        def grab(module: Any, inputs: Any, output: Tensor) -> None:
+            box["x"] = output[rows, cols]
+            raise _Stop
+
+        handle = self.model.ln_final.register_forward_hook(grab)
+        try:
+            self.model(resid, start_at_layer=self.layer)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return self.model.unembed(box["x"])
+
+    def __call__(self) -> dict[str, float]:
+        """Scores of the model as it is now, from the kept residual at ``self.layer``: exact match, first-token
+        accuracy and the mean log-probability of the whole answer (teacher forced), per split."""
+        exact = dict.fromkeys(self.n, 0)
+        first = dict.fromkeys(self.n, 0)
+        logp = dict.fromkeys(self.n, 0.0)
+        for b, resid in zip(self.batches, self.resid, strict=True):
+            logits = self._final_rows(resid, b["rows"], b["cols"]).float()
+            ok = (logits.argmax(-1) == b["targets"]).cpu()
+            lp = logits.log_softmax(-1).gather(1, b["targets"][:, None])[:, 0].double().cpu()
+            for sp, part, lpp in zip(b["split"], ok.split(b["n_tgt"]), lp.split(b["n_tgt"]), strict=True):
+                exact[sp] += int(part.all())
+                first[sp] += int(part[0])
+                logp[sp] += float(lpp.sum())
+        out = {}
+        for sp, n in self.n.items():
+            out[f"qa_{sp}_acc"] = exact[sp] / n
+            out[f"qa_{sp}_first_token_acc"] = first[sp] / n
+            out[f"qa_{sp}_answer_logprob"] = logp[sp] / n
+        return out
+
+
+@torch.inference_mode()
 def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple[Component, ...] = COMPONENTS,
-                      max_people: int | None = None, batch_size: int = 32, verbose: bool = False
-                      ) -> dict[str, Any]:
-    """QA accuracy with each head restored alone → tensors [n_layers, n_heads] per metric."""
-    scorer = QAScorer(ft, dataset, max_people, batch_size)
+                      max_people: int | None = None, batch_size: int = 32, layers: list[int] | None = None,
+                      verbose: bool = False) -> dict[str, Any]:
+    """QA accuracy with each head restored alone → tensors [n_layers, n_heads] per metric.
+
+    ``base`` is the pretrained model or its :class:`~recall_circuits.heads.HeadSlices` (attention weights only:
+    the sweep then holds one model plus the slices). Each head is swapped in place and back, and its evaluation
+    starts at its own layer from the kept fine-tuned residual stream (:class:`LayerwiseScorer`). ``layers``
+    limits the sweep to some layers (the other rows of the grids are NaN).
+    """
     L, H = ft.cfg.n_layers, ft.cfg.n_heads
+    todo = sorted(set(range(L) if layers is None else layers))
+    if not todo or todo[0] < 0 or todo[-1] >= L:
+        raise RecallCircuitsError(f"layers must be a non-empty subset of [0, {L})")
+    scorer = LayerwiseScorer(ft, dataset, max_people, batch_size)
     baseline = scorer()
-    grids = {k: torch.zeros(L, H) for k in baseline}
-    for layer in tqdm(range(L), disable=not verbose, desc="single heads"):
-        for head in range(H):
+    grids = {k: torch.full((L, H), float("nan")) for k in baseline}
+    bar = tqdm(total=len(todo) * H, disable=not verbose, desc="single heads")
+    for layer in range(todo[-1] + 1):
+        for head in range(H) if layer in todo else ():
             with restore_heads(ft, base, [(layer, head)], components):
                 r = scorer()
             for k, v in r.items():
                 grids[k][layer, head] = v
-    return {"baseline": baseline, "grids": grids, "gqa_note": gqa_note(ft)}
+            bar.update()
+        if layer < todo[-1]:
+            scorer.advance()
+    bar.close()
+    return {"baseline": baseline, "grids": grids, "gqa_note": gqa_note(ft), "n_questions": dict(scorer.n)}
 
 
 def gqa_note(model: Any) -> str:

@@ -91,6 +91,54 @@ def head_views(model: Any, layer: int, head: int, components: tuple[Component, .
     return out
 
 
+class HeadSlices:
+    """Detached copies of every head's slices of a model (what :func:`head_views` returns), so head restores and
+    sweeps can run against a pretrained model without keeping the whole of it in memory (attention weights only).
+
+    ``HeadSlices(base).views(layer, head)`` has the keys and shapes of ``head_views(base, layer, head)``; K and V are
+    stored once per KV group.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.n_layers, self.n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+        self.n_kv = n_kv_heads(model)
+        self._t: dict[tuple[int, str], Tensor] = {}
+        for layer in range(self.n_layers):
+            attn = model.blocks[layer].attn
+            for w_attr, _, b_attr, _, _ in _ATTN.values():
+                for attr in (w_attr, b_attr):
+                    t = getattr(attn, attr, None) if attr else None
+                    if t is not None:
+                        self._t[(layer, attr)] = t.detach().clone()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._t.values())
+
+    def views(self, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
+              biases: bool = True) -> dict[str, Tensor]:
+        if not 0 <= layer < self.n_layers or not 0 <= head < self.n_heads:
+            raise RecallCircuitsError(f"head ({layer}, {head}) out of range ({self.n_layers} layers, "
+                                      f"{self.n_heads} heads)")
+        kv = head // (self.n_heads // self.n_kv)
+        out: dict[str, Tensor] = {}
+        for comp in components:
+            w_attr, _, b_attr, _, per_kv = _ATTN[comp]
+            i = kv if per_kv else head
+            out[w_attr] = self._t[(layer, w_attr)][i]
+            if biases and b_attr is not None and (layer, b_attr) in self._t:
+                out[b_attr] = self._t[(layer, b_attr)][i]
+        return out
+
+
+def source_views(source: Any, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
+                 biases: bool = True) -> dict[str, Tensor]:
+    """:func:`head_views` of a model, or the stored slices of a :class:`HeadSlices`."""
+    if isinstance(source, HeadSlices):
+        return source.views(layer, head, components, biases)
+    return head_views(source, layer, head, components, biases)
+
+
 def view_flat_indices(param: Tensor, view: Tensor) -> Int[Tensor, "..."]:
     """For a ``view`` sharing storage with ``param``: the index in ``param.flatten()`` of each element of ``view``."""
     if param.untyped_storage().data_ptr() != view.untyped_storage().data_ptr():

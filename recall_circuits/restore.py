@@ -23,7 +23,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import COMPONENTS, Component, ParamSpace, check_head, head_views
+from recall_circuits.heads import COMPONENTS, Component, ParamSpace, check_head, head_views, source_views
 
 
 @contextlib.contextmanager
@@ -57,13 +57,14 @@ def restore_params(ft: Any, base: Any, space: ParamSpace, mask: Bool[Tensor, " P
 def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
                   components: tuple[Component, ...] = COMPONENTS, biases: bool = True) -> Iterator[Any]:
     """Within the block, the listed (layer, head)s of ``ft`` hold ``base``'s slices: Q and O of the head, K and V
-    of its KV group (under GQA this restores K/V for every query head of the group), and their biases."""
+    of its KV group (under GQA this restores K/V for every query head of the group), and their biases.
+    ``base`` is the pretrained model or its :class:`~recall_circuits.heads.HeadSlices`."""
     saved: list[tuple[Tensor, Tensor]] = []
     try:
         with torch.no_grad():
             for layer, head in heads:
                 check_head(ft, layer, head)
-                src = head_views(base, layer, head, components, biases)
+                src = source_views(base, layer, head, components, biases)
                 for name, view in head_views(ft, layer, head, components, biases).items():
                     saved.append((view, view.clone()))
                     view.copy_(src[name])

@@ -53,6 +53,7 @@ def test_single_head_sweep_equals_naive_copy_loop(trained_llama, tiny_data):
                 for name, v in head_views(naive, layer, head).items():
                     v.copy_(src[name])
             ref = QAScorer(naive, ds, batch_size=32)()
+            assert set(ref) < set(sweep["grids"])
             for k, v in ref.items():
                 assert sweep["grids"][k][layer, head] == pytest.approx(v, abs=1e-12)
     assert "KV group" in sweep["gqa_note"]
@@ -96,3 +97,46 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     assert "made for a model" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "h3"), "--grid", "0,99"]) == 2
     assert main([*common, "--out", str(tmp_path / "h4"), "--components", "QX"]) == 2
+
+
+def _answer_logprob(model, ds, split):
+    """Mean over questions of log P(answer | prompt), one question at a time (the slow reference)."""
+    from recall_circuits.data import tokenize_qa
+
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for e in ds.qa(split):
+            t = tokenize_qa(model.tokenizer, e)
+            ids = torch.tensor([t["input_ids"]])
+            lp = model(ids)[0].double().log_softmax(-1)
+            total += float(sum(lp[p - 1, ids[0, p]] for p in t["answer_pos"]))
+            n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-neox", "tiny-llama"])
+def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
+    """Random-weight models score 0 accuracy, so compare the continuous answer log-probability per head."""
+    from recall_circuits.heads import HeadSlices
+
+    base = bridges[arch]
+    ft = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in ft.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ds = load_dataset(tiny_data)
+    before = {k: v.clone() for k, v in ft.state_dict().items()}
+    sweep = single_head_sweep(ft, HeadSlices(base), ds, batch_size=6)
+    assert all(torch.equal(before[k], v) for k, v in ft.state_dict().items())
+    assert sweep["baseline"]["qa_ood_answer_logprob"] == pytest.approx(_answer_logprob(ft, ds, "ood"), abs=1e-4)
+    grid = sweep["grids"]["qa_ood_answer_logprob"]
+    for layer, head in [(0, 0), (1, 3), (ft.cfg.n_layers - 1, 1)]:
+        naive = copy.deepcopy(ft)
+        with torch.no_grad():
+            src = head_views(base, layer, head)
+            for name, v in head_views(naive, layer, head).items():
+                v.copy_(src[name])
+        assert float(grid[layer, head]) == pytest.approx(_answer_logprob(naive, ds, "ood"), abs=1e-4)
+    # the slices and the whole pretrained model give the same sweep
+    again = single_head_sweep(ft, base, ds, batch_size=6)
+    assert all(torch.equal(again["grids"][k], v) for k, v in sweep["grids"].items())
