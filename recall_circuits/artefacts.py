@@ -85,8 +85,10 @@ def load_summary(out: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def save_figure(out: Path, fig: Any, name: str) -> Path:
-    """A plotly figure as self-contained offline HTML (plotly.js inlined)."""
+    """A plotly figure as self-contained offline HTML (plotly.js inlined), and its JSON next to it (the report
+    re-embeds figures from it)."""
     (out / FIGURES_DIR).mkdir(exist_ok=True)
     path = out / FIGURES_DIR / f"{name}.html"
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    (out / FIGURES_DIR / f"{name}.json").write_text(fig.to_json(), encoding="utf-8")
     return path

@@ -77,14 +77,22 @@ def _graft(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, q
                                                         trace_dir=str(trace_dir), overwrite=True, verbose=verbose))
 
 
-def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, graft_dir: Path, quick: bool,
-           verbose: bool) -> dict[str, Any]:
+def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, graft_dir: Path,
+           patching_dir: Path, quick: bool, verbose: bool) -> dict[str, Any]:
     from recall_circuits.head_ablation import run_head_ablation  # noqa: PLC0415
 
-    # the single-head sweep over every head is left to analyses/head_ablation.py (270 evaluations on the default)
-    return _stage(out, "head-ablation curves", lambda: run_head_ablation(
-        base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir), n_random=3,
-        single=quick, max_people=None if quick else 10, overwrite=True, verbose=verbose))
+    return _stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
+        base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
+        patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if quick else 10, overwrite=True,
+        verbose=verbose))
+
+
+def _patching(out: Path, finetuned: Path, data: Path, quick: bool) -> dict[str, Any]:
+    from recall_circuits.patching import run_activation_patching  # noqa: PLC0415
+
+    return _stage(out, "activation patching (same format, across formats, attribution)", lambda:
+                  run_activation_patching(str(finetuned), str(data), str(out), n_pairs=2 if quick else 4,
+                                          overwrite=True))
 
 
 def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
@@ -125,29 +133,23 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
               for s in ("two-stage", "mixed")}
     grafts = {s: _graft(out / f"graft-{s}", base_model, out / s / "model", data, out / f"trace-{s}", quick, verbose)
               for s in ("two-stage", "mixed")}
+    patching = {s: _patching(out / f"patching-{s}", out / s / "model", data, quick) for s in ("two-stage", "mixed")}
     heads = {s: _heads(out / f"heads-{s}", base_model, out / s / "model", data, out / f"trace-{s}",
-                       out / f"graft-{s}", quick, verbose) for s in ("two-stage", "mixed")}
+                       out / f"graft-{s}", out / f"patching-{s}", quick, verbose) for s in ("two-stage", "mixed")}
     attention = _attention(out / "attention", {"mixed": str(out / "mixed" / "model"),
                                                "two-stage": str(out / "two-stage" / "model"),
                                                "pretrained": base_model}, data, quick)
     consistency = _consistency(out / "consistency", {"mixed": str(out / "mixed" / "model"),
                                                      "two-stage": str(out / "two-stage" / "model")}, data, quick)
-    sens: list[dict[str, Any]] = []
-    if sensitivity:
-        base_lr = preset(TRAIN_PRESETS, name)["lr"]
-        for lr_name in SENSITIVITY_QA_LRS:
-            lr = float(lr_name)
-            if lr == base_lr:
-                ts, mx = runs["two-stage"], runs["mixed"]
-            else:
-                ts = _finetune(out / f"two-stage-qalr{lr_name}", data, "two-stage", name,
-                               extra | {"model": str(out / "two-stage" / "after_bio"), "bio_epochs": 0,
-                                        "qa_lr": lr}, verbose)
-                mx = _finetune(out / f"mixed-lr{lr_name}", data, "mixed", name, extra | {"lr": lr}, verbose)
-            sens.append({"qa_phase_lr": lr, "two-stage": _headline(ts), "mixed": _headline(mx)})
+    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose)
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
+    summary["single_head"] = {s: {"baseline": h.get("single_head_baseline"),
+                                  "top_ood_drop": h.get("single_head_top_ood_drop")} for s, h in heads.items()}
+    summary["patching"] = {s: {k: p[k] for k in ("corrupted_metric", "clean_metric", "roles",
+                                                 "cross_format_by_layer_role", "attribution_vs_exact_corr")}
+                           for s, p in patching.items()}
     summary["attention"] = {m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
                                                  "viewed_heads", "mean_mass")}
                             for m, v in attention["models"].items()}
@@ -159,6 +161,35 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
     write_report(out / REPORT_FILE, summary, out)
     return summary
+
+
+def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,
+                 train: bool, verbose: bool) -> list[dict[str, Any]]:
+    """Rows of the learning-rate sensitivity table: trained when ``train``, else read from the runs on disk
+    (``None`` where a run is missing)."""
+    from recall_circuits.finetune_run import RESULTS_FILE  # noqa: PLC0415
+
+    base_lr = preset(TRAIN_PRESETS, name)["lr"]
+    rows = []
+    for lr_name in SENSITIVITY_QA_LRS:
+        lr = float(lr_name)
+        if lr == base_lr:
+            ts, mx = runs["two-stage"], runs["mixed"]
+        else:
+            ts_dir, mx_dir = out / f"two-stage-qalr{lr_name}", out / f"mixed-lr{lr_name}"
+            if train:
+                ts = _finetune(ts_dir, data, "two-stage", name,
+                               extra | {"model": str(out / "two-stage" / "after_bio"), "bio_epochs": 0,
+                                        "qa_lr": lr}, verbose)
+                mx = _finetune(mx_dir, data, "mixed", name, extra | {"lr": lr}, verbose)
+            else:
+                ts, mx = (json.loads((d / RESULTS_FILE).read_text()) if (d / RESULTS_FILE).is_file() else None
+                          for d in (ts_dir, mx_dir))
+        if ts is None and mx is None:
+            continue
+        rows.append({"qa_phase_lr": lr, "two-stage": _headline(ts) if ts else None,
+                     "mixed": _headline(mx) if mx else None})
+    return rows
 
 
 def _rel_drop(abl: dict[str, dict[str, float]], cond: str, key: str = "qa_ood_acc") -> float:
@@ -324,11 +355,38 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
         parts.append("<h2>Grafting</h2>" + _table(rows, ["strategy", "alpha = |γ|/P", "grafted qa_id",
                                                          "grafted qa_ood", "share of S in γ",
                                                          "qa_ood lost without S"]))
+    if summary.get("patching"):
+        rows = []
+        for st, pt in summary["patching"].items():
+            rows.append([st, sum(pt["clean_metric"]) / len(pt["clean_metric"]),
+                         sum(pt["corrupted_metric"]) / len(pt["corrupted_metric"]), pt["attribution_vs_exact_corr"]])
+        parts.append("<h2>Activation patching (QA, OOD people: clean person patched into a corrupted one)</h2>"
+                     + _table(rows, ["strategy", "clean logit diff", "corrupted logit diff",
+                                     "corr(attribution, exact) over cells"]))
+        if run_dir is not None:
+            for st in summary["patching"]:
+                for fig_name in ("heads", "cross_format"):
+                    f = run_dir / f"patching-{st}" / "figures" / f"{fig_name}.json"
+                    if f.is_file():
+                        fig = pio.from_json(f.read_text())
+                        fig.update_layout(title=f"{st}: {fig.layout.title.text}")
+                        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
+    if summary.get("single_head"):
+        rows = [[st, ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_ood_drop") or [])[:5])]
+                for st, sh in summary["single_head"].items()]
+        parts.append("<h3>Single-head restores: largest QA-OOD drops</h3>" + _table(rows, ["strategy",
+                                                                                      "head (drop)"]))
     if summary.get("sensitivity"):
-        rows = [[r["qa_phase_lr"], s, r[s]["qa_id_acc"], r[s]["qa_ood_acc"], r[s]["bio_recall_id"],
-                 r[s]["bio_recall_ood"]] for r in summary["sensitivity"] for s in ("two-stage", "mixed")]
-        parts.append("<h2>Sensitivity to the learning rate of the QA-training phase</h2>" + _table(
-            rows, ["QA-phase lr", "strategy", "qa_id", "qa_ood", "bio_recall_id", "bio_recall_ood"]))
+        rows = []
+        for r in summary["sensitivity"]:
+            for st in ("two-stage", "mixed"):
+                h = r[st] or {}
+                rows.append([r["qa_phase_lr"], st, *[h.get(m, "not run") for m in
+                                                    ("qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood")]])
+        parts.append("<h2>Sensitivity to the learning rate of the QA-training phase</h2><p>two-stage: the QA phase "
+                     "from the same after-BIO model at this learning rate; mixed: the whole run at this learning "
+                     "rate.</p>" + _table(rows, ["QA-phase lr", "strategy", "qa_id", "qa_ood", "bio_recall_id",
+                                                "bio_recall_ood"]))
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
             "padding:4px 8px;font-size:13px}"
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>recall_circuits report</title>"

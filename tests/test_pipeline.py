@@ -25,7 +25,13 @@ def test_quick_reproduction(tmp_path):
     assert doc.count("Shared Size per head") == 2 and "<h2>Grafting" in doc
     assert "<h2>Consistency" in doc and "<h2>Head ablation" in doc and "circuitsvis: mixed" in doc
     assert set(summary["attention"]) == {"mixed", "two-stage", "pretrained"}
-    assert {"shared_size", "grafted_size", "random0"} <= set(summary["head_curves"]["mixed"])
+    assert {"shared_size", "grafted_size", "attribution", "random0"} <= set(summary["head_curves"]["mixed"])
+    assert "<h2>Activation patching" in doc and "Single-head restores" in doc
+    for st in ("mixed", "two-stage"):
+        pt = summary["patching"][st]
+        assert len(pt["cross_format_by_layer_role"]) == 2 and -1 <= pt["attribution_vs_exact_corr"] <= 1
+        assert summary["single_head"][st]["baseline"]["qa_id_acc"] == summary["head_curves"][st]["shared_size"][
+            "points"][0]["qa_id_acc"]
     for g in summary["grafting"].values():
         assert 0 < g["alpha"] < 1 and set(g["grafted"]) == {"qa_id_acc", "qa_ood_acc"}
     # offline: no external script, stylesheet, font or image reference
