@@ -1,7 +1,8 @@
 """Gradient consistency, representation consistency and input signature of BIO vs QA (the paper's 2026 revision).
 
     python analyses/consistency.py --model mixed=runs/reproduce/mixed/model \
-        --model two-stage=runs/reproduce/two-stage/model --data runs/reproduce/data --out runs/consistency
+        --model two-stage=runs/reproduce/two-stage/model --data runs/reproduce/data --out runs/consistency \
+        --along mixed=runs/reproduce/mixed      # + gradient consistency along a run's snapshots
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--n-people", type=int, default=10)
     ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
+    ap.add_argument("--along", action="append", default=[],
+                    help="NAME=TRAINING_RUN_DIR (repeatable): gradient consistency along its snapshots/")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     from recall_circuits.loading import parse_model_specs
 
     models = parse_model_specs(args.model)
+    along = parse_model_specs(args.along, what="--along") if args.along else None
     from recall_circuits.consistency import run_consistency
 
-    run_consistency(models, args.data, args.out, n_people=args.n_people, split=args.split, overwrite=args.overwrite)
+    run_consistency(models, args.data, args.out, n_people=args.n_people, split=args.split, along=along,
+                    overwrite=args.overwrite)
     log.info("wrote %s", args.out)
     return 0
 

@@ -28,9 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="cpu", help=f"one of {sorted(TRAIN_PRESETS)}")
     ap.add_argument("--model", help="registry name or checkpoint directory (default: the preset's)")
-    for name, typ in (("epochs", int), ("bio-epochs", int), ("lr", float), ("qa-lr", float), ("batch-size", int), ("grad-accum", int),
-                      ("seed", int), ("checkpoint-every", int), ("warmup-frac", float), ("weight-decay", float),
-                      ("mix-bio-repeat", int), ("mix-qa-repeat", int)):
+    for name, typ in (("epochs", int), ("bio-epochs", int), ("lr", float), ("qa-lr", float), ("batch-size", int),
+                      ("grad-accum", int), ("seed", int), ("checkpoint-every", int), ("snapshot-every", int),
+                      ("warmup-frac", float), ("weight-decay", float), ("mix-bio-repeat", int), ("mix-qa-repeat", int)):
         ap.add_argument(f"--{name}", type=typ)
     ap.add_argument("--schedule", choices=["linear", "cosine", "constant"])
     ap.add_argument("--device")
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = preset(TRAIN_PRESETS, args.preset)
     for key in ("model", "epochs", "bio_epochs", "lr", "qa_lr", "batch_size", "grad_accum", "seed", "checkpoint_every",
-                "warmup_frac", "weight_decay", "mix_bio_repeat", "mix_qa_repeat", "schedule", "device", "bf16",
+                "snapshot_every", "warmup_frac", "weight_decay", "mix_bio_repeat", "mix_qa_repeat", "schedule", "device", "bf16",
                 "gradient_checkpointing"):
         val = getattr(args, key)
         if val is not None:

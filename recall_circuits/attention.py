@@ -57,6 +57,7 @@ def aligned_pairs(tokenizer: Any, dataset: Dataset, people: list[int], attribute
                     raise RecallCircuitsError(f"person {pid}, {fact['attribute']}: role tokens after the predicting "
                                               f"position in {fmt}")
             pairs.append({"person": pid, "attribute": fact["attribute"],
+                          "target": qa["input_ids"][qa["predict_pos"] + 1],   # first answer token
                           "bio": {"ids": bio["input_ids"][: fact["predict_pos"] + 1], "pos": fact["predict_pos"],
                                   **b_roles},
                           "qa": {"ids": qa["input_ids"][: qa["predict_pos"] + 1], "pos": qa["predict_pos"],

@@ -5,7 +5,11 @@
 - Representation consistency: per layer, the residual stream (``resid_post``) at the BIO position that predicts
   the value and at the QA position that predicts the answer: mean cosine over pairs, linear CKA over the set, and
   cross-format retrieval (for each QA vector, is its nearest BIO vector, by cosine, the same person and
-  attribute?) — a probe that needs no training.
+  attribute?) — a probe that needs no training; and a trained linear probe (multinomial logistic regression) that
+  reads the value's first token from one format's vectors and is tested on the other format's
+  (:func:`cross_format_probe`).
+- Gradient consistency along training: the same cosine for every snapshot a run kept
+  (``snapshot_every``; :func:`gradient_consistency_along`).
 - Input signature: input × gradient attribution of the BIO value prediction (log-probability of its first token)
   to the input tokens; the share of |attribution| on subject + relation tokens vs the rest of the context.
 
@@ -90,6 +94,37 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
     return {"overall": sum(cos_all) / n_pairs, "per_pair": cos_all, "per_module": per_module, "n_pairs": n_pairs}
 
 
+def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int],
+                               include: tuple[str, ...] = ("attn", "mlp")) -> list[dict[str, Any]]:
+    """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
+    in step order, each with the phase it was taken in."""
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from recall_circuits.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.training import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
+
+    run = Path(run_dir)
+    points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*")) if d.is_dir()}
+    if (run / "model").is_dir() and (run / TRAIN_META).is_file():
+        points.setdefault(int(json.loads((run / TRAIN_META).read_text()).get("steps", max(points, default=0))),
+                          run / "model")
+    if not points:
+        raise RecallCircuitsError(f"{run_dir} has neither snapshots/ nor a finished model/ (train with "
+                                  f"snapshot_every > 0)")
+    phase = {}
+    if (run / METRICS_FILE).is_file():
+        for line in (run / METRICS_FILE).read_text().splitlines():
+            r = json.loads(line)
+            phase[r["step"]] = r["phase"]
+    out = []
+    for step in sorted(points):
+        g = gradient_consistency(load_bridge(str(points[step])), dataset, people, include)
+        out.append({"step": step, "phase": phase.get(step), "gradient_cosine": g["overall"],
+                    "path": str(points[step])})
+    return out
+
+
 def linear_cka(x: Tensor, y: Tensor) -> float:
     """Linear CKA between two [n, d] representation sets (Kornblith et al. 2019)."""
     x = x.double() - x.double().mean(0)
@@ -98,10 +133,50 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
     return float(hsic / ((x.T @ x).square().sum().sqrt() * (y.T @ y).square().sum().sqrt()).clamp_min(1e-30))
 
 
+def fit_probe(x: Tensor, y: Tensor, n_classes: int, *, l2: float = 1e-2, iters: int = 200
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Multinomial logistic regression on standardised features (full-batch L-BFGS, deterministic) → (weights
+    [d + 1, n_classes], training mean, training std) for :func:`probe_predict`."""
+    x = x.double()
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-8) if len(x) > 1 else torch.ones(x.shape[1], dtype=x.dtype)
+    z = torch.cat([(x - mu) / sd, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    w = torch.zeros(z.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=1, max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w, y) + l2 * w[:-1].square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), mu, sd
+
+
+def probe_predict(probe: tuple[Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
+    w, mu, sd = probe
+    z = torch.cat([(x.double() - mu) / sd, torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    return (z @ w).argmax(1)
+
+
+def cross_format_probe(bio: Tensor, qa: Tensor, labels: Tensor, *, l2: float = 1e-2) -> dict[str, float]:
+    """A linear probe for ``labels`` trained on one format's vectors [n, d] and tested on the other's (same
+    (person, attribute) rows), both directions; chance = the most frequent label's share."""
+    classes, y = torch.unique(labels, return_inverse=True)
+    k = len(classes)
+    out = {}
+    for src, dst, name in ((bio, qa, "bio_to_qa"), (qa, bio, "qa_to_bio")):
+        pr = fit_probe(src, y, k, l2=l2)
+        out[name] = float((probe_predict(pr, dst) == y).double().mean())
+        out[f"{name}_train"] = float((probe_predict(pr, src) == y).double().mean())
+    out["chance"] = float(torch.bincount(y).max()) / len(y)
+    return out
+
+
 @torch.inference_mode()
-def representation_consistency(model: Any, dataset: Dataset, people: list[int]) -> dict[str, Any]:
-    """Per layer: mean cosine, linear CKA and cross-format retrieval accuracy of BIO vs QA predicting positions."""
-    pairs = aligned_pairs(model.tokenizer, dataset, people)
+def _predicting_residuals(model: Any, pairs: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """``resid_post`` of every layer at each pair's BIO and QA predicting positions → {fmt: [L, n, d_model]}."""
     L = model.cfg.n_layers
     names = [f"blocks.{layer}.hook_resid_post" for layer in range(L)]
     reps = {f: torch.zeros(L, len(pairs), model.cfg.d_model) for f in ("bio", "qa")}
@@ -110,6 +185,16 @@ def representation_consistency(model: Any, dataset: Dataset, people: list[int]) 
             _, cache = model.run_with_cache(torch.tensor([p[f]["ids"]]), names_filter=names)
             for layer, n in enumerate(names):
                 reps[f][layer, i] = cache[n][0, p[f]["pos"]].float()
+    return reps
+
+
+def representation_consistency(model: Any, dataset: Dataset, people: list[int], *, probe: bool = True
+                               ) -> dict[str, Any]:
+    """Per layer: mean cosine, linear CKA, cross-format retrieval accuracy and (``probe``) the cross-format linear
+    probe for the value's first token, of BIO vs QA predicting positions."""
+    pairs = aligned_pairs(model.tokenizer, dataset, people)
+    L = model.cfg.n_layers
+    reps = {f: t.clone() for f, t in _predicting_residuals(model, pairs).items()}  # plain tensors (probe trains)
     cos, cka, retr = [], [], []
     for layer in range(L):
         b, q = reps["bio"][layer], reps["qa"][layer]
@@ -117,8 +202,15 @@ def representation_consistency(model: Any, dataset: Dataset, people: list[int]) 
         cka.append(linear_cka(b, q))
         sim = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
         retr.append(float((sim.argmax(1) == torch.arange(len(pairs))).float().mean()))
-    return {"cosine": cos, "cka": cka, "retrieval_acc": retr, "chance_retrieval": 1 / len(pairs),
-            "n_pairs": len(pairs)}
+    out: dict[str, Any] = {"cosine": cos, "cka": cka, "retrieval_acc": retr, "chance_retrieval": 1 / len(pairs),
+                           "n_pairs": len(pairs)}
+    if probe:
+        labels = torch.tensor([p["target"] for p in pairs])
+        res = [cross_format_probe(reps["bio"][layer], reps["qa"][layer], labels) for layer in range(L)]
+        out["probe"] = {k: [r[k] for r in res] for k in res[0] if k != "chance"}
+        out["probe"]["chance"] = res[0]["chance"]
+        out["probe"]["target"] = "first token of the attribute value / answer"
+    return out
 
 
 def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str, Any]:
@@ -155,8 +247,9 @@ def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str
 
 
 def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
-                    overwrite: bool = False) -> dict[str, Any]:
-    """The run behind ``analyses/consistency.py``: the three measures for every model, on the same people."""
+                    along: dict[str, str] | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """The run behind ``analyses/consistency.py``: the three measures for every model, on the same people; with
+    ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
     from recall_circuits.artefacts import save_figure, save_summary, start_run  # noqa: PLC0415
@@ -170,7 +263,8 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     if not people:
         raise RecallCircuitsError(f"no people in split {split!r}")
     bridges = {k: load_bridge(v) for k, v in models.items()}
-    run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split}, overwrite=overwrite,
+    run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split, "along": along},
+                    overwrite=overwrite,
                     checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
     summary: dict[str, Any] = {"people": people, "models": {}}
     fig = go.Figure()
@@ -182,11 +276,27 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
             "gradient_cosine": g["overall"], "gradient_cosine_per_module": g["per_module"],
             "representation_cosine": r["cosine"], "representation_cka": r["cka"], "retrieval_acc": r["retrieval_acc"],
             "chance_retrieval": r["chance_retrieval"], "mean_representation_cosine": sum(r["cosine"]) / len(r["cosine"]),
-            "subject_relation_share": s["subject_relation_share"], "n_pairs": g["n_pairs"]}
+            "subject_relation_share": s["subject_relation_share"], "n_pairs": g["n_pairs"],
+            "probe": r["probe"]}
         fig.add_trace(go.Scatter(y=r["cosine"], mode="lines+markers", name=f"{name}: cosine"))
         fig.add_trace(go.Scatter(y=r["cka"], mode="lines", name=f"{name}: CKA", line={"dash": "dot"}))
     fig.update_layout(title="BIO vs QA representation consistency by layer (predicting positions)",
                       xaxis_title="layer", yaxis_title="similarity")
     save_figure(run, fig, "representation_consistency")
+    fig = go.Figure()
+    for name, m in summary["models"].items():
+        fig.add_trace(go.Scatter(y=m["probe"]["bio_to_qa"], mode="lines+markers", name=f"{name}: BIO→QA"))
+        fig.add_trace(go.Scatter(y=m["probe"]["qa_to_bio"], mode="lines", name=f"{name}: QA→BIO",
+                                 line={"dash": "dot"}))
+    fig.update_layout(title="Linear probe for the value's first token, trained on one format, tested on the other",
+                      xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1])
+    save_figure(run, fig, "probe")
+    if along:
+        summary["along"] = {name: gradient_consistency_along(d, ds, people) for name, d in along.items()}
+        fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
+                                    mode="lines+markers", name=name) for name, pts in summary["along"].items()])
+        fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",
+                          yaxis_title="mean cosine")
+        save_figure(run, fig, "gradient_consistency_along")
     save_summary(run, summary)
     return summary

@@ -80,12 +80,12 @@ def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     return bridge
 
 
-def parse_model_specs(specs: list[str]) -> dict[str, str]:
+def parse_model_specs(specs: list[str], what: str = "--model") -> dict[str, str]:
     """``["mixed=DIR", "base=smollm2-135m"]`` → ``{"mixed": "DIR", "base": "smollm2-135m"}`` (scripts' --model)."""
     models = {}
     for spec in specs:
         if "=" not in spec:
-            raise RecallCircuitsError(f"--model takes NAME=PATH, got {spec!r}")
+            raise RecallCircuitsError(f"{what} takes NAME=PATH, got {spec!r}")
         name, path = spec.split("=", 1)
         models[name] = path
     return models

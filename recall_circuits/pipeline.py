@@ -102,11 +102,12 @@ def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> di
         models, str(data), str(out), n_people=3 if quick else 10, overwrite=True))
 
 
-def _consistency(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
+def _consistency(out: Path, models: dict[str, str], data: Path, quick: bool,
+                 along: dict[str, str] | None = None) -> dict[str, Any]:
     from recall_circuits.consistency import run_consistency  # noqa: PLC0415
 
-    return _stage(out, "gradient / representation consistency, input signature", lambda: run_consistency(
-        models, str(data), str(out), n_people=2 if quick else 10, overwrite=True))
+    return _stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
+        models, str(data), str(out), n_people=2 if quick else 10, along=along or None, overwrite=True))
 
 
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +141,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                                                "two-stage": str(out / "two-stage" / "model"),
                                                "pretrained": base_model}, data, quick)
     consistency = _consistency(out / "consistency", {"mixed": str(out / "mixed" / "model"),
-                                                     "two-stage": str(out / "two-stage" / "model")}, data, quick)
+                                                     "two-stage": str(out / "two-stage" / "model")}, data, quick,
+                               {s: str(out / s) for s in ("two-stage", "mixed") if (out / s / "snapshots").is_dir()})
     sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose)
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
@@ -156,6 +158,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     summary["grafting"] = {s: {k: g.get(k) for k in ("alpha", "graft_size", "P", "grafted", "shared_share_of_graft",
                                                      "grafted_without_shared", "acc_lost_without_shared")}
                            for s, g in grafts.items()}
+    summary["consistency_probe"] = {m: v.get("probe") for m, v in consistency["models"].items()}
+    summary["gradient_consistency_along"] = consistency.get("along")
     summary["preset"] = name
     summary["wall_s_this_invocation"] = time.time() - t0
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
@@ -349,6 +353,20 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
               m[f"{p}_retrieval_acc_last_layer"]] for s, p in (("mixed", "mixed"), ("two-stage", "two_stage"))],
             ["strategy", "gradient cosine", "mean representation cosine", "input share on subject+relation",
              "cross-format retrieval (last layer)"]))
+    probe = {m: p for m, p in (summary.get("consistency_probe") or {}).items() if p}
+    if probe:
+        rows = [[m, max(p["bio_to_qa"]), int(max(range(len(p["bio_to_qa"])), key=p["bio_to_qa"].__getitem__)),
+                 max(p["qa_to_bio"]), p["chance"]] for m, p in probe.items()]
+        parts.append("<h3>Linear probe for the value's first token, trained on one format, tested on the other</h3>"
+                     + _table(rows, ["model", "best BIO→QA accuracy", "at layer", "best QA→BIO accuracy",
+                                     "chance (majority)"]))
+    if summary.get("gradient_consistency_along"):
+        fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
+                                    mode="lines+markers", name=m)
+                         for m, pts in summary["gradient_consistency_along"].items()])
+        fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",
+                          yaxis_title="mean cosine (OOD people)")
+        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
     if summary.get("grafting"):
         rows = [[s, g["alpha"], g["grafted"]["qa_id_acc"], g["grafted"]["qa_ood_acc"], g.get("shared_share_of_graft"),
                  (g.get("acc_lost_without_shared") or {}).get("qa_ood_acc")] for s, g in summary["grafting"].items()]

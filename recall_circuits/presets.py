@@ -22,8 +22,9 @@ DATA_PRESETS: dict[str, dict[str, Any]] = {
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"model": "tiny-llama", "epochs": 3, "lr": 1e-3, "batch_size": 4, "checkpoint_every": 0,
-             "eval_batch_size": 64},
-    "cpu": {"model": "smollm2-135m", "epochs": 10, "lr": 5e-4, "batch_size": 4, "checkpoint_every": 100},
+             "eval_batch_size": 64, "snapshot_every": 12},
+    "cpu": {"model": "smollm2-135m", "epochs": 10, "lr": 5e-4, "batch_size": 4, "checkpoint_every": 100,
+            "snapshot_every": 250},
     "gpu-llama3b": {"model": "meta-llama/Llama-3.2-3B", "epochs": 10, "lr": 2e-5, "batch_size": 64, "bf16": True,
                     "gradient_checkpointing": True, "device": "cuda", "checkpoint_every": 500},
     "gpu-pythia2.8b": {"model": "EleutherAI/pythia-2.8b", "epochs": 10, "lr": 2e-5, "batch_size": 64, "bf16": True,

@@ -47,6 +47,7 @@ Strategy = Literal["two-stage", "mixed"]
 STRATEGIES = ("two-stage", "mixed")
 TRAIN_META = "recall_circuits_train.json"
 METRICS_FILE = "metrics.jsonl"
+SNAPSHOTS_DIR = "snapshots"
 STATE_FILE = "trainer_state.json"
 
 
@@ -70,6 +71,7 @@ class TrainConfig:
     mix_qa_repeat: int = 1           # mixed: QA copies per epoch
     seed: int = 0
     checkpoint_every: int = 200      # steps; 0 = only at phase ends
+    snapshot_every: int = 0          # steps; > 0 keeps out/snapshots/step-NNNNNN (weights only) for analyses
     bf16: bool = False
     gradient_checkpointing: bool = False
     freeze_embeddings: bool = False
@@ -88,6 +90,8 @@ class TrainConfig:
             raise RecallCircuitsError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if self.optimizer_impl not in ("fused", "foreach"):
             raise RecallCircuitsError(f"unknown optimizer_impl {self.optimizer_impl!r}")
+        if self.snapshot_every < 0 or self.checkpoint_every < 0:
+            raise RecallCircuitsError("snapshot_every and checkpoint_every must be >= 0")
         if self.lr <= 0 or (self.qa_lr is not None and self.qa_lr <= 0):
             raise RecallCircuitsError("learning rates must be positive")
 
@@ -328,6 +332,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                                         "format": batch_items[0][0], "loss": mean_loss,
                                         "lr": sched.get_last_lr()[0], "elapsed_s": time.time() - t0}) + "\n")
             done_phase = si + 1 == len(steps)
+            if cfg.snapshot_every and global_done % cfg.snapshot_every == 0 and rank == 0:
+                snap = out / SNAPSHOTS_DIR / f"step-{global_done:06d}"
+                model.save_pretrained(snap)
+                tok.save_pretrained(snap)
             if not done_phase and cfg.checkpoint_every and (si + 1) % cfg.checkpoint_every == 0 and rank == 0:
                 _save_checkpoint(out / "checkpoint", model, opt, sched,
                                  {"phase": pi, "step": si + 1, "global_step": global_done,

@@ -71,3 +71,45 @@ def test_consistency_script_bad_input(tiny_data, tmp_path, capsys):
     assert "NAME=PATH" in capsys.readouterr().err
     assert main(["--data", str(tiny_data), "--out", str(tmp_path / "c")]) == 2
     assert "no models" in capsys.readouterr().err
+
+
+def test_cross_format_probe_transfers_only_when_the_formats_share_a_readout():
+    from recall_circuits.consistency import cross_format_probe
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 8
+    centers = 4 * torch.randn(8, 16, generator=g)
+    bio = centers[labels] + 0.3 * torch.randn(40, 16, generator=g)
+    same = centers[labels] + 0.3 * torch.randn(40, 16, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    rotated = same @ q
+    good = cross_format_probe(bio, same, labels)
+    bad = cross_format_probe(bio, rotated, labels)
+    assert good["bio_to_qa"] == 1.0 and good["qa_to_bio"] == 1.0 and good["chance"] == pytest.approx(1 / 8)
+    assert bad["bio_to_qa_train"] == 1.0 and bad["bio_to_qa"] < 0.5
+    assert cross_format_probe(bio, rotated, labels) == bad  # deterministic
+
+
+def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, tiny_dirs, tiny_data, tmp_path):
+    from recall_circuits.consistency import gradient_consistency_along
+    from recall_circuits.data import load_dataset
+    from recall_circuits.loading import load_bridge
+    from recall_circuits.training import TrainConfig, train
+
+    res = representation_consistency(bridges["tiny-llama"], DS, [0, 1])
+    assert len(res["probe"]["bio_to_qa"]) == 2 and all(0 <= a <= 1 for a in res["probe"]["qa_to_bio"])
+    ds = load_dataset(tiny_data)
+    out = tmp_path / "run"
+    train(TrainConfig(model=str(tiny_dirs["tiny-gpt2"]), strategy="two-stage", data=str(tiny_data), out=str(out),
+                      epochs=1, batch_size=8, checkpoint_every=0, snapshot_every=2), verbose=False)
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps and all(int(s.split("-")[1]) % 2 == 0 for s in snaps)
+    people = ds.person_ids("ood")[:1]
+    along = gradient_consistency_along(str(out), ds, people)
+    assert [p["step"] for p in along] == sorted({int(s.split("-")[1]) for s in snaps} | {along[-1]["step"]})
+    assert along[0]["phase"] == "bio" and along[-1]["phase"] == "qa"
+    # each point is gradient_consistency of that checkpoint
+    ref = gradient_consistency(load_bridge(along[0]["path"]), ds, people)["overall"]
+    assert along[0]["gradient_cosine"] == pytest.approx(ref, abs=1e-6)
+    with pytest.raises(Exception, match="snapshots"):
+        gradient_consistency_along(str(tmp_path), ds, people)

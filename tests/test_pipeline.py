@@ -26,6 +26,9 @@ def test_quick_reproduction(tmp_path):
     assert "<h2>Consistency" in doc and "<h2>Head ablation" in doc and "circuitsvis: mixed" in doc
     assert set(summary["attention"]) == {"mixed", "two-stage", "pretrained"}
     assert {"shared_size", "grafted_size", "attribution", "random0"} <= set(summary["head_curves"]["mixed"])
+    assert "Linear probe" in doc and "along training" in doc
+    assert [p["step"] for p in summary["gradient_consistency_along"]["mixed"]][-1] == \
+        json.loads((out / "mixed" / "recall_circuits_train.json").read_text())["steps"]
     assert "<h2>Activation patching" in doc and "Single-head restores" in doc
     for st in ("mixed", "two-stage"):
         pt = summary["patching"][st]

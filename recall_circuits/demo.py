@@ -1,0 +1,71 @@
+"""Models and data for the notebooks in ``demos/``.
+
+``demo_run()`` returns the directories of a reproduction: the default one when ``RECALL_CIRCUITS_DEMO_RUN`` names a
+finished ``analyses/reproduce.py`` output (its ``data/``, ``two-stage/model``, ``two-stage/after_bio`` and
+``mixed/model``), otherwise tiny ones trained on the spot with the ``tiny`` presets (a few seconds on a CPU, cached
+in ``$RECALL_CIRCUITS_CACHE/demo-tiny`` so later notebooks reuse them).
+
+Example::
+
+    from recall_circuits.demo import demo_run
+    run = demo_run()
+    run.base, run.mixed, run.two_stage, run.data
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from recall_circuits.errors import RecallCircuitsError
+
+ENV = "RECALL_CIRCUITS_DEMO_RUN"
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    root: Path
+    data: Path
+    base: str          # registry name or directory of the pretrained model
+    two_stage: Path
+    after_bio: Path
+    mixed: Path
+    kind: str          # "default" (a reproduction's checkpoints) or "tiny"
+
+
+def _complete(root: Path) -> bool:
+    return all((root / p).exists() for p in ("data/manifest.json", "two-stage/results.json", "mixed/results.json"))
+
+
+def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
+    """The reproduction the notebooks analyse (see the module docstring)."""
+    from recall_circuits.presets import TRAIN_PRESETS  # noqa: PLC0415
+
+    given = root or os.environ.get(ENV)
+    if given:
+        r = Path(given)
+        if not _complete(r):
+            raise RecallCircuitsError(f"{r} is not a finished reproduction (data/, two-stage/, mixed/ with "
+                                      f"results.json)")
+        import json  # noqa: PLC0415
+
+        base = json.loads((r / "mixed" / "results.json").read_text())["config"]["model"]
+        return DemoRun(r, r / "data", base, r / "two-stage" / "model", r / "two-stage" / "after_bio",
+                       r / "mixed" / "model", "default")
+    from recall_circuits.data import DataConfig, generate, write_dataset  # noqa: PLC0415
+    from recall_circuits.finetune_run import run_finetune  # noqa: PLC0415
+    from recall_circuits.models import cache_dir  # noqa: PLC0415
+    from recall_circuits.presets import DATA_PRESETS  # noqa: PLC0415
+
+    r = cache_dir() / "demo-tiny"
+    if not (r / "data" / "manifest.json").is_file():
+        write_dataset(generate(DataConfig(**DATA_PRESETS["tiny"])), r / "data", overwrite=True)
+    cfg = TRAIN_PRESETS["tiny"]
+    for strategy in ("two-stage", "mixed"):
+        out = r / strategy
+        if not (out / "results.json").is_file():
+            run_finetune(cfg | {"strategy": strategy, "data": str(r / "data"), "out": str(out)},
+                         resume=out.exists(), verbose=False)
+    return DemoRun(r, r / "data", cfg["model"], r / "two-stage" / "model", r / "two-stage" / "after_bio",
+                   r / "mixed" / "model", "tiny")
