@@ -290,8 +290,9 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
             model(torch.tensor([p["clean"]]))[:, -1])) for p in pairs]
     head_all_pos = torch.stack([h.sum(1) - (h.shape[1] - 1) * b for h, b in zip(heads, base)]).mean(0)
     cross_m = torch.stack(cross).mean(0)
-    exact_eff = torch.stack([h - b for h, b in zip(heads, base)]).flatten()
-    attr_f = torch.stack(attr).flatten()
+    # pairs may differ in length: compare attribution with exact patching cell by cell, over all pairs
+    exact_eff = torch.cat([(h - b).flatten() for h, b in zip(heads, base, strict=True)])
+    attr_f = torch.cat([a.flatten() for a in attr])
     summary = {"pairs": [{k: p[k] for k in ("attribute", "people")} for p in pairs],
                "corrupted_metric": base, "clean_metric": clean_v, "roles": list(pairs[0]["roles"]),
                "cross_format_by_layer_role": cross_m.tolist(),

@@ -117,5 +117,15 @@ def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):
     s = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert len(s["pairs"]) == 2 and s["roles"] == ["subject", "relation", "predict"]
     assert len(s["cross_format_by_layer_role"]) == 2
+    # pairs of different prompt lengths (different attributes) in one run
+    assert main(["--model", str(tiny_dirs["tiny-llama"]), "--data", str(tiny_data), "--out", str(tmp_path / "q"),
+                 "--pairs", "12", "--split", "all"]) == 0
+    from safetensors.torch import load_file
+
+    t = load_file(str(tmp_path / "q" / "result.safetensors"))
+    lengths = {t[k].shape[1] for k in t if k.startswith("heads_by_pos.")}
+    assert len(lengths) > 1
+    q = json.loads((tmp_path / "q" / "summary.json").read_text())
+    assert -1 <= q["attribution_vs_exact_corr"] <= 1
     df = grid_to_dataframe(torch.arange(24.0).view(2, 3, 4), ("layer", "pos", "head"))
     assert list(df.columns) == ["layer", "pos", "head", "value"] and df.iloc[5].tolist() == [0, 1, 1, 5.0]
