@@ -26,6 +26,7 @@ from recall_circuits.data import Dataset, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.evaluation import score_targets
 from recall_circuits.heads import COMPONENTS, Component, head_label, n_kv_heads
+from recall_circuits.loading import run_from_layer
 from recall_circuits.restore import restore_heads
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class LayerwiseScorer:
 
     def advance(self) -> None:
         """Move the kept residual stream past block ``self.layer`` (fine-tuned weights as they are now)."""
-        self.resid = [self.model(r, start_at_layer=self.layer, stop_at_layer=self.layer + 1) for r in self.resid]
+        self.resid = [run_from_layer(self.model, r, self.layer, stop_at_layer=self.layer + 1) for r in self.resid]
         self.layer += 1
 
     def _final_rows(self, resid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
@@ -139,7 +140,7 @@ class LayerwiseScorer:
 
         handle = self.model.ln_final.register_forward_hook(grab)
         try:
-            self.model(resid, start_at_layer=self.layer)
+            run_from_layer(self.model, resid, self.layer)
         except _Stop:
             pass
         finally:

@@ -138,3 +138,25 @@ def finetuned_base_name(ckpt: str | os.PathLike[str]) -> str | None:
     if meta.is_file():
         return json.loads(meta.read_text()).get("base_model")
     return None
+
+
+def _pass_through(*args: Any, **kwargs: Any) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def run_from_layer(model: Any, resid: torch.Tensor, layer: int, **kwargs: Any) -> Any:
+    """``model(resid, start_at_layer=layer, **kwargs)`` without computing blocks ``0..layer-1``.
+
+    The bridge's ``start_at_layer`` still runs the blocks before ``layer`` and discards their output (the residual
+    is swapped in at block ``layer``). Here those blocks' wrapped Hugging Face layers return their input unchanged
+    for the duration of the call, so the cost falls with the start layer; the result is the same (the discarded
+    values never reach block ``layer``). Hooks on the skipped blocks' inner components do not fire.
+    """
+    skipped = [b.original_component for b in model.blocks[:layer]]
+    for comp in skipped:
+        comp.forward = _pass_through  # instance attribute shadows the class's forward
+    try:
+        return model(resid, start_at_layer=layer, **kwargs)
+    finally:
+        for comp in skipped:
+            del comp.forward

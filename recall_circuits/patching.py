@@ -29,6 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.loading import run_from_layer
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -63,7 +64,7 @@ def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[st
     handle = model.ln_final.register_forward_hook(grab)
     try:
         with model.hooks(fwd_hooks=fwd_hooks):
-            model(resid, start_at_layer=layer)
+            run_from_layer(model, resid, layer)
     except _Stop:
         pass
     finally:

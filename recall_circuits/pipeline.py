@@ -91,7 +91,7 @@ def _patching(out: Path, finetuned: Path, data: Path, quick: bool) -> dict[str, 
     from recall_circuits.patching import run_activation_patching  # noqa: PLC0415
 
     return _stage(out, "activation patching (same format, across formats, attribution)", lambda:
-                  run_activation_patching(str(finetuned), str(data), str(out), n_pairs=2 if quick else 4,
+                  run_activation_patching(str(finetuned), str(data), str(out), n_pairs=2,
                                           overwrite=True))
 
 
