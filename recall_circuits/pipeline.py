@@ -83,7 +83,7 @@ def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, g
 
     return _stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
         base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
-        patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if quick else 10, overwrite=True,
+        patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if quick else 5, overwrite=True,
         verbose=verbose))
 
 
