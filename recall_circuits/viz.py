@@ -28,3 +28,19 @@ def head_heatmap(values: torch.Tensor, title: str, zlabel: str = "count") -> Any
                                y=[f"L{layer}" for layer in range(v.shape[0])], colorbar={"title": zlabel}))
     fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", yaxis={"autorange": "reversed"})
     return fig
+
+
+def offline_notebook_figures() -> None:
+    """Make plotly figures in notebooks self-contained: plotly.js inlined, no MathJax (plotly's own notebook
+    renderer adds a MathJax ``<script src=...cdnjs...>``). Sets the default renderer to ``recall_circuits``."""
+    import plotly.io as pio  # noqa: PLC0415
+    from plotly.io._base_renderers import MimetypeRenderer  # noqa: PLC0415
+
+    class OfflineHTML(MimetypeRenderer):
+        def to_mimebundle(self, fig_dict: dict) -> dict:
+            html = pio.to_html(fig_dict, include_plotlyjs=True, include_mathjax=False, full_html=False,
+                               validate=False)
+            return {"application/vnd.plotly.v1+json": fig_dict, "text/html": html}
+
+    pio.renderers["recall_circuits"] = OfflineHTML()
+    pio.renderers.default = "recall_circuits"

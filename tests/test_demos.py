@@ -23,8 +23,10 @@ def test_demo_notebook_runs(path, isolated_cache, monkeypatch, tmp_path):
     assert not errors
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert outputs, "the notebook printed nothing"
-    if "heads" in path.stem:  # the figures and the circuitsvis page are in the outputs, with no CDN reference
-        html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    if "heads" in path.stem:  # the figures and the circuitsvis page are in the outputs
         assert "<script" in html and "circuitsvis" in html.lower()
-        assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
-        assert not re.search(r"<link[^>]+href=[\"']?https?:", html)
+    if "heads" in path.stem or "recipes" in path.stem:   # figures inline plotly.js: no CDN, no MathJax
+        assert "plotly" in html.lower()
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
+    assert not re.search(r"<link[^>]+href=[\"']?https?:", html)
