@@ -201,6 +201,12 @@ def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple
     return {"baseline": baseline, "grids": grids, "gqa_note": gqa_note(ft), "n_questions": dict(scorer.n)}
 
 
+def top_drops(drop: Tensor, n: int = 10) -> list[dict[str, Any]]:
+    """The ``n`` heads with the largest drop (NaN rows, i.e. layers not swept, last)."""
+    d = torch.nan_to_num(drop, nan=float("-inf"))
+    return [{"head": head_label(l, h), "drop": float(drop[l, h])} for l, h in ranking(d)[:n]]
+
+
 def gqa_note(model: Any) -> str:
     kv = n_kv_heads(model)
     if kv == model.cfg.n_heads:
@@ -285,8 +291,9 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
         for k, v in sweep["grids"].items():
             tensors[f"single_{k}"] = v
         drop = sweep["baseline"]["qa_ood_acc"] - sweep["grids"]["qa_ood_acc"]
-        summary["single_head_top_ood_drop"] = [{"head": head_label(l, h), "drop": float(drop[l, h])}
-                                               for l, h in ranking(drop)[:10]]
+        summary["single_head_top_ood_drop"] = top_drops(drop)
+        summary["single_head_top_id_logprob_drop"] = top_drops(
+            sweep["baseline"]["qa_id_answer_logprob"] - sweep["grids"]["qa_id_answer_logprob"])
         save_figure(run, head_heatmap(drop, "QA-OOD accuracy lost when a single head is restored", "drop"),
                     "single_head")
     save_tensors(run, tensors)

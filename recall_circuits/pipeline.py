@@ -147,8 +147,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
-    summary["single_head"] = {s: {"baseline": h.get("single_head_baseline"),
-                                  "top_ood_drop": h.get("single_head_top_ood_drop")} for s, h in heads.items()}
+    summary["single_head"] = {s: _single_head_summary(out / f"heads-{s}", h) for s, h in heads.items()}
     summary["patching"] = {s: {k: p[k] for k in ("corrupted_metric", "clean_metric", "roles",
                                                  "cross_format_by_layer_role", "attribution_vs_exact_corr")}
                            for s, p in patching.items()}
@@ -165,6 +164,19 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
     write_report(out / REPORT_FILE, summary, out)
     return summary
+
+
+def _single_head_summary(run_dir: Path, h: dict[str, Any]) -> dict[str, Any]:
+    """Baseline and the heads whose lone restore costs most (QA-OOD exact match; ID answer log-probability)."""
+    from recall_circuits.artefacts import load_tensors  # noqa: PLC0415
+    from recall_circuits.head_ablation import top_drops  # noqa: PLC0415
+
+    out = {"baseline": h.get("single_head_baseline"), "top_ood_drop": h.get("single_head_top_ood_drop")}
+    t = load_tensors(run_dir) if (run_dir / "result.safetensors").is_file() else {}
+    base = h.get("single_head_baseline") or {}
+    if "single_qa_id_answer_logprob" in t and "qa_id_answer_logprob" in base:
+        out["top_id_logprob_drop"] = top_drops(base["qa_id_answer_logprob"] - t["single_qa_id_answer_logprob"], 5)
+    return out
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,
@@ -390,10 +402,11 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
                         fig.update_layout(title=f"{st}: {fig.layout.title.text}")
                         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
     if summary.get("single_head"):
-        rows = [[st, ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_ood_drop") or [])[:5])]
+        rows = [[st, ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_ood_drop") or [])[:5]),
+                 ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_id_logprob_drop") or []))]
                 for st, sh in summary["single_head"].items()]
-        parts.append("<h3>Single-head restores: largest QA-OOD drops</h3>" + _table(rows, ["strategy",
-                                                                                      "head (drop)"]))
+        parts.append("<h3>Single-head restores: the heads whose lone restore costs most</h3>" + _table(
+            rows, ["strategy", "QA-OOD exact match drop", "QA-ID log P(answer) drop (nats)"]))
     if summary.get("sensitivity"):
         rows = []
         for r in summary["sensitivity"]:
