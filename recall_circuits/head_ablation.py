@@ -26,7 +26,7 @@ from recall_circuits.data import Dataset, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.evaluation import score_targets
 from recall_circuits.heads import COMPONENTS, Component, head_label, n_kv_heads
-from recall_circuits.loading import run_from_layer
+from recall_circuits.loading import logits_from_layer, run_from_layer
 from recall_circuits.restore import restore_heads
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,6 @@ def head_curves(ft: Any, base: Any, dataset: Dataset, rankings: dict[str, list[t
     return out
 
 
-class _Stop(Exception):
-    pass
-
-
 class LayerwiseScorer:
     """QA exact match / first token of every head-restore variant, computed from the restored layer on.
 
@@ -131,22 +127,6 @@ class LayerwiseScorer:
         self.resid = [run_from_layer(self.model, r, self.layer, stop_at_layer=self.layer + 1) for r in self.resid]
         self.layer += 1
 
-    def _final_rows(self, resid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        box: dict[str, Tensor] = {}
-
-        def grab(module: Any, inputs: Any, output: Tensor) -> None:
-            box["x"] = output[rows, cols]
-            raise _Stop
-
-        handle = self.model.ln_final.register_forward_hook(grab)
-        try:
-            run_from_layer(self.model, resid, self.layer)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        return self.model.unembed(box["x"])
-
     def __call__(self) -> dict[str, float]:
         """Scores of the model as it is now, from the kept residual at ``self.layer``: exact match, first-token
         accuracy and the mean log-probability of the whole answer (teacher forced), per split."""
@@ -154,7 +134,8 @@ class LayerwiseScorer:
         first = dict.fromkeys(self.n, 0)
         logp = dict.fromkeys(self.n, 0.0)
         for b, resid in zip(self.batches, self.resid, strict=True):
-            logits = self._final_rows(resid, b["rows"], b["cols"]).float()
+            logits = logits_from_layer(self.model, resid, self.layer,
+                                       lambda x, b=b: x[b["rows"], b["cols"]]).float()
             ok = (logits.argmax(-1) == b["targets"]).cpu()
             lp = logits.log_softmax(-1).gather(1, b["targets"][:, None])[:, 0].double().cpu()
             for sp, part, lpp in zip(b["split"], ok.split(b["n_tgt"]), lp.split(b["n_tgt"]), strict=True):
@@ -234,7 +215,8 @@ def _per_head_table(run_dir: str, key: str, model: Any, what: str) -> Tensor:
 
 
 def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_dir: str | None = None,
-                      graft_dir: str | None = None, patching_dir: str | None = None, n_random: int = 3, grid: list[int] | None = None,
+                      graft_dir: str | None = None, patching_dir: str | None = None, n_random: int = 3,
+                      grid: list[int] | None = None,
                       single: bool = True, components: tuple[Component, ...] = COMPONENTS,
                       max_people: int | None = None, batch_size: int = 32, overwrite: bool = False,
                       verbose: bool = True) -> dict[str, Any]:
@@ -269,7 +251,8 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     if grid is None:
         grid = sorted({0, *[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= L * H], max(1, (L * H) // 10)})
     run = start_run(out, {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir,
-                          "graft_dir": graft_dir, "patching_dir": patching_dir, "n_random": n_random, "grid": grid, "single": single,
+                          "graft_dir": graft_dir, "patching_dir": patching_dir, "n_random": n_random, "grid": grid,
+                          "single": single,
                           "components": list(components), "max_people": max_people}, overwrite=overwrite,
                     checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
     summary: dict[str, Any] = head_curves(ft, b, ds, rankings, grid, components=components, max_people=max_people,

@@ -160,3 +160,29 @@ def run_from_layer(model: Any, resid: torch.Tensor, layer: int, **kwargs: Any) -
     finally:
         for comp in skipped:
             del comp.forward
+
+
+class _StopAtFinalNorm(Exception):
+    pass
+
+
+def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
+                      fwd_hooks: list[tuple[str, Any]] | None = None) -> torch.Tensor:
+    """Run blocks ``layer..`` on ``resid`` (:func:`run_from_layer`, with ``fwd_hooks``) and return the logits of the
+    rows ``pick`` selects from the final-norm output (e.g. ``lambda x: x[:, -1]``): the unembedding runs on those
+    rows only."""
+    box: dict[str, torch.Tensor] = {}
+
+    def grab(module: Any, inputs: Any, output: torch.Tensor) -> None:
+        box["x"] = pick(output)
+        raise _StopAtFinalNorm
+
+    handle = model.ln_final.register_forward_hook(grab)
+    try:
+        with model.hooks(fwd_hooks=fwd_hooks or []):
+            run_from_layer(model, resid, layer)
+    except _StopAtFinalNorm:
+        pass
+    finally:
+        handle.remove()
+    return model.unembed(box["x"])

@@ -29,7 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.loading import run_from_layer
+from recall_circuits.loading import logits_from_layer
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -49,27 +49,9 @@ def answer_prob_metric(correct: Int[Tensor, " n"]) -> Metric:
     return metric
 
 
-class _Stop(Exception):
-    pass
-
-
 def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
     """Run from ``layer`` on ``resid`` with hooks; return the logits of the last position only."""
-    box: dict[str, Tensor] = {}
-
-    def grab(module: Any, inputs: Any, output: Tensor) -> None:
-        box["x"] = output[:, -1]
-        raise _Stop
-
-    handle = model.ln_final.register_forward_hook(grab)
-    try:
-        with model.hooks(fwd_hooks=fwd_hooks):
-            run_from_layer(model, resid, layer)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return model.unembed(box["x"])
+    return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks)
 
 
 def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
