@@ -78,14 +78,20 @@ def head_views(model: Any, layer: int, head: int, components: tuple[Component, .
     """
     check_head(model, layer, head)
     attn = model.blocks[layer].attn
-    kv = kv_group(model, head)
+    return _select_slices(lambda attr: getattr(attn, attr, None), head, kv_group(model, head), components, biases)
+
+
+def _select_slices(get: Any, head: int, kv: int, components: tuple[Component, ...],
+                   biases: bool) -> dict[str, Tensor]:
+    """Index head ``head`` (Q, O, biases of Q) or its KV group ``kv`` (K, V) out of the per-layer tensors
+    ``get(attr)`` returns (``None`` where the model has no such tensor)."""
     out: dict[str, Tensor] = {}
     for comp in components:
         w_attr, _, b_attr, _, per_kv = _ATTN[comp]
         i = kv if per_kv else head
-        out[w_attr] = getattr(attn, w_attr)[i]
+        out[w_attr] = get(w_attr)[i]
         if biases and b_attr is not None:
-            b = getattr(attn, b_attr, None)
+            b = get(b_attr)
             if b is not None:
                 out[b_attr] = b[i]
     return out
@@ -111,24 +117,13 @@ class HeadSlices:
                     if t is not None:
                         self._t[(layer, attr)] = t.detach().clone()
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._t.values())
-
     def views(self, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
               biases: bool = True) -> dict[str, Tensor]:
         if not 0 <= layer < self.n_layers or not 0 <= head < self.n_heads:
             raise RecallCircuitsError(f"head ({layer}, {head}) out of range ({self.n_layers} layers, "
                                       f"{self.n_heads} heads)")
-        kv = head // (self.n_heads // self.n_kv)
-        out: dict[str, Tensor] = {}
-        for comp in components:
-            w_attr, _, b_attr, _, per_kv = _ATTN[comp]
-            i = kv if per_kv else head
-            out[w_attr] = self._t[(layer, w_attr)][i]
-            if biases and b_attr is not None and (layer, b_attr) in self._t:
-                out[b_attr] = self._t[(layer, b_attr)][i]
-        return out
+        return _select_slices(lambda attr: self._t.get((layer, attr)), head,
+                              head // (self.n_heads // self.n_kv), components, biases)
 
 
 def source_views(source: Any, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
