@@ -25,13 +25,25 @@ ENV = "RECALL_CIRCUITS_DEMO_RUN"
 
 @dataclass(frozen=True)
 class DemoRun:
-    root: Path
-    data: Path
+    root: Path         # a reproduction's directory: data/, two-stage/, mixed/
     base: str          # registry name or directory of the pretrained model
-    two_stage: Path
-    after_bio: Path
-    mixed: Path
     kind: str          # "default" (a reproduction's checkpoints) or "tiny"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def two_stage(self) -> Path:
+        return self.root / "two-stage" / "model"
+
+    @property
+    def after_bio(self) -> Path:
+        return self.root / "two-stage" / "after_bio"
+
+    @property
+    def mixed(self) -> Path:
+        return self.root / "mixed" / "model"
 
 
 def _complete(root: Path) -> bool:
@@ -51,8 +63,7 @@ def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
         import json  # noqa: PLC0415
 
         base = json.loads((r / "mixed" / "results.json").read_text())["config"]["model"]
-        return DemoRun(r, r / "data", base, r / "two-stage" / "model", r / "two-stage" / "after_bio",
-                       r / "mixed" / "model", "default")
+        return DemoRun(r, base, "default")
     from recall_circuits.data import DataConfig, generate, write_dataset  # noqa: PLC0415
     from recall_circuits.finetune_run import run_finetune  # noqa: PLC0415
     from recall_circuits.models import cache_dir  # noqa: PLC0415
@@ -67,5 +78,4 @@ def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
         if not (out / "results.json").is_file():
             run_finetune(cfg | {"strategy": strategy, "data": str(r / "data"), "out": str(out)},
                          resume=out.exists(), verbose=False)
-    return DemoRun(r, r / "data", cfg["model"], r / "two-stage" / "model", r / "two-stage" / "after_bio",
-                   r / "mixed" / "model", "tiny")
+    return DemoRun(r, cfg["model"], "tiny")

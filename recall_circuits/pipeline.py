@@ -87,12 +87,11 @@ def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, g
         verbose=verbose))
 
 
-def _patching(out: Path, finetuned: Path, data: Path, quick: bool) -> dict[str, Any]:
+def _patching(out: Path, finetuned: Path, data: Path) -> dict[str, Any]:
     from recall_circuits.patching import run_activation_patching  # noqa: PLC0415
 
     return _stage(out, "activation patching (same format, across formats, attribution)", lambda:
-                  run_activation_patching(str(finetuned), str(data), str(out), n_pairs=2,
-                                          overwrite=True))
+                  run_activation_patching(str(finetuned), str(data), str(out), n_pairs=2, overwrite=True))
 
 
 def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
@@ -134,7 +133,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
               for s in ("two-stage", "mixed")}
     grafts = {s: _graft(out / f"graft-{s}", base_model, out / s / "model", data, out / f"trace-{s}", quick, verbose)
               for s in ("two-stage", "mixed")}
-    patching = {s: _patching(out / f"patching-{s}", out / s / "model", data, quick) for s in ("two-stage", "mixed")}
+    patching = {s: _patching(out / f"patching-{s}", out / s / "model", data) for s in ("two-stage", "mixed")}
     heads = {s: _heads(out / f"heads-{s}", base_model, out / s / "model", data, out / f"trace-{s}",
                        out / f"graft-{s}", out / f"patching-{s}", quick, verbose) for s in ("two-stage", "mixed")}
     attention = _attention(out / "attention", {"mixed": str(out / "mixed" / "model"),
