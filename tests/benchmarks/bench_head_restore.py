@@ -23,6 +23,7 @@ import threading
 import time
 
 import torch
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data import load_dataset
 from recall_circuits.head_ablation import QAScorer, single_head_sweep
@@ -147,11 +148,9 @@ def main(argv: list[str] | None = None) -> int:
            "peak_mem_ratio": mem["ours"]["peak_above_start"] / mem["plain"]["peak_above_start"],
            "peak_mem_ratio_definition": "peak RSS above the post-import level during our sweep / during one plain "
                                         "evaluation of the fine-tuned model (one model plus its eval batch)",
-           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+           **environment(),
            "load_avg_1min": os.getloadavg()[0]}
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(json.dumps(res, indent=2))
+    write_result(args.out, res)
     return 0
 
 

@@ -8,11 +8,10 @@ one process on the embedded default model with a ~15-token prompt.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import torch
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 import transformer_lens.patching as tlp
 
 from recall_circuits.data import DataConfig, generate
@@ -55,11 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {"benchmark": "patching", "model": args.model, "prompt_tokens": clean.shape[1],
            "cells": int(ours.numel()), "baseline": "transformer_lens get_act_patch_attn_head_out_by_pos",
            "baseline_s": base_s, "ours_s": ours_s, "speedup": base_s / ours_s,
-           "max_abs_diff": float((ours - ref.cpu()).abs().max()), "torch_threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "torch": torch.__version__}
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(json.dumps(res, indent=2))
+           "max_abs_diff": float((ours - ref.cpu()).abs().max()), **environment()}
+    write_result(args.out, res)
     return 0
 
 

@@ -10,12 +10,11 @@ Both compute Σ_x |∂L(x)/∂θ| over the same QA examples for every attention 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import time
 
 import torch
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data import DataConfig, generate
 from recall_circuits.heads import ParamSpace
@@ -50,11 +49,8 @@ def main(argv: list[str] | None = None) -> int:
            "mean_tokens": sum(len(e["input_ids"]) for e in ex) / len(ex), "baseline": "trace_gradients_loop",
            "baseline_s": min(base_t), "ours_s": min(ours_t), "speedup": min(base_t) / min(ours_t),
            "all_baseline_s": base_t, "all_ours_s": ours_t, "max_rel_diff": rel,
-           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-           "torch": torch.__version__}
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(json.dumps(res, indent=2))
+           "machine": platform.machine(), **environment()}
+    write_result(args.out, res)
     return 0
 
 

@@ -1,0 +1,19 @@
+"""What every benchmark script records and how it writes its figures (JSON file + stdout)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+
+def environment() -> dict[str, Any]:
+    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+
+
+def write_result(path: str, res: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(res, f, indent=2)
+    print(json.dumps(res, indent=2))
