@@ -10,9 +10,9 @@ and side-by-side circuitsvis pages (figures/, offline).
 
 from __future__ import annotations
 
-import argparse
 import logging
 
+from recall_circuits.cli import model_set_parser
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("attention_compare")
@@ -20,16 +20,10 @@ log = logging.getLogger("attention_compare")
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH (repeatable)")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n-people", type=int, default=10)
-    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
+    ap = model_set_parser(__doc__)
     ap.add_argument("--attributes", help="comma-separated attribute names (default: all)")
     ap.add_argument("--view-heads", type=int, default=4)
     ap.add_argument("--threshold", type=float, default=0.3)
-    ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     from recall_circuits.loading import parse_model_specs
 

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
+from recall_circuits.cli import model_set_parser
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("consistency")
@@ -17,15 +17,9 @@ log = logging.getLogger("consistency")
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH (repeatable)")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n-people", type=int, default=10)
-    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
+    ap = model_set_parser(__doc__)
     ap.add_argument("--along", action="append", default=[],
                     help="NAME=TRAINING_RUN_DIR (repeatable): gradient consistency along its snapshots/")
-    ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     from recall_circuits.loading import parse_model_specs
 

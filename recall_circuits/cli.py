@@ -1,0 +1,18 @@
+"""Argument sets shared by the ``analyses/`` scripts (light: no torch import before the arguments are checked)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def model_set_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser for scripts that compare several models on one dataset: ``--model NAME=PATH`` (repeatable),
+    ``--data``, ``--out``, ``--n-people``, ``--split``, ``--overwrite``."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], help="NAME=PATH (repeatable)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n-people", type=int, default=10)
+    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
+    ap.add_argument("--overwrite", action="store_true")
+    return ap
