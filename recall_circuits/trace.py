@@ -12,8 +12,11 @@ values only (``"attribute"``).
 Exact per-example sums without one backward per example: every analysed weight is the weight of a linear map
 y = W a, so ∂L(x)/∂W = Σ_pos g_x,pos ⊗ a_x,pos with a the layer input and g = ∂L/∂y. Forward hooks keep a, tensor
 hooks on y receive g during one batched backward (weights do not require grad, so autograd never forms their
-gradients), and the per-example outer products are summed in float32 in chunks. :func:`trace_gradients_loop` is the
-obviously-correct reference (one backward per example) used by the tests and the benchmark.
+gradients), and each example's outer product is formed in one reused buffer of the weight's shape (over its
+positions up to its last label; later positions have zero gradient) and added to the float32 sum. One matrix
+product per example and weight into a cache-resident buffer is about twice as fast on CPU as a batched ``bmm`` whose
+``[chunk, out, in]`` result is then reduced. :func:`trace_gradients_loop` is the obviously-correct reference
+(one backward per example) used by the tests and the benchmark.
 
 Example::
 
@@ -54,7 +57,6 @@ class TraceConfig:
     bio_loss: str = "all"             # all | attribute
     scale: str | None = None          # None | movement | weight
     batch_size: int = 8
-    chunk: int = 4                    # examples per outer-product chunk (bounds memory)
     include: tuple[str, ...] = ("attn", "mlp")
     biases: bool = False
 
@@ -67,8 +69,8 @@ class TraceConfig:
             raise RecallCircuitsError(f"unknown bio_loss {self.bio_loss!r}")
         if self.split not in ("id", "ood", "all"):
             raise RecallCircuitsError(f"unknown split {self.split!r}")
-        if self.n_people < 1 or self.batch_size < 1 or self.chunk < 1:
-            raise RecallCircuitsError("n_people, batch_size and chunk must be >= 1")
+        if self.n_people < 1 or self.batch_size < 1:
+            raise RecallCircuitsError("n_people and batch_size must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -218,7 +220,7 @@ def _acc_dtype(model: Any) -> torch.dtype:
 
 
 def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
-                    batch_size: int = 8, chunk: int = 4, pad_id: int = 0, verbose: bool = False,
+                    batch_size: int = 8, pad_id: int = 0, verbose: bool = False,
                     desc: str = "trace") -> Float[Tensor, " P"]:
     """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards."""
     if mode not in MODES:
@@ -227,7 +229,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
         raise RecallCircuitsError("empty example set")
     targets = _targets(model, space)
     dtype = _acc_dtype(model)
-    acc = {t.name: torch.zeros(space.by_name[t.name].shape, dtype=dtype) for t in targets}
+    dev = next(model.parameters()).device
+    acc = {t.name: torch.zeros(space.by_name[t.name].shape, dtype=dtype, device=dev) for t in targets}
     acts: dict[str, Tensor] = {}
 
     def grad_hook(t: _Target):
@@ -236,20 +239,22 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             g = g.to(dtype)
             if mode == "abs_of_sum":
                 if t.is_bias:
-                    acc[t.name] += g.sum((0, 1)).cpu()
+                    acc[t.name] += g.sum((0, 1))
                 else:
                     gw = torch.einsum("bto,bti->oi", g, a)
-                    acc[t.name] += (gw.T if t.transposed else gw).cpu()
+                    acc[t.name] += gw.T if t.transposed else gw
                 return
-            for s in range(0, g.shape[0], chunk):
-                if t.is_bias:
-                    pe = g[s:s + chunk].sum(1)
-                elif t.transposed:   # [in, out]
-                    pe = torch.bmm(a[s:s + chunk].transpose(1, 2), g[s:s + chunk])
-                else:                # [out, in]
-                    pe = torch.bmm(g[s:s + chunk].transpose(1, 2), a[s:s + chunk])
-                pe = pe.abs_() if mode == "sum_abs" else pe.square_()
-                acc[t.name] += pe.sum(0).cpu()
+            if t.is_bias:
+                pe = g.sum(1)
+                acc[t.name] += (pe.abs() if mode == "sum_abs" else pe.square()).sum(0)
+                return
+            buf = torch.empty(acc[t.name].shape, dtype=dtype, device=g.device)
+            for x, n in enumerate(used):
+                if t.transposed:   # [in, out]
+                    torch.mm(a[x, :n].T, g[x, :n], out=buf)
+                else:              # [out, in]
+                    torch.mm(g[x, :n].T, a[x, :n], out=buf)
+                acc[t.name] += buf.abs_() if mode == "sum_abs" else buf.square_()
         return on_grad
 
     def fwd_hook(t: _Target):
@@ -259,21 +264,22 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             output.register_hook(grad_hook(t))
         return hook
 
+    used: list[int] = []   # per example of the batch: positions up to and including its last predicting one
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     with _grad_only_through_activations(model):
         handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
         try:
             for s in tqdm(range(0, len(order), batch_size), disable=not verbose, desc=desc):
                 ids, labels, mask = pad_batch([examples[i] for i in order[s:s + batch_size]], pad_id)
-                dev = next(model.parameters()).device
+                has_label = labels[:, 1:] != -100
+                used[:] = [int(r.nonzero().max()) + 1 if r.any() else 0 for r in has_label]
                 loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)).sum()
                 loss.backward()
                 acts.clear()
         finally:
             for h in handles:
                 h.remove()
-    if mode == "abs_of_sum":
-        acc = {k: v.abs() for k, v in acc.items()}
+    acc = {k: (v.abs() if mode == "abs_of_sum" else v).cpu() for k, v in acc.items()}
     return space.flatten(acc)
 
 
@@ -323,7 +329,7 @@ def trace(model: Any, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, bas
         ex = task_examples(tok, dataset, task, people, cfg.bio_loss)
         counts[task] = len(ex)
         influence[task] = trace_gradients(model, ex, space, mode=cfg.mode, batch_size=cfg.batch_size,
-                                          chunk=cfg.chunk, pad_id=pad, verbose=verbose, desc=f"trace {task}")
+                                          pad_id=pad, verbose=verbose, desc=f"trace {task}")
     if cfg.scale is not None:
         theta = space.flatten(space.params(model)).to(influence["bio"].dtype)
         factor = (theta - space.flatten(space.params(base)).to(theta.dtype)).abs() if cfg.scale == "movement" \
