@@ -146,7 +146,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
-    summary["single_head"] = {s: _single_head_summary(out / f"heads-{s}", h) for s, h in heads.items()}
+    summary["single_head"] = {s: _single_head_summary(h) for s, h in heads.items()}
     summary["patching"] = {s: {k: p[k] for k in ("corrupted_metric", "clean_metric", "roles",
                                                  "cross_format_by_layer_role", "attribution_vs_exact_corr")}
                            for s, p in patching.items()}
@@ -165,17 +165,10 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     return summary
 
 
-def _single_head_summary(run_dir: Path, h: dict[str, Any]) -> dict[str, Any]:
+def _single_head_summary(h: dict[str, Any]) -> dict[str, Any]:
     """Baseline and the heads whose lone restore costs most (QA-OOD exact match; ID answer log-probability)."""
-    from recall_circuits.artefacts import load_tensors  # noqa: PLC0415
-    from recall_circuits.head_ablation import top_drops  # noqa: PLC0415
-
-    out = {"baseline": h.get("single_head_baseline"), "top_ood_drop": h.get("single_head_top_ood_drop")}
-    t = load_tensors(run_dir) if (run_dir / "result.safetensors").is_file() else {}
-    base = h.get("single_head_baseline") or {}
-    if "single_qa_id_answer_logprob" in t and "qa_id_answer_logprob" in base:
-        out["top_id_logprob_drop"] = top_drops(base["qa_id_answer_logprob"] - t["single_qa_id_answer_logprob"], 5)
-    return out
+    return {"baseline": h.get("single_head_baseline"), "top_ood_drop": h.get("single_head_top_ood_drop"),
+            "top_id_logprob_drop": (h.get("single_head_top_id_logprob_drop") or [])[:5]}
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,

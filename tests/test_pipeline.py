@@ -35,6 +35,9 @@ def test_quick_reproduction(tmp_path):
         assert len(pt["cross_format_by_layer_role"]) == 2 and -1 <= pt["attribution_vs_exact_corr"] <= 1
         assert summary["single_head"][st]["baseline"]["qa_id_acc"] == summary["head_curves"][st]["shared_size"][
             "points"][0]["qa_id_acc"]
+        top = summary["single_head"][st]["top_id_logprob_drop"]
+        assert len(top) == 5 and all(set(d) == {"head", "drop"} for d in top)
+        assert [d["drop"] for d in top] == sorted((d["drop"] for d in top), reverse=True)
     for g in summary["grafting"].values():
         assert 0 < g["alpha"] < 1 and set(g["grafted"]) == {"qa_id_acc", "qa_ood_acc"}
     # offline: no external script, stylesheet, font or image reference
