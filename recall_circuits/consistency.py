@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -31,6 +32,8 @@ from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 from recall_circuits.trace import per_example_loss
+
+log = logging.getLogger(__name__)
 
 
 def _pair_examples(tokenizer: Any, dataset: Dataset, people: list[int]) -> list[tuple[dict, dict, str]]:
@@ -119,6 +122,7 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
             phase[r["step"]] = r["phase"]
     out = []
     for step in sorted(points):
+        log.info("gradient consistency along %s: step %d", run_dir, step)
         g = gradient_consistency(load_bridge(str(points[step])), dataset, people, include)
         out.append({"step": step, "phase": phase.get(step), "gradient_cosine": g["overall"],
                     "path": str(points[step])})
@@ -269,8 +273,11 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     summary: dict[str, Any] = {"people": people, "models": {}}
     fig = go.Figure()
     for name, b in bridges.items():
+        log.info("%s: gradient consistency (%d people)", name, len(people))
         g = gradient_consistency(b, ds, people)
+        log.info("%s: representation consistency and probe", name)
         r = representation_consistency(b, ds, people)
+        log.info("%s: input signature", name)
         s = input_signature(b, ds, people)
         summary["models"][name] = {
             "gradient_cosine": g["overall"], "gradient_cosine_per_module": g["per_module"],
