@@ -12,7 +12,8 @@ from recall_circuits.loading import load_bridge
 from recall_circuits.models import build_tiny
 from recall_circuits.restore import restore_heads, restore_params
 from recall_circuits.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
-from recall_circuits.trace import TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop
+from recall_circuits.trace import (TraceConfig, length_batches, select_people, task_examples, trace, trace_gradients,
+                                   trace_gradients_loop)
 from test_heads import hand_slices
 
 DS = generate(DataConfig(n_people=8, seed=0))
@@ -44,8 +45,27 @@ def test_trace_float32_accumulation_and_batch_invariance(bridges):
     space = ParamSpace(b)
     ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 4, "all"), "all")
     a = trace_gradients(b, ex, space, batch_size=1, pad_id=b.tokenizer.pad_token_id)
-    c = trace_gradients(b, ex, space, batch_size=7, pad_id=b.tokenizer.pad_token_id)
-    assert a.dtype == torch.float32 and ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
+    assert a.dtype == torch.float32
+    for mp in (None, 0.0, 0.1):   # fixed batches (most padding), equal-length batches only, the default cut
+        assert len(length_batches([len(e["input_ids"]) for e in ex], 7, mp)) >= 2
+        c = trace_gradients(b, ex, space, batch_size=7, pad_id=b.tokenizer.pad_token_id, max_padding=mp)
+        assert ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
+
+
+def test_length_batches():
+    lengths = [28, 17, 20, 26, 17, 19, 22, 18, 17, 20, 26, 18]
+    for bs, mp in ((16, None), (16, 0.1), (4, 0.1), (3, 0.0), (1, None)):
+        batches = length_batches(lengths, bs, mp)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(lengths)))                      # every example once
+        assert [lengths[i] for i in flat] == sorted(lengths)                  # in length order
+        assert all(1 <= len(b) <= bs for b in batches)
+        if mp is not None:
+            for b in batches:
+                real = sum(lengths[i] for i in b)
+                assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= (1 + mp) * real + 1e-9
+    assert length_batches(lengths, 16, None) == [sorted(range(12), key=lambda i: lengths[i])]
+    assert all(len({lengths[i] for i in b}) == 1 for b in length_batches(lengths, 16, 0.0))
 
 
 def test_bio_attribute_loss_and_scaling(bridges, tiny_dirs, tmp_path):
