@@ -320,6 +320,28 @@ def tokenize_bio(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
     return {"input_ids": ids, "labels": list(ids), "offsets": offsets, "facts": facts}
 
 
+def length_batches(lengths: list[int], batch_size: int, max_padding: float | None = 0.1) -> list[list[int]]:
+    """Indices in length order, cut into batches of at most ``batch_size``; with ``max_padding`` a batch is also
+    cut before an example that would make its padded size exceed (1 + max_padding) × its real tokens (padding
+    costs a full forward and backward per position; ``None``: fixed-size batches)."""
+    if batch_size < 1:
+        raise RecallCircuitsError(f"batch_size must be >= 1, got {batch_size}")
+    out: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        n = lengths[i]
+        if cur and (len(cur) == batch_size or (max_padding is not None
+                                                and (len(cur) + 1) * n > (1 + max_padding) * (real + n))):
+            out.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += n
+    if cur:
+        out.append(cur)
+    return out
+
+
 def pad_batch(items: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any]:
     """Right-pad tokenised examples → (input_ids, labels with -100 on padding and on the first token, attention
     mask), all ``[batch, pos]`` int64."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.data import Dataset, length_batches, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 
 
@@ -48,10 +48,8 @@ def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], p
     ``targets[i]`` lists the token positions whose ids must be predicted from position - 1.
     """
     device = next(model.parameters()).device
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # length-sorted batches: little padding
     results: dict[int, tuple[bool, bool]] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    for chunk in length_batches([len(s) for s in seqs], batch_size, None):   # length-sorted: little padding
         ids, mask = _pad_right([seqs[i] for i in chunk], pad_id)
         pred = _logits(model, ids.to(device), mask.to(device)).argmax(-1).cpu()
         for row, i in enumerate(chunk):
@@ -92,9 +90,7 @@ def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], bat
     device = next(model.parameters()).device
     preds: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        order = sorted(range(len(seq_list)), key=lambda i: len(seq_list[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in length_batches([len(s) for s in seq_list], batch_size, None):
             ids, mask = _pad_right([seq_list[i] for i in chunk], tokenizer.pad_token_id)
             pred = _logits(model, ids.to(device), mask.to(device)).argmax(-1).cpu()
             for row, i in enumerate(chunk):

@@ -16,8 +16,9 @@ gradients), and each example's outer product is formed in one reused buffer of t
 positions up to its last label; later positions have zero gradient) and added to the float32 sum. One matrix
 product per example and weight into a cache-resident buffer is about twice as fast on CPU as a batched ``bmm`` whose
 ``[chunk, out, in]`` result is then reduced. Batches are length-sorted and cut where padding would exceed 10% of
-their real tokens (:func:`length_batches`): a padded position costs a full forward and backward. :func:`trace_gradients_loop` is the obviously-correct reference
-(one backward per example) used by the tests and the benchmark.
+their real tokens (:func:`~recall_circuits.data.length_batches`): a padded position costs a full forward and
+backward. :func:`trace_gradients_loop` is the obviously-correct reference (one backward per example) used by the
+tests and the benchmark.
 
 Example::
 
@@ -40,7 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.data import Dataset, length_batches, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 
@@ -220,32 +221,12 @@ def _acc_dtype(model: Any) -> torch.dtype:
     return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
 
-def length_batches(lengths: list[int], batch_size: int, max_padding: float | None = 0.1) -> list[list[int]]:
-    """Indices in length order, cut into batches of at most ``batch_size``; with ``max_padding`` a batch is also
-    cut before an example that would make its padded size exceed (1 + max_padding) × its real tokens (padding
-    costs a full forward and backward per position; ``None``: fixed-size batches)."""
-    out: list[list[int]] = []
-    cur: list[int] = []
-    real = 0
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        n = lengths[i]
-        if cur and (len(cur) == batch_size or (max_padding is not None
-                                                and (len(cur) + 1) * n > (1 + max_padding) * (real + n))):
-            out.append(cur)
-            cur, real = [], 0
-        cur.append(i)
-        real += n
-    if cur:
-        out.append(cur)
-    return out
-
-
 def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
                     batch_size: int = 8, pad_id: int = 0, verbose: bool = False, desc: str = "trace",
                     max_padding: float | None = 0.1) -> Float[Tensor, " P"]:
     """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards
     (length-sorted batches of at most ``batch_size``, cut where padding would exceed ``max_padding``: see
-    :func:`length_batches`)."""
+    :func:`~recall_circuits.data.length_batches`)."""
     if mode not in MODES:
         raise RecallCircuitsError(f"unknown mode {mode!r}")
     if not examples:

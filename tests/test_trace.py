@@ -5,15 +5,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import ARCHS
-from recall_circuits.data import DataConfig, generate
+from recall_circuits.data import DataConfig, generate, length_batches
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
 from recall_circuits.loading import load_bridge
 from recall_circuits.models import build_tiny
 from recall_circuits.restore import restore_heads, restore_params
 from recall_circuits.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
-from recall_circuits.trace import (TraceConfig, length_batches, select_people, task_examples, trace, trace_gradients,
-                                   trace_gradients_loop)
+from recall_circuits.trace import TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop
 from test_heads import hand_slices
 
 DS = generate(DataConfig(n_people=8, seed=0))
@@ -66,6 +65,9 @@ def test_length_batches():
                 assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= (1 + mp) * real + 1e-9
     assert length_batches(lengths, 16, None) == [sorted(range(12), key=lambda i: lengths[i])]
     assert all(len({lengths[i] for i in b}) == 1 for b in length_batches(lengths, 16, 0.0))
+    assert length_batches([], 4) == []
+    with pytest.raises(RecallCircuitsError, match="batch_size"):
+        length_batches(lengths, 0)
 
 
 def test_bio_attribute_loss_and_scaling(bridges, tiny_dirs, tmp_path):
