@@ -166,11 +166,11 @@ class _StopAtFinalNorm(Exception):
     pass
 
 
-def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
-                      fwd_hooks: list[tuple[str, Any]] | None = None) -> torch.Tensor:
-    """Run blocks ``layer..`` on ``resid`` (:func:`run_from_layer`, with ``fwd_hooks``) and return the logits of the
-    rows ``pick`` selects from the final-norm output (e.g. ``lambda x: x[:, -1]``): the unembedding runs on those
-    rows only."""
+def normed_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
+                      fwd_hooks: list[tuple[str, Any]] | None = None, **kwargs: Any) -> torch.Tensor:
+    """Run blocks ``layer..`` on ``resid`` (:func:`run_from_layer`, with ``fwd_hooks`` and ``kwargs``, e.g. a
+    ``past_key_values`` prefix) and return the rows ``pick`` selects from the final-norm output (e.g.
+    ``lambda x: x[:, -1]``); the unembedding does not run."""
     box: dict[str, torch.Tensor] = {}
 
     def grab(module: Any, inputs: Any, output: torch.Tensor) -> None:
@@ -180,9 +180,15 @@ def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
     handle = model.ln_final.register_forward_hook(grab)
     try:
         with model.hooks(fwd_hooks=fwd_hooks or []):
-            run_from_layer(model, resid, layer)
+            run_from_layer(model, resid, layer, **kwargs)
     except _StopAtFinalNorm:
         pass
     finally:
         handle.remove()
-    return model.unembed(box["x"])
+    return box["x"]
+
+
+def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
+                      fwd_hooks: list[tuple[str, Any]] | None = None, **kwargs: Any) -> torch.Tensor:
+    """:func:`normed_from_layer` followed by the unembedding of the picked rows only."""
+    return model.unembed(normed_from_layer(model, resid, layer, pick, fwd_hooks, **kwargs))

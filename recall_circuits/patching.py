@@ -4,7 +4,11 @@
   the metric of every cell → ``[n_layers, pos, n_heads]``, the same grid as
   ``transformer_lens.patching.get_act_patch_attn_head_out_by_pos``. Fast: the cells of a layer are stacked along
   the batch axis, each patched run starts at the patched layer from the cached corrupted residual
-  (``start_at_layer``), and only the last position's logits are computed; no per-cell host syncs.
+  (``start_at_layer``), and only the last position's logits are computed, for all cells together at the end; no
+  per-cell host syncs. A patch at position p leaves every earlier position as in the corrupted run (causal
+  attention), so a batch of cells whose positions start at p0 runs positions p0.. only, attending to the corrupted
+  run's keys and values of positions before p0 (the model's own key/value cache, sliced): about half the
+  positions on average.
 - :func:`patch_resid_by_pos`: the same for ``resid_pre`` / ``attn_out`` / ``mlp_out`` → ``[n_layers, pos]``.
 - :func:`cross_format_patch`: BIO activations written into the QA run at role-aligned positions (the two prompts
   differ in length, so positions are paired by role) → ``[n_layers, n_roles]``.
@@ -29,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.loading import logits_from_layer
+from recall_circuits.loading import logits_from_layer, normed_from_layer
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -49,9 +53,72 @@ def answer_prob_metric(correct: Int[Tensor, " n"]) -> Metric:
     return metric
 
 
-def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
-    """Run from ``layer`` on ``resid`` with hooks; return the logits of the last position only."""
-    return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks)
+def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]],
+                 prefix: Any = None) -> Tensor:
+    """Run from ``layer`` on ``resid`` with hooks (after the key/value ``prefix``, if any); return the logits of the
+    last position only."""
+    kwargs = {} if prefix is None else {"past_key_values": prefix}
+    return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **kwargs)
+
+
+def _last_normed(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]], prefix: Any = None
+                 ) -> Tensor:
+    """As :func:`_last_logits`, but the last position's final-norm output (the unembedding is left to
+    :func:`_metric_of_normed`, which runs it once over many cells)."""
+    kwargs = {} if prefix is None else {"past_key_values": prefix}
+    return normed_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **kwargs)
+
+
+def _metric_of_normed(model: Any, rows: Tensor, metric: Metric, B: int, block_cells: int = 256) -> Tensor:
+    """Final-norm rows of n cells × B prompts → the metric's mean over prompts per cell ``[n]``. The unembedding
+    runs over ``block_cells`` cells at a time: at a few rows per call it is bound by reading the unembedding matrix
+    (for a 49k vocabulary, over 100 MB per call)."""
+    n = rows.shape[0] // B
+    out = [metric_batched(metric, model.unembed(rows[s * B:min(n, s + block_cells) * B]), min(n, s + block_cells) - s,
+                          B) for s in range(0, n, block_cells)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _kv_cache(model: Any, tokens: Tensor) -> Any:
+    """The model's own (Hugging Face) key/value cache of a run on ``tokens``: every layer, every position."""
+    _, kv = model(tokens, return_type="logits_and_cache")
+    if kv is None or not hasattr(kv, "layers"):
+        raise RecallCircuitsError("this model returns no per-layer key/value cache; pass skip_positions=False")
+    return kv
+
+
+def _prefix_cache(model: Any, kv: Any, p0: int, reps: int) -> Any:
+    """A fresh cache holding positions ``< p0`` of ``kv``, tiled ``reps`` times along the batch axis (the row order
+    of ``Tensor.repeat``); None when ``p0 == 0``."""
+    if p0 == 0:
+        return None
+    from transformers import DynamicCache  # noqa: PLC0415
+
+    new = DynamicCache(config=model.original_model.config)
+    for i, lay in enumerate(kv.layers):
+        new.update(lay.keys[:, :, :p0].repeat(reps, 1, 1, 1), lay.values[:, :, :p0].repeat(reps, 1, 1, 1), i)
+    return new
+
+
+def _position_chunks(cells: list[tuple[int, int]], cells_per_batch: int) -> list[list[tuple[int, int]]]:
+    """(position, index) cells, sorted by position, cut into batches of whole positions (as many as fit in
+    ``cells_per_batch``; a position with more cells than that is split)."""
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for c in sorted(cells):
+        groups.setdefault(c[0], []).append(c)
+    out: list[list[tuple[int, int]]] = []
+    cur: list[tuple[int, int]] = []
+    for g in groups.values():
+        if cur and len(cur) + len(g) > cells_per_batch:
+            out.append(cur)
+            cur = []
+        for j in range(0, len(g), cells_per_batch):
+            part = g[j:j + cells_per_batch]
+            if len(part) == cells_per_batch:
+                out.append(part)
+            else:
+                cur += part
+    return [*out, cur] if cur else out
 
 
 def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
@@ -62,38 +129,59 @@ def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
         raise RecallCircuitsError("activation patching needs the model in eval mode")
 
 
+def _identical(a: Tensor, b: Tensor) -> Tensor:
+    """[B, T, ...] × 2 → [T, ...] bool: bitwise equal for every prompt (no NaN anywhere)."""
+    return (a == b).all(0)
+
+
 @torch.inference_mode()
 def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
-                       metric: Metric, *, cells_per_batch: int = 64) -> Float[Tensor, "n_layers pos n_heads"]:
-    """Exact per-(layer, pos, head) patching of clean ``hook_z`` into the corrupted run."""
+                       metric: Metric, *, cells_per_batch: int = 36, skip_positions: bool = True,
+                       skip_identical: bool = True) -> Float[Tensor, "n_layers pos n_heads"]:
+    """Exact per-(layer, pos, head) patching of clean ``hook_z`` into the corrupted run.
+
+    ``cells_per_batch`` cells run stacked along the batch axis, cut at whole positions; with ``skip_positions``
+    each batch runs from its first position on after the corrupted run's cached keys and values (see the module
+    docstring); ``False`` runs every position (any model the bridge can start at a layer). With
+    ``skip_identical`` a cell whose clean and corrupted ``z`` are bitwise identical for every prompt (in a
+    same-template pair: every position before the first token where the prompts differ) is not run: writing a
+    value over itself leaves the corrupted run unchanged, so the cell's value is the corrupted run's metric."""
     _check(model, clean, corrupted)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     B, T = clean.shape
     z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
     r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
     _, clean_cache = model.run_with_cache(clean, names_filter=z_names)
-    _, corr_cache = model.run_with_cache(corrupted, names_filter=r_names)
+    corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=r_names + z_names)
+    kv = _kv_cache(model, corrupted) if skip_positions else None
     out = torch.empty(L, T, H)
-    cells = [(p, h) for p in range(T) for h in range(H)]
+    out[:] = metric_batched(metric, corr_logits[:, -1], 1, B)[0]
+    rows, cells = [], []
     for layer in range(L):
         zc = clean_cache[z_names[layer]]                       # [B, T, H, d_head]
         resid = corr_cache[r_names[layer]]                     # [B, T, d_model]
-        for s in range(0, len(cells), cells_per_batch):
-            chunk = cells[s:s + cells_per_batch]
+        same = _identical(zc, corr_cache[z_names[layer]]).all(-1).cpu() if skip_identical \
+            else torch.zeros(T, H, dtype=torch.bool)
+        todo = [(p, h) for p in range(T) for h in range(H) if not same[p, h]]
+        for chunk in _position_chunks(todo, cells_per_batch):
             C = len(chunk)
+            p0 = chunk[0][0] if skip_positions else 0
             pos = torch.tensor([p for p, _ in chunk], device=zc.device)
             head = torch.tensor([h for _, h in chunk], device=zc.device)
 
-            def hook(z: Tensor, hook: Any, pos: Tensor = pos, head: Tensor = head, C: int = C) -> Tensor:
+            def hook(z: Tensor, hook: Any, pos: Tensor = pos, head: Tensor = head, C: int = C, p0: int = p0
+                     ) -> Tensor:
                 z = z.view(C, B, *z.shape[1:])
                 src = zc[:, pos, head].transpose(0, 1)         # [C, B, d_head]
-                z[torch.arange(C), :, pos, head] = src
+                z[torch.arange(C), :, pos - p0, head] = src
                 return z.view(C * B, *z.shape[2:])
 
-            logits = _last_logits(model, resid.repeat(C, 1, 1), layer, [(z_names[layer], hook)])
-            vals = metric_batched(metric, logits, C, B)
-            for i, (p, h) in enumerate(chunk):
-                out[layer, p, h] = vals[i]
+            prefix = _prefix_cache(model, kv, p0, C) if skip_positions else None
+            rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(z_names[layer], hook)], prefix))
+            cells += [(layer, p, h) for p, h in chunk]
+    if cells:
+        idx = torch.tensor(cells)
+        out[idx[:, 0], idx[:, 1], idx[:, 2]] = _metric_of_normed(model, torch.cat(rows), metric, B)
     return out
 
 
@@ -110,9 +198,10 @@ def metric_rows(metric: Metric, logits: Tensor, B: int) -> Tensor:
 
 @torch.inference_mode()
 def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
-                       metric: Metric, component: str = "resid_pre", *, cells_per_batch: int = 64
-                       ) -> Float[Tensor, "n_layers pos"]:
-    """Exact per-(layer, pos) patching of ``resid_pre``, ``attn_out`` or ``mlp_out``."""
+                       metric: Metric, component: str = "resid_pre", *, cells_per_batch: int = 8,
+                       skip_positions: bool = True, skip_identical: bool = True) -> Float[Tensor, "n_layers pos"]:
+    """Exact per-(layer, pos) patching of ``resid_pre``, ``attn_out`` or ``mlp_out`` (batching, ``skip_positions``
+    and ``skip_identical`` as in :func:`patch_heads_by_pos`)."""
     _check(model, clean, corrupted)
     if component not in ("resid_pre", "attn_out", "mlp_out"):
         raise RecallCircuitsError(f"unknown component {component!r}")
@@ -121,21 +210,31 @@ def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: I
     names = [f"blocks.{layer}.hook_{component}" for layer in range(L)]
     r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
     _, clean_cache = model.run_with_cache(clean, names_filter=names)
-    _, corr_cache = model.run_with_cache(corrupted, names_filter=r_names)
+    corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=sorted({*r_names, *names}))
+    kv = _kv_cache(model, corrupted) if skip_positions else None
     out = torch.empty(L, T)
+    out[:] = metric_batched(metric, corr_logits[:, -1], 1, B)[0]
+    rows, cells = [], []
     for layer in range(L):
         src, resid = clean_cache[names[layer]], corr_cache[r_names[layer]]
-        for s in range(0, T, cells_per_batch):
-            pos = torch.arange(s, min(T, s + cells_per_batch), device=src.device)
-            C = len(pos)
+        same = _identical(src, corr_cache[names[layer]]).all(-1).cpu() if skip_identical \
+            else torch.zeros(T, dtype=torch.bool)
+        for chunk in _position_chunks([(p, 0) for p in range(T) if not same[p]], cells_per_batch):
+            pos = torch.tensor([p for p, _ in chunk], device=src.device)
+            C = len(chunk)
+            p0 = chunk[0][0] if skip_positions else 0
 
-            def hook(act: Tensor, hook: Any, pos: Tensor = pos, C: int = C) -> Tensor:
+            def hook(act: Tensor, hook: Any, pos: Tensor = pos, C: int = C, p0: int = p0) -> Tensor:
                 act = act.view(C, B, *act.shape[1:]).clone()
-                act[torch.arange(C), :, pos] = src[:, pos].transpose(0, 1)
+                act[torch.arange(C), :, pos - p0] = src[:, pos].transpose(0, 1)
                 return act.view(C * B, *act.shape[2:])
 
-            logits = _last_logits(model, resid.repeat(C, 1, 1), layer, [(names[layer], hook)])
-            out[layer, s:s + C] = metric_batched(metric, logits, C, B)
+            prefix = _prefix_cache(model, kv, p0, C) if skip_positions else None
+            rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(names[layer], hook)], prefix))
+            cells += [(layer, p) for p, _ in chunk]
+    if cells:
+        idx = torch.tensor(cells)
+        out[idx[:, 0], idx[:, 1]] = _metric_of_normed(model, torch.cat(rows), metric, B)
     return out
 
 

@@ -28,6 +28,17 @@ def test_heads_by_pos_equals_transformer_lens(arch, bridges):
     assert ours.shape == ref.shape == (model.cfg.n_layers, clean.shape[1], model.cfg.n_heads)
     assert (ours - ref.cpu()).abs().max() <= 1e-4
     assert torch.allclose(patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=64), ours, atol=1e-5)
+    # fewer cells per batch than heads (a position split over batches), and every position run (no key/value prefix)
+    assert model.cfg.n_heads > 3
+    assert torch.allclose(patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=3), ours, atol=1e-5)
+    full = patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=5, skip_positions=False,
+                              skip_identical=False)
+    assert (full - ref.cpu()).abs().max() <= 1e-4
+    assert torch.allclose(full, ours, atol=1e-5)
+    # the prompts agree on positions 0-1: those cells are the corrupted run's metric, as TransformerLens finds
+    with torch.no_grad():
+        corrupted_value = metric(model(corr)[:, -1]).mean()
+    assert torch.allclose(ref[:, :2].cpu(), corrupted_value.expand(model.cfg.n_layers, 2, model.cfg.n_heads), atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -44,6 +55,9 @@ def test_resid_and_layer_outputs_equal_transformer_lens(arch, bridges):
         with torch.no_grad():
             ref = ref_fn(model, corr, cache, f)
         assert (ours - ref.cpu()).abs().max() <= 1e-5, comp
+        full = patch_resid_by_pos(model, clean, corr, metric, comp, cells_per_batch=64, skip_positions=False,
+                                  skip_identical=False)
+        assert torch.allclose(full, ours, atol=1e-5), comp
 
 
 def test_clean_into_clean_gives_clean_metric(bridges):
