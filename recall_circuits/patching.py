@@ -53,18 +53,15 @@ def answer_prob_metric(correct: Int[Tensor, " n"]) -> Metric:
     return metric
 
 
-def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]],
-                 prefix: Any = None) -> Tensor:
-    """Run from ``layer`` on ``resid`` with hooks (after the key/value ``prefix``, if any); return the logits of the
-    last position only."""
-    kwargs = {} if prefix is None else {"past_key_values": prefix}
-    return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **kwargs)
+def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
+    """Run from ``layer`` on ``resid`` with hooks; return the logits of the last position only."""
+    return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks)
 
 
 def _last_normed(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]], prefix: Any = None
                  ) -> Tensor:
-    """As :func:`_last_logits`, but the last position's final-norm output (the unembedding is left to
-    :func:`_metric_of_normed`, which runs it once over many cells)."""
+    """Run from ``layer`` on ``resid`` with hooks (after the key/value ``prefix``, if any); return the last position's
+    final-norm output (the unembedding is left to :func:`_metric_of_normed`, which runs it once over many cells)."""
     kwargs = {} if prefix is None else {"past_key_values": prefix}
     return normed_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **kwargs)
 
@@ -165,7 +162,7 @@ def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: I
         todo = [(p, h) for p in range(T) for h in range(H) if not same[p, h]]
         for chunk in _position_chunks(todo, cells_per_batch):
             C = len(chunk)
-            p0 = chunk[0][0] if skip_positions else 0
+            p0 = min(p for p, _ in chunk) if skip_positions else 0
             pos = torch.tensor([p for p, _ in chunk], device=zc.device)
             head = torch.tensor([h for _, h in chunk], device=zc.device)
 
@@ -222,7 +219,7 @@ def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: I
         for chunk in _position_chunks([(p, 0) for p in range(T) if not same[p]], cells_per_batch):
             pos = torch.tensor([p for p, _ in chunk], device=src.device)
             C = len(chunk)
-            p0 = chunk[0][0] if skip_positions else 0
+            p0 = min(p for p, _ in chunk) if skip_positions else 0
 
             def hook(act: Tensor, hook: Any, pos: Tensor = pos, C: int = C, p0: int = p0) -> Tensor:
                 act = act.view(C, B, *act.shape[1:]).clone()

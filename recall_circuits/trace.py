@@ -156,7 +156,7 @@ def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor) -
 
     handle = model.ln_final.register_forward_hook(grab)
     try:
-        model(ids, attention_mask=mask)
+        model(ids, attention_mask=mask, use_cache=False)
     except _StopForward:
         pass
     finally:

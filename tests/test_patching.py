@@ -143,3 +143,20 @@ def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):
     assert -1 <= q["attribution_vs_exact_corr"] <= 1
     df = grid_to_dataframe(torch.arange(24.0).view(2, 3, 4), ("layer", "pos", "head"))
     assert list(df.columns) == ["layer", "pos", "head", "value"] and df.iloc[5].tolist() == [0, 1, 1, 5.0]
+
+
+@pytest.mark.parametrize("per_pos,cpb", [(4, 3), (4, 4), (4, 9), (1, 5), (9, 36)])
+def test_position_chunks_cover_every_cell_once_in_whole_positions(per_pos, cpb):
+    from recall_circuits.patching import _position_chunks
+
+    cells = [(p, i) for p in (0, 2, 3, 5, 6, 7, 9) for i in range(per_pos)]
+    chunks = _position_chunks(list(reversed(cells)), cpb)
+    flat = [c for ch in chunks for c in ch]
+    assert sorted(flat) == sorted(cells) and len(flat) == len(cells)
+    assert all(0 < len(ch) <= cpb for ch in chunks)
+    for ch in chunks:
+        positions = {p for p, _ in ch}
+        if per_pos <= cpb:   # whole positions: every cell of a position is in the same batch
+            assert all(sum(1 for c in ch if c[0] == p) == per_pos for p in positions)
+        else:
+            assert len(positions) == 1 or all(sum(1 for c in ch if c[0] == p) < per_pos for p in positions)
