@@ -192,3 +192,14 @@ def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
                       fwd_hooks: list[tuple[str, Any]] | None = None, **kwargs: Any) -> torch.Tensor:
     """:func:`normed_from_layer` followed by the unembedding of the picked rows only."""
     return model.unembed(normed_from_layer(model, resid, layer, pick, fwd_hooks, **kwargs))
+
+
+def tile_cache(model: Any, cache: Any, reps: int, *, upto: int | None = None) -> Any:
+    """A fresh Hugging Face key/value cache for runs after a shared prefix: every layer of ``cache`` (positions
+    ``< upto``, default all) tiled ``reps`` times along the batch axis (``Tensor.repeat``'s row order)."""
+    from transformers import DynamicCache  # noqa: PLC0415
+
+    new = DynamicCache(config=model.original_model.config)
+    for i, lay in enumerate(cache.layers):
+        new.update(lay.keys[:, :, :upto].repeat(reps, 1, 1, 1), lay.values[:, :, :upto].repeat(reps, 1, 1, 1), i)
+    return new

@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.loading import logits_from_layer, normed_from_layer
+from recall_circuits.loading import logits_from_layer, normed_from_layer, tile_cache
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -85,16 +85,9 @@ def _kv_cache(model: Any, tokens: Tensor) -> Any:
 
 
 def _prefix_cache(model: Any, kv: Any, p0: int, reps: int) -> Any:
-    """A fresh cache holding positions ``< p0`` of ``kv``, tiled ``reps`` times along the batch axis (the row order
-    of ``Tensor.repeat``); None when ``p0 == 0``."""
-    if p0 == 0:
-        return None
-    from transformers import DynamicCache  # noqa: PLC0415
-
-    new = DynamicCache(config=model.original_model.config)
-    for i, lay in enumerate(kv.layers):
-        new.update(lay.keys[:, :, :p0].repeat(reps, 1, 1, 1), lay.values[:, :, :p0].repeat(reps, 1, 1, 1), i)
-    return new
+    """A fresh cache holding positions ``< p0`` of ``kv``, tiled ``reps`` times along the batch axis; None when
+    ``p0 == 0``."""
+    return None if p0 == 0 else tile_cache(model, kv, reps, upto=p0)
 
 
 def _position_chunks(cells: list[tuple[int, int]], cells_per_batch: int) -> list[list[tuple[int, int]]]:
