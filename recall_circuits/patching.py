@@ -93,6 +93,8 @@ def _prefix_cache(model: Any, kv: Any, p0: int, reps: int) -> Any:
 def _position_chunks(cells: list[tuple[int, int]], cells_per_batch: int) -> list[list[tuple[int, int]]]:
     """(position, index) cells, sorted by position, cut into batches of whole positions (as many as fit in
     ``cells_per_batch``; a position with more cells than that is split)."""
+    if cells_per_batch < 1:
+        raise RecallCircuitsError(f"cells_per_batch must be >= 1, got {cells_per_batch}")
     groups: dict[int, list[tuple[int, int]]] = {}
     for c in sorted(cells):
         groups.setdefault(c[0], []).append(c)

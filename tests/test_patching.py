@@ -160,3 +160,10 @@ def test_position_chunks_cover_every_cell_once_in_whole_positions(per_pos, cpb):
             assert all(sum(1 for c in ch if c[0] == p) == per_pos for p in positions)
         else:
             assert len(positions) == 1 or all(sum(1 for c in ch if c[0] == p) < per_pos for p in positions)
+
+
+def test_cells_per_batch_below_one_is_an_error(bridges):
+    clean, corr = _prompts()
+    metric = logit_diff_metric(torch.tensor([5, 9]), torch.tensor([7, 11]))
+    with pytest.raises(RecallCircuitsError, match="cells_per_batch"):
+        patch_heads_by_pos(bridges["tiny-llama"], clean, corr, metric, cells_per_batch=0)
