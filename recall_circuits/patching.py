@@ -71,23 +71,8 @@ def _metric_of_normed(model: Any, rows: Tensor, metric: Metric, B: int, block_ce
     runs over ``block_cells`` cells at a time: at a few rows per call it is bound by reading the unembedding matrix
     (for a 49k vocabulary, over 100 MB per call)."""
     n = rows.shape[0] // B
-    out = [metric_batched(metric, model.unembed(rows[s * B:min(n, s + block_cells) * B]), min(n, s + block_cells) - s,
-                          B) for s in range(0, n, block_cells)]
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def _kv_cache(model: Any, tokens: Tensor) -> Any:
-    """The model's own (Hugging Face) key/value cache of a run on ``tokens``: every layer, every position."""
-    _, kv = model(tokens, return_type="logits_and_cache")
-    if kv is None or not hasattr(kv, "layers"):
-        raise RecallCircuitsError("this model returns no per-layer key/value cache; pass skip_positions=False")
-    return kv
-
-
-def _prefix_cache(model: Any, kv: Any, p0: int, reps: int) -> Any:
-    """A fresh cache holding positions ``< p0`` of ``kv``, tiled ``reps`` times along the batch axis; None when
-    ``p0 == 0``."""
-    return None if p0 == 0 else tile_cache(model, kv, reps, upto=p0)
+    return torch.cat([metric_batched(metric, model.unembed(rows[s * B:min(n, s + block_cells) * B]),
+                                     min(n, s + block_cells) - s, B) for s in range(0, n, block_cells)])
 
 
 def _position_chunks(cells: list[tuple[int, int]], cells_per_batch: int) -> list[list[tuple[int, int]]]:
@@ -121,9 +106,53 @@ def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
         raise RecallCircuitsError("activation patching needs the model in eval mode")
 
 
-def _identical(a: Tensor, b: Tensor) -> Tensor:
-    """[B, T, ...] × 2 → [T, ...] bool: bitwise equal for every prompt (no NaN anywhere)."""
-    return (a == b).all(0)
+def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: list[str], per_pos: int, *,
+           cells_per_batch: int, skip_positions: bool, skip_identical: bool) -> Tensor:
+    """The engine of :func:`patch_heads_by_pos` and :func:`patch_resid_by_pos`: ``names[layer]`` is the patched hook,
+    its activation seen as ``[batch, pos, per_pos, ...]`` (``per_pos`` = heads for ``hook_z``, 1 for a
+    residual-stream hook); one cell is a (layer, position, index) → ``[n_layers, pos, per_pos]``."""
+    L = model.cfg.n_layers
+    B, T = clean.shape
+    r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
+    _, clean_cache = model.run_with_cache(clean, names_filter=names)
+    corr_names = sorted({*r_names, *names})
+    if skip_positions:   # the corrupted run's own key/value cache comes with it
+        (corr_logits, kv), corr_cache = model.run_with_cache(corrupted, names_filter=corr_names,
+                                                             return_type="logits_and_cache")
+        if kv is None or not hasattr(kv, "layers"):
+            raise RecallCircuitsError("this model returns no per-layer key/value cache; pass skip_positions=False")
+    else:
+        corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=corr_names)
+        kv = None
+    out = torch.empty(L, T, per_pos)
+    out[:] = metric_batched(metric, corr_logits[:, -1], 1, B)[0]
+    rows, cells = [], []
+    for layer in range(L):
+        src = clean_cache[names[layer]].reshape(B, T, per_pos, -1)
+        resid = corr_cache[r_names[layer]]                     # [B, T, d_model]
+        same = (src == corr_cache[names[layer]].reshape(B, T, per_pos, -1)).all(0).all(-1).cpu() if skip_identical \
+            else torch.zeros(T, per_pos, dtype=torch.bool)
+        todo = [(p, i) for p in range(T) for i in range(per_pos) if not same[p, i]]
+        for chunk in _position_chunks(todo, cells_per_batch):
+            C = len(chunk)
+            p0 = min(p for p, _ in chunk) if skip_positions else 0
+            pos = torch.tensor([p for p, _ in chunk], device=src.device)
+            idx = torch.tensor([i for _, i in chunk], device=src.device)
+
+            def hook(act: Tensor, hook: Any, pos: Tensor = pos, idx: Tensor = idx, C: int = C, p0: int = p0
+                     ) -> Tensor:
+                act = act.clone()
+                act.view(C, B, act.shape[1], per_pos, -1)[torch.arange(C), :, pos - p0, idx] = \
+                    src[:, pos, idx].transpose(0, 1)           # [C, B, ...]
+                return act
+
+            prefix = tile_cache(model, kv, C, upto=p0) if p0 else None
+            rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(names[layer], hook)], prefix))
+            cells += [(layer, p, i) for p, i in chunk]
+    if cells:
+        at = torch.tensor(cells)
+        out[at[:, 0], at[:, 1], at[:, 2]] = _metric_of_normed(model, torch.cat(rows), metric, B)
+    return out
 
 
 @torch.inference_mode()
@@ -139,42 +168,9 @@ def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: I
     same-template pair: every position before the first token where the prompts differ) is not run: writing a
     value over itself leaves the corrupted run unchanged, so the cell's value is the corrupted run's metric."""
     _check(model, clean, corrupted)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    B, T = clean.shape
-    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
-    r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
-    _, clean_cache = model.run_with_cache(clean, names_filter=z_names)
-    corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=r_names + z_names)
-    kv = _kv_cache(model, corrupted) if skip_positions else None
-    out = torch.empty(L, T, H)
-    out[:] = metric_batched(metric, corr_logits[:, -1], 1, B)[0]
-    rows, cells = [], []
-    for layer in range(L):
-        zc = clean_cache[z_names[layer]]                       # [B, T, H, d_head]
-        resid = corr_cache[r_names[layer]]                     # [B, T, d_model]
-        same = _identical(zc, corr_cache[z_names[layer]]).all(-1).cpu() if skip_identical \
-            else torch.zeros(T, H, dtype=torch.bool)
-        todo = [(p, h) for p in range(T) for h in range(H) if not same[p, h]]
-        for chunk in _position_chunks(todo, cells_per_batch):
-            C = len(chunk)
-            p0 = min(p for p, _ in chunk) if skip_positions else 0
-            pos = torch.tensor([p for p, _ in chunk], device=zc.device)
-            head = torch.tensor([h for _, h in chunk], device=zc.device)
-
-            def hook(z: Tensor, hook: Any, pos: Tensor = pos, head: Tensor = head, C: int = C, p0: int = p0
-                     ) -> Tensor:
-                z = z.view(C, B, *z.shape[1:])
-                src = zc[:, pos, head].transpose(0, 1)         # [C, B, d_head]
-                z[torch.arange(C), :, pos - p0, head] = src
-                return z.view(C * B, *z.shape[2:])
-
-            prefix = _prefix_cache(model, kv, p0, C) if skip_positions else None
-            rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(z_names[layer], hook)], prefix))
-            cells += [(layer, p, h) for p, h in chunk]
-    if cells:
-        idx = torch.tensor(cells)
-        out[idx[:, 0], idx[:, 1], idx[:, 2]] = _metric_of_normed(model, torch.cat(rows), metric, B)
-    return out
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    return _sweep(model, clean, corrupted, metric, names, model.cfg.n_heads, cells_per_batch=cells_per_batch,
+                  skip_positions=skip_positions, skip_identical=skip_identical)
 
 
 def metric_batched(metric: Metric, logits: Tensor, C: int, B: int) -> Tensor:
@@ -197,37 +193,9 @@ def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: I
     _check(model, clean, corrupted)
     if component not in ("resid_pre", "attn_out", "mlp_out"):
         raise RecallCircuitsError(f"unknown component {component!r}")
-    L = model.cfg.n_layers
-    B, T = clean.shape
-    names = [f"blocks.{layer}.hook_{component}" for layer in range(L)]
-    r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
-    _, clean_cache = model.run_with_cache(clean, names_filter=names)
-    corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=sorted({*r_names, *names}))
-    kv = _kv_cache(model, corrupted) if skip_positions else None
-    out = torch.empty(L, T)
-    out[:] = metric_batched(metric, corr_logits[:, -1], 1, B)[0]
-    rows, cells = [], []
-    for layer in range(L):
-        src, resid = clean_cache[names[layer]], corr_cache[r_names[layer]]
-        same = _identical(src, corr_cache[names[layer]]).all(-1).cpu() if skip_identical \
-            else torch.zeros(T, dtype=torch.bool)
-        for chunk in _position_chunks([(p, 0) for p in range(T) if not same[p]], cells_per_batch):
-            pos = torch.tensor([p for p, _ in chunk], device=src.device)
-            C = len(chunk)
-            p0 = min(p for p, _ in chunk) if skip_positions else 0
-
-            def hook(act: Tensor, hook: Any, pos: Tensor = pos, C: int = C, p0: int = p0) -> Tensor:
-                act = act.view(C, B, *act.shape[1:]).clone()
-                act[torch.arange(C), :, pos - p0] = src[:, pos].transpose(0, 1)
-                return act.view(C * B, *act.shape[2:])
-
-            prefix = _prefix_cache(model, kv, p0, C) if skip_positions else None
-            rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(names[layer], hook)], prefix))
-            cells += [(layer, p) for p, _ in chunk]
-    if cells:
-        idx = torch.tensor(cells)
-        out[idx[:, 0], idx[:, 1]] = _metric_of_normed(model, torch.cat(rows), metric, B)
-    return out
+    names = [f"blocks.{layer}.hook_{component}" for layer in range(model.cfg.n_layers)]
+    return _sweep(model, clean, corrupted, metric, names, 1, cells_per_batch=cells_per_batch,
+                  skip_positions=skip_positions, skip_identical=skip_identical)[..., 0]
 
 
 @torch.inference_mode()
