@@ -234,7 +234,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     targets = _targets(model, space)
     dtype = _acc_dtype(model)
     dev = next(model.parameters()).device
-    acc = {t.name: torch.zeros(space.by_name[t.name].shape, dtype=dtype, device=dev) for t in targets}
+    flat = torch.zeros(space.P, dtype=dtype, device=dev)   # the result; acc holds views of it, one per tensor
+    acc = space.unflatten(flat)
     acts: dict[str, Tensor] = {}
 
     def grad_hook(t: _Target):
@@ -252,14 +253,24 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                 pe = g.sum(1)
                 acc[t.name] += (pe.abs() if mode == "sum_abs" else pe.square()).sum(0)
                 return
-            buf = torch.empty(acc[t.name].shape, dtype=dtype, device=g.device)
+            # the product is formed as [out, in] (g^T a) or [in, out] (a^T g), whichever has more rows than
+            # columns (measured on CPU: ~1.4x faster for SmolLM2's down and k/v projections than the other way)
+            left, right = (g, a) if g.shape[-1] >= a.shape[-1] else (a, g)
+            out_in = left is g
+            into = acc[t.name] if out_in != t.transposed else formed(t.name)
+            buf = torch.empty(into.shape, dtype=dtype, device=g.device)
             for x, n in enumerate(used):
-                if t.transposed:   # [in, out]
-                    torch.mm(a[x, :n].T, g[x, :n], out=buf)
-                else:              # [out, in]
-                    torch.mm(g[x, :n].T, a[x, :n], out=buf)
-                acc[t.name] += buf.abs_() if mode == "sum_abs" else buf.square_()
+                torch.mm(left[x, :n].T, right[x, :n], out=buf)
+                into += buf.abs_() if mode == "sum_abs" else buf.square_()
         return on_grad
+
+    flipped: dict[str, Tensor] = {}   # tensors accumulated in the transposed layout: the same memory, viewed [c, r]
+
+    def formed(name: str) -> Tensor:
+        if name not in flipped:
+            r, c = acc[name].shape
+            flipped[name] = acc[name].view(-1).view(c, r)
+        return flipped[name]
 
     def fwd_hook(t: _Target):
         def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -283,8 +294,11 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
         finally:
             for h in handles:
                 h.remove()
-    acc = {k: (v.abs() if mode == "abs_of_sum" else v).cpu() for k, v in acc.items()}
-    return space.flatten(acc)
+    for name, view in flipped.items():   # back to the stored layout, one tensor at a time
+        acc[name].copy_(view.T.contiguous().view(acc[name].shape))
+    if mode == "abs_of_sum":
+        flat.abs_()
+    return flat.cpu()
 
 
 def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *,
