@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default=None, choices=["movement", "weight"])
     ap.add_argument("--k", type=int, help="size of Top_k (default: --k-frac of P)")
     ap.add_argument("--k-frac", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="examples per forward and backward")
+    ap.add_argument("--pack", type=int, default=4, help="examples per packed row (0: padded batches)")
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--n-random", type=int, default=1)
     ap.add_argument("--max-eval-people", type=int)
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace
 
     tcfg = TraceConfig(n_people=args.n_people, split=args.split, mode=args.mode, bio_loss=args.bio_loss,
-                       scale=args.scale, batch_size=args.batch_size)
+                       scale=args.scale, batch_size=args.batch_size,
+                       pack=args.pack or None)
     cfg = TraceRunConfig(base=args.base, finetuned=args.finetuned, data=args.data, out=args.out, trace=tcfg, k=args.k,
                          k_frac=args.k_frac, ablation=args.ablation, n_random=args.n_random,
                          max_eval_people=args.max_eval_people, save_influence=args.save_influence,

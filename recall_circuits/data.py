@@ -358,6 +358,65 @@ def pad_batch(items: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any]:
     return ids, labels, mask
 
 
+@dataclass(frozen=True)
+class PackedBatch:
+    """Examples packed several to a row (see :func:`pack_batch`); every tensor is ``[rows, pos]`` int64."""
+    input_ids: Any
+    labels: Any          # -100 on each example's first token, on padding and where the example has none
+    position_ids: Any    # restarting at 0 for every example
+    segment: Any         # example index (into the packed items) of each position; -1 - column on padding
+    spans: list[tuple[int, int, int]]   # per item: (row, first position, length)
+
+    def attention_mask(self, dtype: Any) -> Any:
+        """Additive ``[rows, 1, pos, pos]`` mask: causal within each example, nothing across examples; a padding
+        position sees itself only."""
+        import torch  # noqa: PLC0415
+
+        seg = self.segment
+        n = seg.shape[1]
+        keep = (seg[:, :, None] == seg[:, None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
+        mask = torch.zeros(keep.shape, dtype=dtype)
+        return mask.masked_fill_(~keep, torch.finfo(dtype).min)[:, None]
+
+
+def pack_batch(items: list[dict[str, Any]], per_row: int, pad_id: int) -> PackedBatch:
+    """Pack tokenised examples ``per_row`` to a row (``ceil(len(items) / per_row)`` rows), longest first, each into
+    the row with the fewest tokens so far, so rows end nearly level and padding is a few positions per row. With an
+    attention mask that keeps examples apart (:meth:`PackedBatch.attention_mask`) and ``position_ids``, every
+    example computes exactly what it computes alone."""
+    import torch  # noqa: PLC0415
+
+    if not items:
+        raise RecallCircuitsError("cannot pack an empty batch")
+    if per_row < 1:
+        raise RecallCircuitsError(f"per_row must be >= 1, got {per_row}")
+    n_rows = -(-len(items) // per_row)
+    rows: list[list[int]] = [[] for _ in range(n_rows)]
+    fill = [0] * n_rows
+    for i in sorted(range(len(items)), key=lambda i: (-len(items[i]["input_ids"]), i)):
+        r = min(range(n_rows), key=lambda r: (len(rows[r]) >= per_row, fill[r], r))
+        rows[r].append(i)
+        fill[r] += len(items[i]["input_ids"])
+    width = max(fill)
+    ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    labels = torch.full((n_rows, width), -100, dtype=torch.long)
+    pos = torch.zeros((n_rows, width), dtype=torch.long)   # padding at position 0: within any position table
+    seg = -1 - torch.arange(width).repeat(n_rows, 1)
+    spans: list[tuple[int, int, int]] = [(0, 0, 0)] * len(items)
+    for r, members in enumerate(rows):
+        start = 0
+        for i in members:
+            t = items[i]
+            L = len(t["input_ids"])
+            ids[r, start:start + L] = torch.tensor(t["input_ids"])
+            labels[r, start + 1:start + L] = torch.tensor(t["labels"][1:])
+            pos[r, start:start + L] = torch.arange(L)
+            seg[r, start:start + L] = i
+            spans[i] = (r, start, L)
+            start += L
+    return PackedBatch(ids, labels, pos, seg, spans)
+
+
 def vocabulary_words() -> list[str]:
     """Every word and punctuation mark the generator can emit (for word-level tokenizers of the tiny models)."""
     texts: list[str] = []

@@ -12,13 +12,18 @@ values only (``"attribute"``).
 Exact per-example sums without one backward per example: every analysed weight is the weight of a linear map
 y = W a, so ∂L(x)/∂W = Σ_pos g_x,pos ⊗ a_x,pos with a the layer input and g = ∂L/∂y. Forward hooks keep a, tensor
 hooks on y receive g during one batched backward (weights do not require grad, so autograd never forms their
-gradients), and each example's outer product is formed in one reused buffer of the weight's shape (over its
-positions up to its last label; later positions have zero gradient) and added to the float32 sum. One matrix
-product per example and weight into a cache-resident buffer is about twice as fast on CPU as a batched ``bmm`` whose
-``[chunk, out, in]`` result is then reduced. Batches are length-sorted and cut where padding would exceed 10% of
-their real tokens (:func:`~recall_circuits.data.length_batches`): a padded position costs a full forward and
-backward. :func:`trace_gradients_loop` is the obviously-correct reference (one backward per example) used by the
-tests and the benchmark.
+gradients), and each example's outer product is formed in one reused buffer (over its positions up to its last
+label; later positions have zero gradient) and added to the float32 sum. One matrix product per example and weight
+into a cache-resident buffer is about twice as fast on CPU as a batched ``bmm`` whose ``[chunk, out, in]`` result is
+then reduced.
+
+A padded position costs a full forward and backward, so examples are packed: ``batch_size`` length-sorted examples
+per forward, ``pack`` of them to a row (:func:`~recall_circuits.data.pack_batch`), kept apart by a block-diagonal
+causal mask and restarting ``position_ids``. Each example then computes exactly what it computes alone (checked once
+per model by :func:`check_packing`; on the three tiny architectures and SmolLM2 the losses are bit-identical).
+``pack=None`` falls back to padded batches, length-sorted and cut where padding would exceed ``max_padding`` of their
+real tokens (:func:`~recall_circuits.data.length_batches`). :func:`trace_gradients_loop` is the obviously-correct
+reference (one backward per example) used by the tests and the benchmark.
 
 Example::
 
@@ -32,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +47,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, length_batches, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.data import Dataset, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 
@@ -58,7 +64,8 @@ class TraceConfig:
     mode: str = "sum_abs"
     bio_loss: str = "all"             # all | attribute
     scale: str | None = None          # None | movement | weight
-    batch_size: int = 8
+    batch_size: int = 8               # examples per forward and backward
+    pack: int | None = 4              # examples per packed row; None: one padded row each
     include: tuple[str, ...] = ("attn", "mlp")
     biases: bool = False
 
@@ -73,6 +80,8 @@ class TraceConfig:
             raise RecallCircuitsError(f"unknown split {self.split!r}")
         if self.n_people < 1 or self.batch_size < 1:
             raise RecallCircuitsError("n_people and batch_size must be >= 1")
+        if self.pack is not None and self.pack < 1:
+            raise RecallCircuitsError(f"pack must be >= 1 or None, got {self.pack}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -143,11 +152,15 @@ class _StopForward(Exception):
     """Raised from a hook to end a forward pass early (the rest of the model is not needed)."""
 
 
-def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
+def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor, *,
+                        position_ids: Tensor | None = None, segment: Tensor | None = None,
+                        n_items: int | None = None) -> Tensor:
     """Per-example mean loss computing logits only where a label is predicted: the forward stops at ``ln_final``
     and the unembedding runs on the predicting positions alone (for QA a quarter of the positions; the
     unembedding of a 49k vocabulary is a large part of a small model's cost). Equal to
-    ``per_example_loss(model(ids), labels)``."""
+    ``per_example_loss(model(ids), labels)``. For packed rows (:func:`~recall_circuits.data.pack_batch`) pass the
+    4D ``mask``, ``position_ids`` and ``segment`` (the example of each position) and ``n_items``: the result is
+    then per packed example."""
     box: dict[str, Tensor] = {}
 
     def grab(module: torch.nn.Module, inputs: Any, output: Tensor) -> None:
@@ -155,8 +168,9 @@ def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor) -
         raise _StopForward
 
     handle = model.ln_final.register_forward_hook(grab)
+    kwargs = {} if position_ids is None else {"position_ids": position_ids}
     try:
-        model(ids, attention_mask=mask, use_cache=False)
+        model(ids, attention_mask=mask, use_cache=False, **kwargs)
     except _StopForward:
         pass
     finally:
@@ -167,10 +181,40 @@ def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor) -
         raise RecallCircuitsError("an example has no label tokens")
     logits = model.unembed(box["x"][b, p])
     ce = torch.nn.functional.cross_entropy(logits.float(), tgt[b, p], reduction="none")
-    n = torch.zeros(ids.shape[0], dtype=ce.dtype, device=ce.device).index_add_(0, b, torch.ones_like(ce))
+    item = b if segment is None else segment[b, p]
+    size = ids.shape[0] if n_items is None else n_items
+    n = torch.zeros(size, dtype=ce.dtype, device=ce.device).index_add_(0, item, torch.ones_like(ce))
     if (n == 0).any():
         raise RecallCircuitsError("an example has no label tokens")
-    return torch.zeros_like(n).index_add_(0, b, ce) / n
+    return torch.zeros_like(n).index_add_(0, item, ce) / n
+
+
+_PACKING_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_packing(model: Any, items: list[dict[str, list[int]]], pad_id: int) -> None:
+    """Raise unless ``model`` gives packed examples (:func:`~recall_circuits.data.pack_batch`, 4D mask and
+    ``position_ids``) the losses they get alone; checked once per model on up to three examples."""
+    if model in _PACKING_CHECKED:
+        return
+    items = items[:3]
+    dev = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        alone = torch.cat([label_position_loss(model, *(x.to(dev) for x in _alone(it, pad_id))) for it in items])
+        pb = pack_batch(items, len(items), pad_id)
+        packed = label_position_loss(model, pb.input_ids.to(dev), pb.attention_mask(dtype).to(dev),
+                                     pb.labels.to(dev), position_ids=pb.position_ids.to(dev),
+                                     segment=pb.segment.to(dev), n_items=len(items))
+    if not torch.allclose(packed, alone, rtol=1e-4, atol=1e-5):
+        raise RecallCircuitsError(f"{type(model).__name__} does not keep packed examples apart (losses "
+                                  f"{packed.tolist()} packed vs {alone.tolist()} alone): trace with pack=None")
+    _PACKING_CHECKED[model] = True
+
+
+def _alone(item: dict[str, list[int]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    ids, labels, mask = pad_batch([item], pad_id)
+    return ids, mask, labels
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,10 +267,10 @@ def _acc_dtype(model: Any) -> torch.dtype:
 
 def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
                     batch_size: int = 8, pad_id: int = 0, verbose: bool = False, desc: str = "trace",
-                    max_padding: float | None = 0.1) -> Float[Tensor, " P"]:
-    """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards
-    (length-sorted batches of at most ``batch_size``, cut where padding would exceed ``max_padding``: see
-    :func:`~recall_circuits.data.length_batches`)."""
+                    pack: int | None = 4, max_padding: float | None = 0.1) -> Float[Tensor, " P"]:
+    """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards of
+    ``batch_size`` length-sorted examples packed ``pack`` to a row; with ``pack=None``, padded batches of at most
+    ``batch_size``, cut where padding would exceed ``max_padding`` (:func:`~recall_circuits.data.length_batches`)."""
     if mode not in MODES:
         raise RecallCircuitsError(f"unknown mode {mode!r}")
     if not examples:
@@ -250,7 +294,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                     acc[t.name] += gw.T if t.transposed else gw
                 return
             if t.is_bias:
-                pe = g.sum(1)
+                pe = torch.stack([g[r, s:s + n].sum(0) for r, s, n in spans])
                 acc[t.name] += (pe.abs() if mode == "sum_abs" else pe.square()).sum(0)
                 return
             # the product is formed as [out, in] (g^T a) or [in, out] (a^T g), whichever has more rows than
@@ -259,8 +303,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             out_in = left is g
             into = acc[t.name] if out_in != t.transposed else formed(t.name)
             buf = torch.empty(into.shape, dtype=dtype, device=g.device)
-            for x, n in enumerate(used):
-                torch.mm(left[x, :n].T, right[x, :n], out=buf)
+            for r, s, n in spans:
+                torch.mm(left[r, s:s + n].T, right[r, s:s + n], out=buf)
                 into += buf.abs_() if mode == "sum_abs" else buf.square_()
         return on_grad
 
@@ -279,17 +323,34 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             output.register_hook(grad_hook(t))
         return hook
 
-    used: list[int] = []   # per example of the batch: positions up to and including its last predicting one
-    batches = length_batches([len(e["input_ids"]) for e in examples], batch_size, max_padding)
+    # per example of the batch: (row, first position, positions up to and including its last predicting one)
+    spans: list[tuple[int, int, int]] = []
+    lengths = [len(e["input_ids"]) for e in examples]
+    if pack is None:
+        batches = length_batches(lengths, batch_size, max_padding)
+    else:
+        if batch_size < 1:
+            raise RecallCircuitsError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(examples)), key=lambda i: lengths[i])
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        check_packing(model, [examples[i] for i in order[-3:]], pad_id)
+    mdtype = next(model.parameters()).dtype
     with _grad_only_through_activations(model):
         handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
         try:
             for batch in tqdm(batches, disable=not verbose, desc=desc):
-                ids, labels, mask = pad_batch([examples[i] for i in batch], pad_id)
-                has_label = labels[:, 1:] != -100
-                used[:] = [int(r.nonzero().max()) + 1 if r.any() else 0 for r in has_label]
-                loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)).sum()
-                loss.backward()
+                items = [examples[i] for i in batch]
+                if pack is None:
+                    ids, labels, mask = pad_batch(items, pad_id)
+                    spans[:] = [(x, 0, _used(labels[x])) for x in range(len(items))]
+                    loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev))
+                else:
+                    pb = pack_batch(items, pack, pad_id)
+                    spans[:] = [(r, s, _used(pb.labels[r, s:s + n])) for r, s, n in pb.spans]
+                    loss = label_position_loss(model, pb.input_ids.to(dev), pb.attention_mask(mdtype).to(dev),
+                                               pb.labels.to(dev), position_ids=pb.position_ids.to(dev),
+                                               segment=pb.segment.to(dev), n_items=len(items))
+                loss.sum().backward()
                 acts.clear()
         finally:
             for h in handles:
@@ -299,6 +360,12 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     if mode == "abs_of_sum":
         flat.abs_()
     return flat.cpu()
+
+
+def _used(labels: Tensor) -> int:
+    """Positions of one example (labels from its first token) up to and including its last predicting one."""
+    has = (labels[1:] != -100).nonzero()
+    return int(has.max()) + 1 if has.numel() else 0
 
 
 def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *,
@@ -347,7 +414,7 @@ def trace(model: Any, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, bas
         ex = task_examples(tok, dataset, task, people, cfg.bio_loss)
         counts[task] = len(ex)
         influence[task] = trace_gradients(model, ex, space, mode=cfg.mode, batch_size=cfg.batch_size,
-                                          pad_id=pad, verbose=verbose, desc=f"trace {task}")
+                                          pad_id=pad, verbose=verbose, desc=f"trace {task}", pack=cfg.pack)
     if cfg.scale is not None:
         theta = space.flatten(space.params(model)).to(influence["bio"].dtype)
         factor = (theta - space.flatten(space.params(base)).to(theta.dtype)).abs() if cfg.scale == "movement" \

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import ARCHS
-from recall_circuits.data import DataConfig, generate, length_batches
+from recall_circuits.data import DataConfig, PackedBatch, generate, length_batches, pack_batch
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
 from recall_circuits.loading import load_bridge
@@ -36,6 +36,9 @@ def test_trace_equals_per_example_loop(arch, mode, bridges64):
         ref = trace_gradients_loop(b, ex, space, mode=mode)
         assert fast.dtype == torch.float64 and ref.abs().max() > 0
         assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-5
+        if mode == "sum_abs":   # padded batches instead of packed rows
+            padded = trace_gradients(b, ex, space, batch_size=5, pad_id=b.tokenizer.pad_token_id, pack=None)
+            assert ((padded - ref).abs().max() / ref.abs().max()).item() <= 1e-5
     assert all(not p.requires_grad for p in b.parameters())
 
 
@@ -43,12 +46,64 @@ def test_trace_float32_accumulation_and_batch_invariance(bridges):
     b = bridges["tiny-neox"]
     space = ParamSpace(b)
     ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 4, "all"), "all")
-    a = trace_gradients(b, ex, space, batch_size=1, pad_id=b.tokenizer.pad_token_id)
+    a = trace_gradients(b, ex, space, batch_size=1, pad_id=b.tokenizer.pad_token_id, pack=None)
     assert a.dtype == torch.float32
     for mp in (None, 0.0, 0.1):   # fixed batches (most padding), equal-length batches only, the default cut
         assert len(length_batches([len(e["input_ids"]) for e in ex], 7, mp)) >= 2
-        c = trace_gradients(b, ex, space, batch_size=7, pad_id=b.tokenizer.pad_token_id, max_padding=mp)
+        c = trace_gradients(b, ex, space, batch_size=7, pad_id=b.tokenizer.pad_token_id, max_padding=mp, pack=None)
         assert ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
+    for per_row in (1, 3, 7, 24):   # one example a row, packed rows, everything in one row
+        c = trace_gradients(b, ex, space, batch_size=24, pad_id=b.tokenizer.pad_token_id, pack=per_row)
+        assert ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
+
+
+def test_pack_batch():
+    items = [{"input_ids": list(range(100 * i, 100 * i + n)), "labels": [7] * n} for i, n in
+             enumerate([5, 9, 3, 9, 4, 6, 2])]
+    for per_row in (1, 2, 3, 7):
+        pb = pack_batch(items, per_row, pad_id=-1)
+        rows = pb.input_ids.shape[0]
+        assert rows == -(-len(items) // per_row) and pb.input_ids.shape[1] == max(
+            sum(n for r, _, n in pb.spans if r == row) for row in range(rows))
+        seen = torch.zeros_like(pb.input_ids, dtype=torch.bool)
+        for i, (r, s, n) in enumerate(pb.spans):
+            assert pb.input_ids[r, s:s + n].tolist() == items[i]["input_ids"]      # each example whole, in place
+            assert pb.position_ids[r, s:s + n].tolist() == list(range(n))
+            assert pb.labels[r, s].item() == -100 and pb.labels[r, s + 1:s + n].tolist() == [7] * (n - 1)
+            assert (pb.segment[r, s:s + n] == i).all() and not seen[r, s:s + n].any()
+            seen[r, s:s + n] = True
+        assert all(sum(1 for r, _, _ in pb.spans if r == row) <= per_row for row in range(rows))
+        assert (pb.input_ids[~seen] == -1).all() and (pb.labels[~seen] == -100).all()
+        pad_seg = pb.segment[~seen]
+        assert (pad_seg < 0).all()
+        m = pb.attention_mask(torch.float32)[:, 0]
+        keep = m == 0
+        for r in range(rows):   # causal within an example, nothing across, padding sees itself only
+            for q in range(m.shape[1]):
+                for k in range(m.shape[2]):
+                    same = pb.segment[r, q] == pb.segment[r, k]
+                    assert keep[r, q, k].item() == bool(same and k <= q)
+    with pytest.raises(RecallCircuitsError, match="empty"):
+        pack_batch([], 2, 0)
+    with pytest.raises(RecallCircuitsError, match="per_row"):
+        pack_batch(items, 0, 0)
+
+
+def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypatch):
+    b = load_bridge(tiny_dirs["tiny-llama"])   # a fresh bridge: the check runs once per model
+    space = ParamSpace(b)
+    ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 2, "all"), "all")
+
+    def causal_only(self, dtype):   # a mask that lets packed examples attend to each other
+        n = self.segment.shape[1]
+        keep = torch.ones(n, n, dtype=torch.bool).tril().expand(self.segment.shape[0], n, n)
+        return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[:, None]
+
+    monkeypatch.setattr(PackedBatch, "attention_mask", causal_only)
+    with pytest.raises(RecallCircuitsError, match="packed"):
+        trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
+    monkeypatch.undo()
+    assert trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id).abs().max() > 0
 
 
 def test_length_batches():
