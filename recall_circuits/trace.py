@@ -278,8 +278,13 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     targets = _targets(model, space)
     dtype = _acc_dtype(model)
     dev = next(model.parameters()).device
-    flat = torch.zeros(space.P, dtype=dtype, device=dev)   # the result; acc holds views of it, one per tensor
+    flat = torch.empty(space.P, dtype=dtype, device=dev)   # the result; acc holds views of it, one per tensor
     acc = space.unflatten(flat)
+    # weights whose first product is still to come: it is written in place of a zero fill and an addition
+    fresh = set() if mode == "abs_of_sum" else {t.name for t in targets if not t.is_bias}
+    for name, view in acc.items():
+        if name not in fresh:
+            view.zero_()
     acts: dict[str, Tensor] = {}
 
     def grad_hook(t: _Target):
@@ -304,6 +309,11 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             into = acc[t.name] if out_in != t.transposed else formed(t.name)
             buf = torch.empty(into.shape, dtype=dtype, device=g.device)
             for r, s, n in spans:
+                if t.name in fresh:
+                    fresh.discard(t.name)
+                    torch.mm(left[r, s:s + n].T, right[r, s:s + n], out=into)
+                    into.abs_() if mode == "sum_abs" else into.square_()
+                    continue
                 torch.mm(left[r, s:s + n].T, right[r, s:s + n], out=buf)
                 into += buf.abs_() if mode == "sum_abs" else buf.square_()
         return on_grad
@@ -355,6 +365,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
         finally:
             for h in handles:
                 h.remove()
+    for name in fresh:   # no gradient reached it: zero influence
+        acc[name].zero_()
     for name, view in flipped.items():   # back to the stored layout, one tensor at a time
         acc[name].copy_(view.T.contiguous().view(acc[name].shape))
     if mode == "abs_of_sum":

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-examples", type=int, default=16)
     ap.add_argument("--task", default="qa", choices=["qa", "bio"])
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--pack", type=int, default=4, help="examples per packed row (0: padded batches)")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
     model = load_bridge(args.model)
@@ -42,10 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         ref = trace_gradients_loop(model, ex, space)
         base_t.append(time.perf_counter() - t)
         t = time.perf_counter()
-        ours = trace_gradients(model, ex, space, batch_size=args.batch_size, pad_id=model.tokenizer.pad_token_id)
+        ours = trace_gradients(model, ex, space, batch_size=args.batch_size, pad_id=model.tokenizer.pad_token_id,
+                               pack=args.pack or None)
         ours_t.append(time.perf_counter() - t)
     rel = ((ours - ref).abs().max() / ref.abs().max()).item()
     res = {"benchmark": "trace", "model": args.model, "task": args.task, "n_examples": len(ex), "P": space.P,
+           "batch_size": args.batch_size, "pack": args.pack or None,
            "mean_tokens": sum(len(e["input_ids"]) for e in ex) / len(ex), "baseline": "trace_gradients_loop",
            "baseline_s": min(base_t), "ours_s": min(ours_t), "speedup": min(base_t) / min(ours_t),
            "all_baseline_s": base_t, "all_ours_s": ours_t, "max_rel_diff": rel,
