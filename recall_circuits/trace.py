@@ -307,7 +307,9 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             left, right = (g, a) if g.shape[-1] >= a.shape[-1] else (a, g)
             out_in = left is g
             into = acc[t.name] if out_in != t.transposed else formed(t.name)
-            buf = torch.empty(into.shape, dtype=dtype, device=g.device)
+            buf = bufs.get(into.shape)
+            if buf is None:   # one scratch buffer per shape, reused by every weight and batch
+                buf = bufs[into.shape] = torch.empty(into.shape, dtype=dtype, device=g.device)
             for r, s, n in spans:
                 if t.name in fresh:
                     fresh.discard(t.name)
@@ -318,6 +320,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                 into += buf.abs_() if mode == "sum_abs" else buf.square_()
         return on_grad
 
+    bufs: dict[torch.Size, Tensor] = {}
     flipped: dict[str, Tensor] = {}   # tensors accumulated in the transposed layout: the same memory, viewed [c, r]
 
     def formed(name: str) -> Tensor:
