@@ -318,9 +318,12 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                     continue
                 torch.mm(left[r, s:s + n].T, right[r, s:s + n], out=buf)
                 into += buf.abs_() if mode == "sum_abs" else buf.square_()
+            if into is not acc[t.name] and last_batch:   # back to the stored layout while it is in cache
+                unflip(t.name)
         return on_grad
 
-    bufs: dict[torch.Size, Tensor] = {}
+    last_batch = False
+    bufs: dict[Any, Tensor] = {}
     flipped: dict[str, Tensor] = {}   # tensors accumulated in the transposed layout: the same memory, viewed [c, r]
 
     def formed(name: str) -> Tensor:
@@ -328,6 +331,13 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             r, c = acc[name].shape
             flipped[name] = acc[name].view(-1).view(c, r)
         return flipped[name]
+
+    def unflip(name: str) -> None:
+        view = flipped.pop(name)
+        tmp = bufs.get(("T", view.shape))
+        if tmp is None:
+            tmp = bufs[("T", view.shape)] = torch.empty(acc[name].shape, dtype=dtype, device=view.device)
+        acc[name].copy_(tmp.copy_(view.T))
 
     def fwd_hook(t: _Target):
         def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -351,7 +361,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     with _grad_only_through_activations(model):
         handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
         try:
-            for batch in tqdm(batches, disable=not verbose, desc=desc):
+            for j, batch in enumerate(tqdm(batches, disable=not verbose, desc=desc)):
+                last_batch = j == len(batches) - 1
                 items = [examples[i] for i in batch]
                 if pack is None:
                     ids, labels, mask = pad_batch(items, pad_id)
@@ -370,8 +381,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                 h.remove()
     for name in fresh:   # no gradient reached it: zero influence
         acc[name].zero_()
-    for name, view in flipped.items():   # back to the stored layout, one tensor at a time
-        acc[name].copy_(view.T.contiguous().view(acc[name].shape))
+    for name in list(flipped):   # (normally done by the last batch's hooks)
+        unflip(name)
     if mode == "abs_of_sum":
         flat.abs_()
     return flat.cpu()
