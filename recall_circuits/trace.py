@@ -18,7 +18,8 @@ into a cache-resident buffer is about twice as fast on CPU as a batched ``bmm`` 
 then reduced.
 
 A padded position costs a full forward and backward, so examples are packed: ``batch_size`` length-sorted examples
-per forward, ``pack`` of them to a row (:func:`~recall_circuits.data.pack_batch`), kept apart by a block-diagonal
+per forward, up to ``pack`` of them to a row of at most ``row_tokens`` tokens (QA: 4 a row; BIO biographies of 60-70
+tokens: one) (:func:`~recall_circuits.data.pack_batch`), kept apart by a block-diagonal
 causal mask and restarting ``position_ids``. Each example then computes exactly what it computes alone (checked once
 per model by :func:`check_packing`; on the three tiny architectures and SmolLM2 the losses are bit-identical).
 ``pack=None`` falls back to padded batches, length-sorted and cut where padding would exceed ``max_padding`` of their
@@ -267,9 +268,11 @@ def _acc_dtype(model: Any) -> torch.dtype:
 
 def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
                     batch_size: int = 8, pad_id: int = 0, verbose: bool = False, desc: str = "trace",
-                    pack: int | None = 4, max_padding: float | None = 0.1) -> Float[Tensor, " P"]:
+                    pack: int | None = 4, row_tokens: int = 128, max_padding: float | None = 0.1
+                    ) -> Float[Tensor, " P"]:
     """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards of
-    ``batch_size`` length-sorted examples packed ``pack`` to a row; with ``pack=None``, padded batches of at most
+    ``batch_size`` length-sorted examples packed up to ``pack`` to a row, fewer where a row would pass ``row_tokens``
+    (attention over a packed row costs its length squared); with ``pack=None``, padded batches of at most
     ``batch_size``, cut where padding would exceed ``max_padding`` (:func:`~recall_circuits.data.length_batches`)."""
     if mode not in MODES:
         raise RecallCircuitsError(f"unknown mode {mode!r}")
@@ -369,7 +372,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                     spans[:] = [(x, 0, _used(labels[x])) for x in range(len(items))]
                     loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev))
                 else:
-                    pb = pack_batch(items, pack, pad_id)
+                    per_row = max(1, min(pack, row_tokens // max(len(it["input_ids"]) for it in items)))
+                    pb = pack_batch(items, per_row, pad_id)
                     spans[:] = [(r, s, _used(pb.labels[r, s:s + n])) for r, s, n in pb.spans]
                     loss = label_position_loss(model, pb.input_ids.to(dev), pb.attention_mask(mdtype).to(dev),
                                                pb.labels.to(dev), position_ids=pb.position_ids.to(dev),

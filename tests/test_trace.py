@@ -52,8 +52,10 @@ def test_trace_float32_accumulation_and_batch_invariance(bridges):
         assert len(length_batches([len(e["input_ids"]) for e in ex], 7, mp)) >= 2
         c = trace_gradients(b, ex, space, batch_size=7, pad_id=b.tokenizer.pad_token_id, max_padding=mp, pack=None)
         assert ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
-    for per_row in (1, 3, 7, 24):   # one example a row, packed rows, everything in one row
-        c = trace_gradients(b, ex, space, batch_size=24, pad_id=b.tokenizer.pad_token_id, pack=per_row)
+    for per_row, row_tokens in ((1, 128), (3, 128), (7, 10_000), (24, 10_000), (24, 1)):
+        # one example a row, packed rows, everything in one row, the row budget forcing one a row
+        c = trace_gradients(b, ex, space, batch_size=24, pad_id=b.tokenizer.pad_token_id, pack=per_row,
+                            row_tokens=row_tokens)
         assert ((a - c).abs().max() / a.abs().max()).item() <= 1e-5
 
 
