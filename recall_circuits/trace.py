@@ -313,19 +313,24 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             buf = bufs.get(into.shape)
             if buf is None:   # one scratch buffer per shape, reused by every weight and batch
                 buf = bufs[into.shape] = torch.empty(into.shape, dtype=dtype, device=g.device)
-            for r, s, n in spans:
+            # every example's rows as a view, from one split of the flattened batch (fewer Python-level ops)
+            lp = torch.tensor_split(left.reshape(-1, left.shape[-1]), cuts)
+            rp = torch.tensor_split(right.reshape(-1, right.shape[-1]), cuts)
+            for k in pieces:
                 if t.name in fresh:
                     fresh.discard(t.name)
-                    torch.mm(left[r, s:s + n].T, right[r, s:s + n], out=into)
+                    torch.mm(lp[k].T, rp[k], out=into)
                     into.abs_() if mode == "sum_abs" else into.square_()
                     continue
-                torch.mm(left[r, s:s + n].T, right[r, s:s + n], out=buf)
+                torch.mm(lp[k].T, rp[k], out=buf)
                 into += buf.abs_() if mode == "sum_abs" else buf.square_()
             if into is not acc[t.name] and last_batch:   # back to the stored layout while it is in cache
                 unflip(t.name)
         return on_grad
 
     last_batch = False
+    cuts: list[int] = []     # split points of the flattened [rows * pos] batch ...
+    pieces: list[int] = []   # ... and the piece holding each example's used positions, in example order
     bufs: dict[Any, Tensor] = {}
     flipped: dict[str, Tensor] = {}   # tensors accumulated in the transposed layout: the same memory, viewed [c, r]
 
@@ -340,7 +345,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
         tmp = bufs.get(("T", view.shape))
         if tmp is None:
             tmp = bufs[("T", view.shape)] = torch.empty(acc[name].shape, dtype=dtype, device=view.device)
-        acc[name].copy_(tmp.copy_(view.T))
+        acc[name].copy_(transpose_into(tmp, view))
 
     def fwd_hook(t: _Target):
         def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -370,14 +375,17 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                 if pack is None:
                     ids, labels, mask = pad_batch(items, pad_id)
                     spans[:] = [(x, 0, _used(labels[x])) for x in range(len(items))]
+                    width = ids.shape[1]
                     loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev))
                 else:
                     per_row = max(1, min(pack, row_tokens // max(len(it["input_ids"]) for it in items)))
                     pb = pack_batch(items, per_row, pad_id)
                     spans[:] = [(r, s, _used(pb.labels[r, s:s + n])) for r, s, n in pb.spans]
+                    width = pb.input_ids.shape[1]
                     loss = label_position_loss(model, pb.input_ids.to(dev), pb.attention_mask(mdtype).to(dev),
                                                pb.labels.to(dev), position_ids=pb.position_ids.to(dev),
                                                segment=pb.segment.to(dev), n_items=len(items))
+                cuts[:], pieces[:] = _pieces(spans, width)
                 loss.sum().backward()
                 acts.clear()
         finally:
@@ -392,10 +400,30 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     return flat.cpu()
 
 
+def _pieces(spans: list[tuple[int, int, int]], width: int) -> tuple[list[int], list[int]]:
+    """Split points of a flattened ``[rows * width]`` batch and, per span (row, start, length), the index of the
+    piece that is exactly its positions (``torch.tensor_split`` semantics)."""
+    flat = [(r * width + s, r * width + s + n) for r, s, n in spans]
+    points = sorted({p for a, b in flat for p in (a, b)} - {0})
+    first = {p: i + 1 for i, p in enumerate(points)} | {0: 0}
+    return points, [first[a] for a, _ in flat]
+
+
 def _used(labels: Tensor) -> int:
     """Positions of one example (labels from its first token) up to and including its last predicting one."""
     has = (labels[1:] != -100).nonzero()
     return int(has.max()) + 1 if has.numel() else 0
+
+
+def transpose_into(dst: Tensor, src: Tensor) -> Tensor:
+    """``dst.copy_(src.T)`` for contiguous 2D tensors, in square tiles where both sides allow (measured on CPU for a
+    1536 × 576 float32 matrix in cache: 0.30 ms in 64-tiles vs 0.48 ms for the plain strided copy)."""
+    r, c = src.shape
+    for b in (64, 32, 16):
+        if r % b == 0 and c % b == 0:
+            dst.view(c // b, b, r // b, b).copy_(src.view(r // b, b, c // b, b).permute(2, 3, 0, 1))
+            return dst
+    return dst.copy_(src.T)
 
 
 def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *,

@@ -12,7 +12,8 @@ from recall_circuits.loading import load_bridge
 from recall_circuits.models import build_tiny
 from recall_circuits.restore import restore_heads, restore_params
 from recall_circuits.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
-from recall_circuits.trace import TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop
+from recall_circuits.trace import (TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop,
+                                   transpose_into)
 from test_heads import hand_slices
 
 DS = generate(DataConfig(n_people=8, seed=0))
@@ -254,3 +255,11 @@ def test_trace_bad_input(bridges):
         trace_gradients(b, [], ParamSpace(b))
     with pytest.raises(RecallCircuitsError, match="unknown mode"):
         TraceConfig(mode="max")
+
+
+def test_transpose_into():
+    g = torch.Generator().manual_seed(0)
+    for r, c in ((1536, 576), (192, 64), (48, 80), (7, 5), (64, 1)):   # 64-, 32- and 16-tiles, the plain copy
+        src = torch.randn(r, c, generator=g)
+        dst = torch.empty(c, r)
+        assert transpose_into(dst, src) is dst and torch.equal(dst, src.T)
