@@ -314,16 +314,20 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             if buf is None:   # one scratch buffer per shape, reused by every weight and batch
                 buf = bufs[into.shape] = torch.empty(into.shape, dtype=dtype, device=g.device)
             # every example's rows as a view, from one split of the flattened batch (fewer Python-level ops)
-            lp = torch.tensor_split(left.reshape(-1, left.shape[-1]), cuts)
+            lp = torch.tensor_split(left.reshape(-1, left.shape[-1]).T, cuts, dim=1)
             rp = torch.tensor_split(right.reshape(-1, right.shape[-1]), cuts)
-            for k in pieces:
-                if t.name in fresh:
-                    fresh.discard(t.name)
-                    torch.mm(lp[k].T, rp[k], out=into)
-                    into.abs_() if mode == "sum_abs" else into.square_()
-                    continue
-                torch.mm(lp[k].T, rp[k], out=buf)
-                into += buf.abs_() if mode == "sum_abs" else buf.square_()
+            todo = pieces
+            if t.name in fresh:
+                fresh.discard(t.name)
+                torch.mm(lp[pieces[0]], rp[pieces[0]], out=into)
+                into.abs_() if mode == "sum_abs" else into.square_()
+                todo = pieces[1:]
+            if mode == "sum_abs":
+                for k in todo:
+                    into += torch.mm(lp[k], rp[k], out=buf).abs_()
+            else:
+                for k in todo:
+                    into += torch.mm(lp[k], rp[k], out=buf).square_()
             if into is not acc[t.name] and last_batch:   # back to the stored layout while it is in cache
                 unflip(t.name)
         return on_grad
