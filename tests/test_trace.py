@@ -263,3 +263,19 @@ def test_transpose_into():
         src = torch.randn(r, c, generator=g)
         dst = torch.empty(c, r)
         assert transpose_into(dst, src) is dst and torch.equal(dst, src.T)
+
+
+def test_trace_restores_the_garbage_collector(bridges):
+    import gc
+
+    b = bridges["tiny-gpt2"]
+    space = ParamSpace(b)
+    ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 1, "all"), "all")
+    was = gc.isenabled()
+    try:
+        for state in (True, False):
+            (gc.enable if state else gc.disable)()
+            trace_gradients(b, ex, space, pad_id=b.tokenizer.pad_token_id)
+            assert gc.isenabled() is state
+    finally:
+        (gc.enable if was else gc.disable)()
