@@ -4,7 +4,9 @@ process on the embedded default model (SmolLM2-135M).
     python tests/benchmarks/bench_trace.py --out bench_trace.json [--n-examples 16] [--repeats 2]
 
 Both compute Σ_x |∂L(x)/∂θ| over the same QA examples for every attention and MLP weight. The runs alternate
-(baseline, ours, baseline, ours, ...) and the best time of each is kept, so load from other processes hits both.
+(baseline, ours, baseline, ours, ...) and the best time of each is kept, so load from other processes hits both;
+``median_pair_ratio`` is the median over the alternating pairs of baseline / ours (each pair shares the machine's
+state of that moment).
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
            "mean_tokens": sum(len(e["input_ids"]) for e in ex) / len(ex), "baseline": "trace_gradients_loop",
            "baseline_s": min(base_t), "ours_s": min(ours_t), "speedup": min(base_t) / min(ours_t),
            "all_baseline_s": base_t, "all_ours_s": ours_t,
-           # the runs alternate, so each pair shares the machine's state at that moment (it is a shared machine)
            "median_pair_ratio": statistics.median(b / o for b, o in zip(base_t, ours_t)), "max_rel_diff": rel,
            "machine": platform.machine(), **environment()}
     write_result(args.out, res)
