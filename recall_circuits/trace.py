@@ -49,7 +49,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.data import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 
@@ -201,22 +201,25 @@ def check_packing(model: Any, items: list[dict[str, list[int]]], pad_id: int) ->
         return
     items = items[:3]
     dev = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
     with torch.no_grad():
-        alone = torch.cat([label_position_loss(model, *(x.to(dev) for x in _alone(it, pad_id))) for it in items])
-        pb = pack_batch(items, len(items), pad_id)
-        packed = label_position_loss(model, pb.input_ids.to(dev), pb.attention_mask(dtype).to(dev),
-                                     pb.labels.to(dev), position_ids=pb.position_ids.to(dev),
-                                     segment=pb.segment.to(dev), n_items=len(items))
+        alone = []
+        for it in items:
+            ids, labels, mask = pad_batch([it], pad_id)
+            alone.append(label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)))
+        alone = torch.cat(alone)
+        packed = packed_loss(model, pack_batch(items, len(items), pad_id))
     if not torch.allclose(packed, alone, rtol=1e-4, atol=1e-5):
         raise RecallCircuitsError(f"{type(model).__name__} does not keep packed examples apart (losses "
                                   f"{packed.tolist()} packed vs {alone.tolist()} alone): trace with pack=None")
     _PACKING_CHECKED[model] = True
 
 
-def _alone(item: dict[str, list[int]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    ids, labels, mask = pad_batch([item], pad_id)
-    return ids, mask, labels
+def packed_loss(model: Any, pb: PackedBatch) -> Tensor:
+    """:func:`label_position_loss` of packed rows: the mean loss of each packed example, in ``pb``'s item order."""
+    p = next(model.parameters())
+    return label_position_loss(model, pb.input_ids.to(p.device), pb.attention_mask(p.dtype).to(p.device),
+                               pb.labels.to(p.device), position_ids=pb.position_ids.to(p.device),
+                               segment=pb.segment.to(p.device), n_items=len(pb.spans))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,8 +326,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             # the product is formed as [out, in] (g^T a) or [in, out] (a^T g), whichever has more rows than
             # columns (measured on CPU: ~1.4x faster for SmolLM2's down and k/v projections than the other way)
             left, right = (g, a) if g.shape[-1] >= a.shape[-1] else (a, g)
-            out_in = left is g
-            into = acc[t.name] if out_in != t.transposed else formed(t.name)
+            flip = (left is g) == t.transposed   # formed layout differs from the stored one
+            into = formed(t.name) if flip else acc[t.name]
             buf = bufs.get(into.shape)
             if buf is None:   # one scratch buffer per shape, reused by every weight and batch
                 buf = bufs[into.shape] = torch.empty(into.shape, dtype=dtype, device=g.device)
@@ -343,7 +346,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
             else:
                 for k in todo:
                     into += torch.mm(lp[k], rp[k], out=buf).square_()
-            if into is not acc[t.name] and last_batch:   # back to the stored layout while it is in cache
+            if flip and last_batch:   # back to the stored layout while it is in cache
                 unflip(t.name)
         return on_grad
 
@@ -376,15 +379,12 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     # per example of the batch: (row, first position, positions up to and including its last predicting one)
     spans: list[tuple[int, int, int]] = []
     lengths = [len(e["input_ids"]) for e in examples]
-    if pack is None:
-        batches = length_batches(lengths, batch_size, max_padding)
-    else:
-        if batch_size < 1:
-            raise RecallCircuitsError(f"batch_size must be >= 1, got {batch_size}")
-        order = sorted(range(len(examples)), key=lambda i: lengths[i])
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        check_packing(model, [examples[i] for i in order[-3:]], pad_id)
-    mdtype = next(model.parameters()).dtype
+    if pack is not None and pack < 1:
+        raise RecallCircuitsError(f"pack must be >= 1 or None, got {pack}")
+    # packed rows have no padding to cut on: fixed-size batches in length order
+    batches = length_batches(lengths, batch_size, max_padding if pack is None else None)
+    if pack is not None:
+        check_packing(model, [examples[i] for b in batches for i in b][-3:], pad_id)   # the longest examples
     with _grad_only_through_activations(model), _gc_paused():
         handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
         try:
@@ -401,9 +401,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                     pb = pack_batch(items, per_row, pad_id)
                     spans[:] = [(r, s, _used(pb.labels[r, s:s + n])) for r, s, n in pb.spans]
                     width = pb.input_ids.shape[1]
-                    loss = label_position_loss(model, pb.input_ids.to(dev), pb.attention_mask(mdtype).to(dev),
-                                               pb.labels.to(dev), position_ids=pb.position_ids.to(dev),
-                                               segment=pb.segment.to(dev), n_items=len(items))
+                    loss = packed_loss(model, pb)
                 cuts[:], pieces[:] = _pieces(spans, width)
                 loss.sum().backward()
                 acts.clear()

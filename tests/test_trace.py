@@ -107,6 +107,10 @@ def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypat
         trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
     monkeypatch.undo()
     assert trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id).abs().max() > 0
+    with pytest.raises(RecallCircuitsError, match="pack must be"):
+        trace_gradients(b, ex, space, pad_id=b.tokenizer.pad_token_id, pack=0)
+    with pytest.raises(RecallCircuitsError, match="batch_size"):
+        trace_gradients(b, ex, space, batch_size=0, pad_id=b.tokenizer.pad_token_id)
 
 
 def test_length_batches():
