@@ -5,7 +5,8 @@
 
 Writes OUT/config.json, OUT/result.safetensors (shared-set indices, top-k indices, per-head and per-neuron
 tables), OUT/summary.json (k, shared_fraction, chance_fraction, curve, top10pct_head_share, ablation) and
-OUT/figures/{shared_curve,head_heatmap}.html.
+OUT/figures/{shared_curve,head_heatmap}.html. Under ``torchrun --nproc_per_node N`` the N processes share the
+trace's examples (gloo on CPU, NCCL on GPUs); the first writes the run directory and runs the ablation.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                          max_eval_people=args.max_eval_people, save_influence=args.save_influence,
                          restore_masks=tuple(args.restore_mask),
                          device=args.device, dtype=args.dtype)
-    run_gradient_trace(cfg, overwrite=args.overwrite, verbose=not args.no_progress)
-    log.info("wrote %s", args.out)
+    if run_gradient_trace(cfg, overwrite=args.overwrite, verbose=not args.no_progress) is not None:
+        log.info("wrote %s", args.out)   # (under torchrun, by the first process)
     return 0
 
 

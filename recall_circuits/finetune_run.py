@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from recall_circuits.data import load_dataset
 from recall_circuits.evaluation import evaluate
+from recall_circuits.parallel import is_main, process_group
 from recall_circuits.training import TRAIN_META, TrainConfig, train
 
 RESULTS_FILE = "results.json"
-
-
-def _maybe_init_distributed() -> bool:
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return True
-    return False
 
 
 def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
@@ -32,14 +24,13 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
     from recall_circuits.loading import load_hf  # noqa: PLC0415
 
     cfg = TrainConfig(**cfg_dict)
-    started = _maybe_init_distributed()
-    try:
+    with process_group():
         out = Path(cfg.out)
         if resume and (out / RESULTS_FILE).is_file():
             return json.loads((out / RESULTS_FILE).read_text())
         t0 = time.time()
         model_dir = train(cfg, resume=resume, overwrite=overwrite, verbose=verbose)
-        if dist.is_initialized() and dist.get_rank() != 0:
+        if not is_main():
             return None
         train_meta = json.loads((out / TRAIN_META).read_text())
         ds = load_dataset(cfg.data)
@@ -57,6 +48,3 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
         results["torch_threads"] = torch.get_num_threads()
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True))
         return results
-    finally:
-        if started:
-            dist.destroy_process_group()

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -52,6 +53,7 @@ from tqdm.auto import tqdm
 from recall_circuits.data import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
+from recall_circuits.parallel import world
 
 log = logging.getLogger(__name__)
 MODES = ("sum_abs", "abs_of_sum", "sq_sum")
@@ -286,12 +288,16 @@ def _acc_dtype(model: Any) -> torch.dtype:
 
 def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
                     batch_size: int = 8, pad_id: int = 0, verbose: bool = False, desc: str = "trace",
-                    pack: int | None = 4, row_tokens: int = 128, max_padding: float | None = 0.1
-                    ) -> Float[Tensor, " P"]:
+                    pack: int | None = 4, row_tokens: int = 128, max_padding: float | None = 0.1,
+                    distributed: bool = True) -> Float[Tensor, " P"]:
     """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards of
     ``batch_size`` length-sorted examples packed up to ``pack`` to a row, fewer where a row would pass ``row_tokens``
     (attention over a packed row costs its length squared); with ``pack=None``, padded batches of at most
-    ``batch_size``, cut where padding would exceed ``max_padding`` (:func:`~recall_circuits.data.length_batches`)."""
+    ``batch_size``, cut where padding would exceed ``max_padding`` (:func:`~recall_circuits.data.length_batches`).
+
+    In a process group (``torchrun``; :mod:`recall_circuits.parallel`) and with ``distributed``, every process
+    takes every world-th batch and the sums are all-reduced: each process returns the whole Δ. Every process must
+    call with the same examples and model."""
     if mode not in MODES:
         raise RecallCircuitsError(f"unknown mode {mode!r}")
     if not examples:
@@ -385,10 +391,12 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     batches = length_batches(lengths, batch_size, max_padding if pack is None else None)
     if pack is not None:
         check_packing(model, [examples[i] for b in batches for i in b][-3:], pad_id)   # the longest examples
+    rank, n_proc = world() if distributed else (0, 1)
+    batches = batches[rank::n_proc]
     with _grad_only_through_activations(model), _gc_paused():
         handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
         try:
-            for j, batch in enumerate(tqdm(batches, disable=not verbose, desc=desc)):
+            for j, batch in enumerate(tqdm(batches, disable=not verbose or rank != 0, desc=desc)):
                 last_batch = j == len(batches) - 1
                 items = [examples[i] for i in batch]
                 if pack is None:
@@ -412,6 +420,8 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
         acc[name].zero_()
     for name in list(flipped):   # (normally done by the last batch's hooks)
         unflip(name)
+    if n_proc > 1:   # sums of the processes' batches (abs_of_sum: of the signed sums, before the |.|)
+        torch.distributed.all_reduce(flat)
     if mode == "abs_of_sum":
         flat.abs_()
     return flat.cpu()

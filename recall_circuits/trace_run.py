@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed
 
 from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run
 from recall_circuits.data import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 from recall_circuits.loading import load_pair
+from recall_circuits.parallel import process_group, world
 from recall_circuits.restore import load_mask, restore_ablation, save_mask
 from recall_circuits.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
 from recall_circuits.trace import TraceConfig, trace
@@ -46,9 +48,19 @@ class TraceRunConfig:
         return d | {"trace": self.trace.to_dict()}
 
 
-def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose: bool = True) -> dict[str, Any]:
+def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose: bool = True
+                       ) -> dict[str, Any] | None:
+    """The run; under ``torchrun`` the processes share the trace's examples (each computes every world-th batch,
+    the sums are all-reduced) and the first writes the run directory and runs the ablation alone. Returns the
+    summary in the first process, None in the others."""
+    with process_group():
+        return _run(cfg, overwrite, verbose)
+
+
+def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] | None:
     from recall_circuits.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
 
+    rank, n_proc = world()
     ds = load_dataset(cfg.data)
     pair = load_pair(cfg.base, cfg.finetuned, device=cfg.device, dtype=cfg.dtype)
     space = ParamSpace(pair.finetuned, include=cfg.trace.include, biases=cfg.trace.biases)
@@ -56,11 +68,25 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
     if not 1 <= k <= space.P:
         raise RecallCircuitsError(f"k = {k} is outside [1, P = {space.P}]")
     extra = {f"file:{Path(p).name}": load_mask(p, space) for p in cfg.restore_masks}
-    out = start_run(cfg.out, cfg.to_dict(), overwrite=overwrite,
-                    checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+    out, failed = None, None
+    if rank == 0:
+        try:
+            out = start_run(cfg.out, cfg.to_dict(), overwrite=overwrite,
+                            checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+        except RecallCircuitsError as exc:
+            failed = exc
+    if n_proc > 1:   # the others must not wait in the trace's all-reduce for a process that stopped
+        ok = torch.tensor([failed is None], dtype=torch.int32)
+        torch.distributed.broadcast(ok, 0)
+        if not ok.item() and rank != 0:
+            raise RecallCircuitsError(f"the first process could not start the run directory {cfg.out}")
+    if failed is not None:
+        raise failed
     t0 = time.time()
     res = trace(pair.finetuned, ds, cfg.trace, base=pair.base, verbose=verbose)
     t_trace = time.time() - t0
+    if rank != 0:
+        return None
     bio, qa = res.influence["bio"], res.influence["qa"]
     ks = sorted(set(log_grid(space.P)) | {k})
     curve = shared_curve(bio, qa, ks)
@@ -73,7 +99,7 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
         "head_gini": stats["head_gini"], "top10pct_neuron_share": stats.get("top10pct_neuron_share"),
         "attn_shared": stats["attn_total"], "mlp_shared": stats.get("mlp_total"),
         "per_layer_module": stats["per_layer_module"], "gqa_attribution": stats["gqa_attribution"],
-        "n_examples": res.n_examples, "people": res.people, "trace_s": t_trace,
+        "n_examples": res.n_examples, "people": res.people, "trace_s": t_trace, "trace_processes": n_proc,
         "top_heads": _top_heads(stats["per_head"], 10),
     }
     tensors = {"shared_idx": S.nonzero().squeeze(1), "bio_topk_idx": top_bio.nonzero().squeeze(1),

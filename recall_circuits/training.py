@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from recall_circuits.data import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.parallel import world as _world
 
 log = logging.getLogger(__name__)
 Strategy = Literal["two-stage", "mixed"]
@@ -105,12 +106,6 @@ class Phase:
     examples: list[tuple[str, int]]   # (format, index into the tokenised list); order is fixed per epoch by seed
     epochs: int
     lr: float
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def build_phases(cfg: TrainConfig, n_bio: int, n_qa: int) -> list[Phase]:

@@ -1,10 +1,16 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from analyses.gradient_trace import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +67,27 @@ def test_gradient_trace_bad_input(trained, tiny_dirs, tiny_data, tmp_path, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error:") and msg in err[-1], err
         assert not (tmp_path / argv[argv.index("--out") + 1]).exists()  # nothing left behind
+
+
+@pytest.mark.parametrize("mode, batch", [("sum_abs", "2"), ("abs_of_sum", "8")])
+def test_gradient_trace_two_processes_equal_one(trained, tiny_dirs, tiny_data, tmp_path, mode, batch):
+    """torchrun with two processes (gloo): each traces every other batch, the sums are all-reduced; the influence
+    equals one process's. Batch 8 leaves the second process without a BIO batch (6 biographies)."""
+    common = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", str(trained), "--data", str(tiny_data),
+              "--n-people", "6", "--batch-size", batch, "--mode", mode, "--no-ablation", "--save-influence",
+              "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           str(ROOT / "analyses" / "gradient_trace.py"), *common, "--out", str(tmp_path / "two")]
+    two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = load_file(str(tmp_path / "one" / "result.safetensors")), load_file(str(tmp_path / "two" / "result.safetensors"))
+    for task in ("bio", "qa"):
+        x, y = a[f"influence_{task}"], b[f"influence_{task}"]
+        assert x.abs().max() > 0 and ((x - y).abs().max() / x.abs().max()).item() <= 1e-5
+    s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert (s1["trace_processes"], s2["trace_processes"]) == (1, 2) and s1["n_examples"] == s2["n_examples"]
+    # the run directory exists: the first process stops with the error, the other does not wait for it
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "exists" in again.stderr

@@ -1,0 +1,40 @@
+"""The process group that ``torchrun`` sets up: fine-tuning runs DDP in it, the gradient trace shares its examples
+across it. Nothing here launches processes; ``torchrun --nproc_per_node N script ...`` does."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[bool]:
+    """Join the group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment; NCCL on GPUs, gloo on CPU) for
+    the block and leave it after; a no-op in a single process or where a group already exists. Yields whether
+    the process runs with others."""
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        if torch.cuda.is_available():   # one GPU a process: "cuda" then means this process's own
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        started = True
+    try:
+        yield world()[1] > 1
+    finally:
+        if started:
+            dist.destroy_process_group()
