@@ -76,7 +76,8 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
         except RecallCircuitsError as exc:
             failed = exc
     if n_proc > 1:   # the others must not wait in the trace's all-reduce for a process that stopped
-        ok = torch.tensor([failed is None], dtype=torch.int32)
+        dev = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+        ok = torch.tensor([failed is None], dtype=torch.int32, device=dev)
         torch.distributed.broadcast(ok, 0)
         if not ok.item() and rank != 0:
             raise RecallCircuitsError(f"the first process could not start the run directory {cfg.out}")
