@@ -10,7 +10,11 @@ import torch
 
 
 def environment() -> dict[str, Any]:
-    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    """Threads, cores, torch version and the 1/5/15-minute load averages when the figures were written (on a
+    shared machine the load moves both sides' times, and the ratio with them)."""
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "load_average": load}
 
 
 def write_result(path: str, res: dict[str, Any]) -> None:
