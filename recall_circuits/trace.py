@@ -26,6 +26,10 @@ per model by :func:`check_packing`; on the three tiny architectures and SmolLM2 
 real tokens (:func:`~recall_circuits.data.length_batches`). :func:`trace_gradients_loop` is the obviously-correct
 reference (one backward per example) used by the tests and the benchmark.
 
+Under ``torchrun`` (a process group of N processes, :mod:`recall_circuits.parallel`) each process traces every
+N-th batch and the influence vectors are all-reduced, so every process returns the whole Δ (for ``abs_of_sum`` the
+signed sums are reduced before the absolute value).
+
 Example::
 
     from recall_circuits.trace import TraceConfig, trace
