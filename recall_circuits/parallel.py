@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,15 +24,16 @@ def is_main() -> bool:
 
 
 @contextlib.contextmanager
-def process_group() -> Iterator[bool]:
+def process_group(timeout: timedelta | None = None) -> Iterator[bool]:
     """Join the group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment; NCCL on GPUs, gloo on CPU) for
     the block and leave it after; a no-op in a single process or where a group already exists. Yields whether
-    the process runs with others."""
+    the process runs with others. ``timeout``: how long a collective may wait (torch's default without it)."""
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
         if torch.cuda.is_available():   # one GPU a process: "cuda" then means this process's own
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        kw = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", **kw)
         started = True
     try:
         yield world()[1] > 1

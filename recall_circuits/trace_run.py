@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,17 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
     """The run; under ``torchrun`` the processes share the trace's examples (each computes every world-th batch,
     the sums are all-reduced) and the first writes the run directory and runs the ablation alone. Returns the
     summary in the first process, None in the others."""
-    with process_group():
-        return _run(cfg, overwrite, verbose)
+    # the processes leave together: the others wait (up to a day) while the first finishes the run alone
+    with process_group(timeout=timedelta(hours=24)) as shared:
+        summary = _run(cfg, overwrite, verbose)
+        if shared:
+            _barrier()
+        return summary
+
+
+def _barrier() -> None:
+    dev = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    torch.distributed.all_reduce(torch.zeros(1, device=dev))
 
 
 def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] | None:
@@ -76,8 +86,8 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
         except RecallCircuitsError as exc:
             failed = exc
     if n_proc > 1:   # the others must not wait in the trace's all-reduce for a process that stopped
-        dev = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
-        ok = torch.tensor([failed is None], dtype=torch.int32, device=dev)
+        ok = torch.tensor([failed is None], dtype=torch.int32,
+                          device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
         torch.distributed.broadcast(ok, 0)
         if not ok.item() and rank != 0:
             raise RecallCircuitsError(f"the first process could not start the run directory {cfg.out}")
