@@ -23,6 +23,11 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def collective_device() -> str:
+    """Where a tensor for a collective of the initialised group lives: NCCL takes CUDA tensors only."""
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
 @contextlib.contextmanager
 def process_group(timeout: timedelta | None = None) -> Iterator[bool]:
     """Join the group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment; NCCL on GPUs, gloo on CPU) for

@@ -18,7 +18,7 @@ from recall_circuits.data import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 from recall_circuits.loading import load_pair
-from recall_circuits.parallel import process_group, world
+from recall_circuits.parallel import collective_device, process_group, world
 from recall_circuits.restore import load_mask, restore_ablation, save_mask
 from recall_circuits.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
 from recall_circuits.trace import TraceConfig, trace
@@ -58,13 +58,8 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
     with process_group(timeout=timedelta(hours=24)) as shared:
         summary = _run(cfg, overwrite, verbose)
         if shared:
-            _barrier()
+            torch.distributed.barrier()
         return summary
-
-
-def _barrier() -> None:
-    dev = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
-    torch.distributed.all_reduce(torch.zeros(1, device=dev))
 
 
 def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] | None:
@@ -86,8 +81,7 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
         except RecallCircuitsError as exc:
             failed = exc
     if n_proc > 1:   # the others must not wait in the trace's all-reduce for a process that stopped
-        ok = torch.tensor([failed is None], dtype=torch.int32,
-                          device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+        ok = torch.tensor([failed is None], dtype=torch.int32, device=collective_device())
         torch.distributed.broadcast(ok, 0)
         if not ok.item() and rank != 0:
             raise RecallCircuitsError(f"the first process could not start the run directory {cfg.out}")

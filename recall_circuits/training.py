@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from recall_circuits.data import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.parallel import world as _world
+from recall_circuits.parallel import is_main, world as _world
 
 log = logging.getLogger(__name__)
 Strategy = Literal["two-stage", "mixed"]
@@ -215,9 +215,9 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | N
             raise RecallCircuitsError(f"--resume: {out} has no checkpoint to resume from")
         if not overwrite:
             raise RecallCircuitsError(f"checkpoint directory {out} exists (pass --resume or --overwrite)")
-        if _world()[0] == 0:
+        if is_main():
             shutil.rmtree(out)
-    if _world()[0] == 0:
+    if is_main():
         out.mkdir(parents=True, exist_ok=True)
     return None
 
