@@ -194,6 +194,36 @@ def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
     return model.unembed(normed_from_layer(model, resid, layer, pick, fwd_hooks, **kwargs))
 
 
+_KV_FORMS: tuple[tuple[str, ...], ...] = (("past_key_values",), ("past_key_values", "layer_past"))
+
+
+def kv_cache_kwargs(model: Any) -> tuple[str, ...] | None:
+    """The keyword names under which this bridge both fills and reads a Hugging Face key/value cache, or None.
+
+    Which names reach the bridge's attention depends on the architecture and on the transformers version (from
+    5.24 the attention layers receive the cache as ``cache``, which TransformerLens 4.3's attention bridge does not
+    read; ``layer_past`` it does). Found by a probe, never assumed: four tokens run whole and as 2 + 2 with each
+    candidate; the first whose second half matches the whole run is returned. Pass the cache under every returned
+    name (``dict.fromkeys(names, cache)``)."""
+    from transformers import DynamicCache  # noqa: PLC0415
+
+    toks = (torch.arange(4, device=model.cfg.device) % model.cfg.d_vocab).unsqueeze(0)
+    with torch.inference_mode():
+        whole = model(toks)[:, 2:]
+        for names in _KV_FORMS:
+            try:
+                _, kv = model(toks[:, :2], return_type="logits_and_cache",
+                              **dict.fromkeys(names, DynamicCache(config=model.original_model.config)))
+                if kv is None or not hasattr(kv, "layers") or any(lay.keys is None for lay in kv.layers):
+                    continue
+                part = model(toks[:, 2:], **dict.fromkeys(names, kv))
+            except (TypeError, ValueError, RuntimeError):
+                continue
+            if torch.allclose(part.float(), whole.float(), rtol=1e-3, atol=1e-4):
+                return names
+    return None
+
+
 def tile_cache(model: Any, cache: Any, reps: int, *, upto: int | None = None) -> Any:
     """A fresh Hugging Face key/value cache for runs after a shared prefix: every layer of ``cache`` (positions
     ``< upto``, default all) tiled ``reps`` times along the batch axis (``Tensor.repeat``'s row order)."""

