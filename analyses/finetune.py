@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       ("warmup-frac", float), ("weight-decay", float), ("mix-bio-repeat", int), ("mix-qa-repeat", int)):
         ap.add_argument(f"--{name}", type=typ)
     ap.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    ap.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep the input embedding (tied to the unembedding where the model ties them) at its "
+                         "pretrained value")
     ap.add_argument("--device")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = preset(TRAIN_PRESETS, args.preset)
     for key in ("model", "epochs", "bio_epochs", "lr", "qa_lr", "batch_size", "grad_accum", "seed", "checkpoint_every",
                 "snapshot_every", "warmup_frac", "weight_decay", "mix_bio_repeat", "mix_qa_repeat", "schedule", "device", "bf16",
-                "gradient_checkpointing"):
+                "gradient_checkpointing", "freeze_embeddings"):
         val = getattr(args, key)
         if val is not None:
             cfg[key] = val

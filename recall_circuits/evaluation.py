@@ -67,7 +67,7 @@ def evaluate_qa(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batc
     toks = [tokenize_qa(tokenizer, e) for e in examples]
     scores = score_targets(model, [t["input_ids"] for t in toks], [t["answer_pos"] for t in toks],
                            tokenizer.pad_token_id, batch_size)
-    return _summarise(scores, [e["attribute"] for e in examples])
+    return _summarise(scores, [e["attribute"] for e in examples], [e["person"] for e in examples])
 
 
 def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 16
@@ -75,13 +75,14 @@ def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], bat
     """BIO recall: each attribute value of each biography completed greedily from the true preceding text."""
     if not examples:
         raise RecallCircuitsError("no BIO examples to evaluate")
-    seqs, targets, attrs = [], [], []
+    seqs, targets, attrs, people = [], [], [], []
     for e in examples:
         t = tokenize_bio(tokenizer, e)
         for f in t["facts"]:
             seqs.append(t["input_ids"])
             targets.append(f["value"])
             attrs.append(f["attribute"])
+            people.append(e["person"])
     # one forward per biography: score all facts of a text together
     uniq: dict[tuple[int, ...], int] = {}
     for s in seqs:
@@ -101,19 +102,24 @@ def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], bat
         pos = torch.tensor(tgt)
         ok = p[pos - 1] == torch.tensor(s)[pos]
         scores.append((bool(ok.all()), bool(ok[0])))
-    return _summarise(scores, attrs)
+    return _summarise(scores, attrs, people)
 
 
-def _summarise(scores: list[tuple[bool, bool]], attrs: list[str]) -> dict[str, Any]:
+def _summarise(scores: list[tuple[bool, bool]], attrs: list[str], people: list[Any]) -> dict[str, Any]:
     per: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    for s, a in zip(scores, attrs):
+    by_person: dict[str, list[int]] = {}
+    for s, a, who in zip(scores, attrs, people):
         per[a].append(s)
+        row = by_person.setdefault(str(who), [0, 0])
+        row[0] += int(s[0])
+        row[1] += 1
     return {
         "acc": sum(s[0] for s in scores) / len(scores),
         "first_token_acc": sum(s[1] for s in scores) / len(scores),
         "n": len(scores),
         "per_attribute": {a: {"acc": sum(x[0] for x in v) / len(v), "first_token_acc": sum(x[1] for x in v) / len(v),
                               "n": len(v)} for a, v in sorted(per.items())},
+        "per_person": by_person,   # person id -> [exact matches, questions or facts]: for intervals over people
     }
 
 
@@ -132,11 +138,13 @@ def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 
             r = evaluate_qa(model, tokenizer, qa, batch_size)
             res[f"qa_{split}_acc"], res[f"qa_{split}_first_token_acc"] = r["acc"], r["first_token_acc"]
             res[f"qa_{split}_per_attribute"] = r["per_attribute"]
+            res[f"qa_{split}_per_person"] = r["per_person"]
             if bio:
                 texts = [e for e in dataset.bio(split) if e.get("copy", 0) == 0 and (keep is None or e["person"] in keep)]
                 b = evaluate_bio(model, tokenizer, texts, max(1, batch_size // 2))
                 res[f"bio_recall_{split}"], res[f"bio_recall_{split}_first_token"] = b["acc"], b["first_token_acc"]
                 res[f"bio_recall_{split}_per_attribute"] = b["per_attribute"]
+                res[f"bio_recall_{split}_per_person"] = b["per_person"]
     finally:
         model.train(was_training)
     return res

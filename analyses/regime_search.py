@@ -1,0 +1,153 @@
+"""Run the pre-registered regime search (recall_circuits.regime.PLAN; the rule is in docs/results.md).
+
+    python analyses/regime_search.py --out runs/search            # every pair not yet done, in the plan's order
+    python analyses/regime_search.py --out runs/search --only A1   # one pair
+    python analyses/regime_search.py --out runs/search --list      # the plan and what is done
+
+Each pair runs its two arms side by side, one torch thread each (two 2-thread jobs on 2 cores slow each other
+many times over), with analyses/finetune.py; an interrupted arm resumes from its last checkpoint with the same
+command. OUT/<id>/pair.json holds the row (accuracies with 95% intervals over people, the gap, the verdict);
+OUT/table.md the table so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recall_circuits.errors import RecallCircuitsError, cli_entry
+from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
+
+log = logging.getLogger("regime_search")
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("mixed", "two-stage")
+
+
+def _load_done(out: Path) -> dict[str, dict]:
+    done = {}
+    order = {s.id: i for i, s in enumerate(PLAN)}
+    for f in sorted(out.glob("*/pair.json"), key=lambda f: (order.get(f.parent.name, len(order)), f.parent.name)):
+        if f.is_file():
+            try:
+                done[f.parent.name] = json.loads(f.read_text())
+            except json.JSONDecodeError as exc:
+                raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
+    return done
+
+
+def _table(done: dict[str, dict]) -> str:
+    head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
+            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | BIO two-stage after BIO "
+            "(ID/OOD) | steps | premise | qualifies |\n" + "|---" * 18 + "|\n")
+    rows = []
+    for pid, p in done.items():
+        s = p["setting"]
+
+        def iv(d: dict) -> str:
+            return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+        rows.append(f"| {pid} | {s['epochs']} | {s['schedule']} | {'yes' if s['frozen'] else 'no'} | {s['qa_share']} | "
+                    f"{'full name' if s['fullname'] else 'pronoun'} | {s['people']} | {s['seed']} | "
+                    f"{iv(p['mixed_qa_id'])} | {iv(p['stage_qa_id'])} | {iv(p['mixed_qa_ood'])} | "
+                    f"{iv(p['stage_qa_ood'])} | {iv(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
+                    f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
+                    f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None) -> dict[str, dict]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = {}
+    for arm in ARMS:
+        out = pair_dir / arm
+        if (out / "results.json").is_file():
+            continue
+        cmd = [sys.executable, str(ROOT / "analyses" / "finetune.py"), *arm_options(setting, arm),
+               "--data", str(data), "--out", str(out), *(["--model", model] if model else [])]
+        if out.exists():
+            cmd.append("--resume")
+        if not progress:
+            cmd.append("--no-progress")
+        log.info("%s %s: %s", setting.id, arm, " ".join(cmd[1:]))
+        pair_dir.mkdir(parents=True, exist_ok=True)
+        procs[arm] = subprocess.Popen(cmd, env=env, stdout=open(pair_dir / f"{arm}.log", "a"), stderr=subprocess.STDOUT)
+    failed = [arm for arm, p in procs.items() if p.wait() != 0]
+    if failed:
+        raise RecallCircuitsError(f"{setting.id}: {', '.join(failed)} failed; see {pair_dir}/<arm>.log, then rerun "
+                                  "the same command to resume")
+    return {arm: json.loads((pair_dir / arm / "results.json").read_text()) for arm in ARMS}
+
+
+def _ensure_data(out: Path, setting) -> Path:
+    from recall_circuits.data import DataConfig, generate, write_dataset  # noqa: PLC0415
+
+    path = out / "data" / data_name(setting)
+    if not (path / "manifest.json").is_file():
+        write_dataset(generate(DataConfig(n_people=setting.people, seed=setting.seed, fullname=setting.fullname)),
+                      path, overwrite=True)
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/search", help="the search's directory (default: %(default)s)")
+    ap.add_argument("--only", action="append", choices=[s.id for s in PLAN], help="run only these pairs")
+    ap.add_argument("--second-seed", action="store_true",
+                    help=f"repeat the pair the decision rule chose with seed {SECOND_SEED} (data and training)")
+    ap.add_argument("--model", help="another model for both arms (default: the cpu preset's, smollm2-135m); for "
+                    "trying the runner on a tiny model")
+    ap.add_argument("--list", action="store_true", help="print the plan, what is done, and exit")
+    ap.add_argument("--progress", action="store_true", help="progress bars in the arms' logs")
+    return ap.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    done = _load_done(out)
+    if args.list:
+        for s in PLAN:
+            print(f"{s.id:4s} {'done' if s.id in done else 'todo'}  {s.why}")
+        return 0
+    todo = [s for s in PLAN if s.id not in done and (not args.only or s.id in args.only)]
+    if args.second_seed:
+        chosen, _ = choose(done)
+        if chosen is None:
+            raise RecallCircuitsError("no pair meets the premise yet: nothing to repeat with a second seed")
+        from recall_circuits.regime import Setting  # noqa: PLC0415
+        todo = [dataclasses.replace(Setting(**chosen["setting"]), id=f"{chosen['setting']['id']}-seed{SECOND_SEED}",
+                                    seed=SECOND_SEED)]
+    if todo:   # build or convert the model once, before two arms would race to do it
+        from recall_circuits.models import resolve_model  # noqa: PLC0415
+        from recall_circuits.presets import TRAIN_PRESETS  # noqa: PLC0415
+        resolve_model(args.model or TRAIN_PRESETS["cpu"]["model"])
+    for raw in todo:
+        s = resolve(raw, done)
+        t0 = time.time()
+        data = _ensure_data(out, s)
+        res = _run_arms(s, data, out / s.id, args.progress, args.model)
+        row = pair_row(s, res["mixed"], res["two-stage"])
+        row["pair_wall_s"] = time.time() - t0
+        tmp = out / s.id / "pair.json.partial"
+        tmp.write_text(json.dumps(row, indent=2))
+        tmp.rename(out / s.id / "pair.json")
+        done[s.id] = row
+        (out / "table.md").write_text(_table(done))
+        log.info("%s: gap %.3f [%.3f, %.3f], premise %s, qualifies %s", s.id, row["gap"]["value"], row["gap"]["low"],
+                 row["gap"]["high"], row["premise_ok"], row["qualifies"])
+    chosen, reached = choose(done)
+    if chosen:
+        log.info("decision rule so far: %s (%s)", chosen["setting"]["id"],
+                 "reaches the target" if reached else "target not reached")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

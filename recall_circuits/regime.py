@@ -1,0 +1,143 @@
+"""The pre-registered search for a CPU regime where mixed training generalises to OOD people and two-stage does not.
+
+The plan (``PLAN``), the fairness rule and the decision rule are fixed here and in ``docs/results.md`` before the
+search's first result. Every setting is one *fair pair*: the two recipes share every setting (model, data, batch,
+optimiser, learning rate, schedule shape, warm-up fraction, frozen or trained embedding, seed, number of BIO
+passes), and two-stage's QA phase makes as many QA updates as mixed makes (``qa_share`` = r: mixed sees each ID
+question r times per epoch, two-stage's QA phase runs r·E epochs).
+
+Decision rule (:func:`qualifies`, :func:`choose`): a pair qualifies when both recipes answer the trained questions
+(QA-ID exact match ≥ 0.9 each), both memorise the biographies (BIO recall over all people ≥ 0.9 for mixed and for
+two-stage after its BIO phase), and mixed − two-stage on QA-OOD exact match ≥ 0.25. Among qualifying pairs the
+default is the cheapest (fewest optimiser steps for the pair; then the larger lower bound of the gap's interval).
+If none qualifies, the default is the pair with the largest gap among those meeting the ID and memorisation
+conditions, and the results say the target was not reached.
+
+Example::
+
+    from recall_circuits.regime import PLAN, resolve
+    [s.id for s in PLAN]            # the order in which the pairs are run
+    resolve(PLAN[0], done={})       # the finetune.py options of each arm
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.intervals import accuracy_interval, gap_interval
+
+TARGET_GAP = 0.25
+MIN_QA_ID = 0.9
+MIN_BIO = 0.9
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One fair pair of the search. ``from_best``: the other fields marked here replace those of the best pair
+    found so far (largest gap lower bound among pairs meeting the ID and memorisation conditions)."""
+
+    id: str
+    epochs: int = 20                 # E: BIO passes, and QA passes per unit of qa_share
+    schedule: str = "constant"       # after a 3% warm-up, per phase
+    frozen: bool = True              # tied input embedding / unembedding kept at its pretrained value
+    qa_share: int = 1                # r
+    fullname: bool = False           # biographies name the person in every sentence (instead of pronouns)
+    people: int = 100                # half ID, half OOD
+    seed: int = 0                    # data and training seed
+    from_best: tuple[str, ...] = ()  # fields kept from this Setting; all others come from the best pair so far
+    why: str = ""
+
+
+PLAN: tuple[Setting, ...] = (
+    Setting("A1", why="constant rate after warm-up and twice the passes: ID is learned well before the end"),
+    Setting("A2", qa_share=2, why="a larger QA share (Physics of LMs 3.1 mixes with QA at 0.8 of the tokens)"),
+    Setting("A3", epochs=30, why="more passes"),
+    Setting("A4", fullname=True, why="the name in every sentence of the biography"),
+    Setting("A5", frozen=False, why="the embedding trained, as in the paper's full fine-tuning"),
+    Setting("A6", schedule="linear", why="the decaying schedule at 20 passes (schedule alone)"),
+    Setting("A7", epochs=10, why="fewer passes: the cheaper setting, if 20 already qualifies"),
+    Setting("A8", people=50, why="fewer people (cheaper, fewer ID questions to learn extraction from)"),
+    Setting("A9", people=200, why="more people (more ID questions to learn extraction from)"),
+    Setting("A10", epochs=40, why="many more passes"),
+    Setting("A11", qa_share=4, from_best=("qa_share",), why="the best pair so far with a QA share of 4"),
+    Setting("A12", fullname=True, qa_share=2, from_best=("fullname", "qa_share"),
+            why="the best pair so far with full names and a QA share of 2"),
+)
+SECOND_SEED = 1   # the chosen setting is repeated with this data and training seed
+
+FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "checkpoint_every": 200}
+
+
+def best_pair(done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The completed pair meeting the ID and memorisation conditions with the largest gap lower bound."""
+    ok = [p for p in done.values() if p["premise_ok"]]
+    return max(ok, key=lambda p: p["gap"]["low"], default=None)
+
+
+def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
+    """The concrete setting: a ``from_best`` setting takes every field it does not name from the best pair so far
+    (from ``A1``'s defaults when no pair meets the conditions yet)."""
+    if not setting.from_best:
+        return setting
+    best = best_pair(done)
+    base = Setting(**best["setting"]) if best else Setting(setting.id)
+    keep = {f: getattr(setting, f) for f in setting.from_best}
+    return dataclasses.replace(base, id=setting.id, from_best=(), why=setting.why, **keep)
+
+
+def data_name(s: Setting) -> str:
+    return f"p{s.people}-{'full' if s.fullname else 'pron'}-s{s.seed}"
+
+
+def arm_options(s: Setting, strategy: str) -> list[str]:
+    """``analyses/finetune.py`` options of one arm (the data and output directories aside)."""
+    if s.schedule not in ("linear", "cosine", "constant") or s.epochs < 1 or s.qa_share < 1:
+        raise RecallCircuitsError(f"invalid setting {s}")
+    opts = ["--strategy", strategy, "--preset", FIXED["preset"], "--lr", str(FIXED["lr"]),
+            "--batch-size", str(FIXED["batch_size"]), "--warmup-frac", str(FIXED["warmup_frac"]),
+            "--checkpoint-every", str(FIXED["checkpoint_every"]), "--schedule", s.schedule, "--seed", str(s.seed),
+            "--freeze-embeddings" if s.frozen else "--no-freeze-embeddings"]
+    if strategy == "mixed":
+        return [*opts, "--epochs", str(s.epochs), "--mix-qa-repeat", str(s.qa_share)]
+    return [*opts, "--bio-epochs", str(s.epochs), "--epochs", str(s.epochs * s.qa_share)]
+
+
+def premise_ok(mixed: dict[str, Any], stage: dict[str, Any]) -> bool:
+    """Both answer the trained questions, both memorise the biographies (two-stage: after its BIO phase)."""
+    def bio(r: dict[str, Any]) -> float:
+        return min(r["bio_recall_id"], r["bio_recall_ood"])
+    return (mixed["qa_id_acc"] >= MIN_QA_ID and stage["qa_id_acc"] >= MIN_QA_ID
+            and bio(mixed) >= MIN_BIO and bio(stage["after_bio"]) >= MIN_BIO)
+
+
+def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """One row of the search table: accuracies with intervals over people, the gap, the verdict."""
+    acc = {f"{arm}_{k}": accuracy_interval(r[f"{k}_per_person"]).to_dict()
+           for arm, r in (("mixed", mixed), ("stage", stage)) for k in ("qa_id", "qa_ood")}
+    gap = gap_interval(mixed["qa_ood_per_person"], stage["qa_ood_per_person"]).to_dict()
+    ok = premise_ok(mixed, stage)
+    return {
+        "setting": dataclasses.asdict(setting),
+        **acc,
+        "gap": gap,
+        "mixed_bio": [mixed["bio_recall_id"], mixed["bio_recall_ood"]],
+        "stage_after_bio_bio": [stage["after_bio"]["bio_recall_id"], stage["after_bio"]["bio_recall_ood"]],
+        "stage_bio": [stage["bio_recall_id"], stage["bio_recall_ood"]],
+        "steps": int(mixed["steps"]) + int(stage["steps"]),
+        "wall_s": {"mixed": mixed["wall_s"], "two-stage": stage["wall_s"]},
+        "torch_threads": {"mixed": mixed.get("torch_threads"), "two-stage": stage.get("torch_threads")},
+        "premise_ok": ok,
+        "qualifies": ok and gap["value"] >= TARGET_GAP,
+    }
+
+
+def choose(done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """The default by the decision rule: (pair, reached the target). None when no pair meets the premise."""
+    good = [p for p in done.values() if p["qualifies"]]
+    if good:
+        return min(good, key=lambda p: (p["steps"], -p["gap"]["low"])), True
+    ok = [p for p in done.values() if p["premise_ok"]]
+    return (max(ok, key=lambda p: p["gap"]["value"]), False) if ok else (None, False)

@@ -1,0 +1,62 @@
+"""The search plan's fairness and decision rules on synthetic results (no training)."""
+
+import pytest
+
+from recall_circuits.regime import PLAN, Setting, arm_options, choose, pair_row, premise_ok, resolve
+
+
+def _res(qa_id, qa_ood, bio, steps=100, people=10, after_bio=None):
+    def table(acc):
+        k = round(acc * 6)
+        return {str(i): [k, 6] for i in range(people)}
+    r = {"qa_id_acc": qa_id, "qa_ood_acc": qa_ood, "bio_recall_id": bio, "bio_recall_ood": bio,
+         "qa_id_per_person": table(qa_id), "qa_ood_per_person": table(qa_ood), "steps": steps, "wall_s": 1.0}
+    if after_bio is not None:
+        r["after_bio"] = {"bio_recall_id": after_bio, "bio_recall_ood": after_bio}
+    return r
+
+
+def _opt(opts, name):
+    return opts[opts.index(name) + 1]
+
+
+def test_both_arms_share_every_setting_and_qa_updates_match():
+    for s in PLAN:
+        s = resolve(s, {})
+        mixed, stage = arm_options(s, "mixed"), arm_options(s, "two-stage")
+        for flag in ("--lr", "--batch-size", "--warmup-frac", "--schedule", "--seed", "--preset"):
+            assert _opt(mixed, flag) == _opt(stage, flag)
+        assert ("--freeze-embeddings" in mixed) == ("--freeze-embeddings" in stage) == s.frozen
+        assert int(_opt(stage, "--bio-epochs")) == int(_opt(mixed, "--epochs")) == s.epochs
+        assert int(_opt(stage, "--epochs")) == s.epochs * int(_opt(mixed, "--mix-qa-repeat"))
+    assert len(PLAN) >= 12 and len({s.id for s in PLAN}) == len(PLAN)
+
+
+def test_premise_and_target():
+    good_stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
+    assert premise_ok(_res(1.0, 0.5, 0.95), good_stage)
+    assert not premise_ok(_res(0.8, 0.5, 0.95), good_stage)          # mixed did not learn the trained questions
+    assert not premise_ok(_res(1.0, 0.5, 0.95), _res(1.0, 0.0, 1.0, after_bio=0.5))  # BIO not memorised
+    row = pair_row(Setting("X"), _res(1.0, 0.5, 0.95), good_stage)
+    assert row["gap"]["value"] == pytest.approx(0.5) and row["qualifies"]
+    row = pair_row(Setting("X"), _res(1.0, 1 / 6, 0.95), good_stage)
+    assert row["premise_ok"] and not row["qualifies"]                  # a gap of 0.17 < 0.25
+
+
+def test_choose_takes_the_cheapest_qualifying_pair_else_the_largest_gap():
+    stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
+    a = pair_row(Setting("A", epochs=30), _res(1.0, 0.5, 0.95, steps=300), stage)
+    b = pair_row(Setting("B", epochs=20), _res(1.0, 2 / 6, 0.95, steps=200), stage)
+    c = pair_row(Setting("C", epochs=10), _res(1.0, 1 / 6, 0.95, steps=100), stage)
+    assert choose({"A": a, "B": b, "C": c}) == (b, True)
+    assert choose({"C": c}) == (c, False)
+    bad = pair_row(Setting("D"), _res(0.1, 0.9, 0.1), stage)
+    assert choose({"D": bad}) == (None, False)
+
+
+def test_from_best_takes_the_other_fields_from_the_best_pair():
+    stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
+    best = pair_row(Setting("A3", epochs=30, people=50), _res(1.0, 0.5, 0.95), stage)
+    worse = pair_row(Setting("A1"), _res(1.0, 1 / 6, 0.95), stage)
+    s = resolve(next(p for p in PLAN if p.id == "A11"), {"A3": best, "A1": worse})
+    assert (s.id, s.epochs, s.people, s.qa_share) == ("A11", 30, 50, 4)
