@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError, cli_entry
 from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
 
@@ -36,7 +37,7 @@ def _load_done(out: Path) -> dict[str, dict]:
     for f in sorted(out.glob("*/pair.json"), key=lambda f: (order.get(f.parent.name, len(order)), f.parent.name)):
         if f.is_file():
             try:
-                done[f.parent.name] = json.loads(f.read_text())
+                done[f.parent.name] = read_json(f)
             except json.JSONDecodeError as exc:
                 raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
     return done
@@ -81,7 +82,7 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
     if failed:
         raise RecallCircuitsError(f"{setting.id}: {', '.join(failed)} failed; see {pair_dir}/<arm>.log, then rerun "
                                   "the same command to resume")
-    return {arm: json.loads((pair_dir / arm / "results.json").read_text()) for arm in ARMS}
+    return {arm: read_json(pair_dir / arm / "results.json") for arm in ARMS}
 
 
 def _ensure_data(out: Path, setting) -> Path:

@@ -26,12 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sensitivity", action=argparse.BooleanOptionalAction, default=False,
                     help="also run the QA-phase learning-rate sensitivity rows")
     ap.add_argument("--model", help="override the preset's model (registry name or checkpoint directory)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="compute again the stages whose inputs (model, data, options) changed, instead of refusing")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    from recall_circuits.pipeline import reproduce
+    from recall_circuits.pipeline import check_out, reproduce
+
+    check_out(args.out, quick=args.quick, model=args.model, overwrite=args.overwrite)   # before any work
 
     summary = reproduce(args.out, quick=args.quick, sensitivity=args.sensitivity, model=args.model,
-                        verbose=not args.no_progress)
+                        verbose=not args.no_progress, overwrite=args.overwrite)
     for d in summary["directions"]:
         log.info("%-18s reproduced=%s", d["name"], d["reproduced"])
     log.info("wrote %s/summary.json and %s/report.html", args.out, args.out)

@@ -38,6 +38,41 @@ def checkpoint_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"path": str(p.resolve()), "files": files}
 
 
+def model_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's identity by content: the SHA-256 of each of its safetensors files (the folder it lies in is
+    not part of it)."""
+    p = Path(path)
+    files = sorted(p.glob("*.safetensors"))
+    if not files:
+        raise RecallCircuitsError(f"{p} holds no safetensors weights")
+    out = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            out[f.name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return {"sha256": out}
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            d = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if d:
+                return d
+        return None
+    return None if old == new else (path, old, new)
+
+
+def check_same(recorded: dict[str, Any] | None, current: dict[str, Any], where: str | os.PathLike[str]) -> None:
+    """Refuse, in one line naming the first thing that differs, to reuse work in ``where`` that was computed from
+    other inputs than ``current`` (an identity recorded as None, by an older version, counts as different)."""
+    d = _first_difference(recorded, current) if recorded is not None else ("identity", "not recorded", "recorded")
+    if d:
+        key, old, new = d
+        show = lambda v: (str(v)[:60] + "…") if len(str(v)) > 60 else str(v)  # noqa: E731
+        raise RecallCircuitsError(f"{where} was computed from a different {key} ({show(old)} there, {show(new)} "
+                                  "now): pass --overwrite to recompute it, or choose another --out")
+
+
 def _git_hash() -> str | None:
     try:
         root = Path(__file__).resolve().parents[1]
@@ -47,21 +82,56 @@ def _git_hash() -> str | None:
         return None
 
 
+def check_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Refuse ``out`` before any work when it holds a complete run or files of something else (unless
+    ``overwrite``). An empty or absent folder, or an interrupted run of ours (``config.json`` without
+    ``summary.json``), is fine: the run is redone there."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RecallCircuitsError(f"run directory {out} is a file")
+    if overwrite or not out.exists() or not any(out.iterdir()):
+        return
+    if (out / SUMMARY_FILE).exists():
+        raise RecallCircuitsError(f"run directory {out} holds a complete run (pass --overwrite to recompute it)")
+    if not (out / CONFIG_FILE).is_file():
+        raise RecallCircuitsError(f"{out} exists and is not a run directory of recall_circuits (choose another "
+                                  "--out, or pass --overwrite to replace it)")
+
+
 def start_run(out: str | os.PathLike[str], config: dict[str, Any], *, overwrite: bool = False,
               checkpoints: dict[str, str] | None = None) -> Path:
-    """Create the run directory (refusing a non-empty one unless ``overwrite``) and write ``config.json``."""
+    """Create the run directory and write ``config.json`` (:func:`check_run_dir` decides whether ``out`` may be
+    used; an interrupted run there is removed and redone)."""
     out = Path(out)
+    check_run_dir(out, overwrite=overwrite)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RecallCircuitsError(f"run directory {out} exists and is not empty (pass --overwrite)")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"schema_version": SCHEMA_VERSION, "config": config,
             "versions": {p: _version(p) for p in ("recall_circuits", "transformer-lens", "torch", "transformers")},
             "git": _git_hash(),
             "checkpoints": {k: checkpoint_identity(v) for k, v in (checkpoints or {}).items()}}
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    write_json(out / CONFIG_FILE, meta, indent=2, sort_keys=True, default=str)
     return out
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON artefact; a missing or corrupted file is a one-line :class:`RecallCircuitsError` naming it."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RecallCircuitsError(f"{p} is missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecallCircuitsError(f"{p} is corrupted ({exc}); remove its run directory to recompute it") from exc
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, **kwargs: Any) -> None:
+    """Write JSON atomically: a temporary name in the same folder, then a rename (never a half-written file)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.partial")
+    tmp.write_text(json.dumps(obj, **kwargs), encoding="utf-8")
+    os.replace(tmp, p)
 
 
 def save_tensors(out: Path, tensors: dict[str, torch.Tensor], name: str = TENSORS_FILE) -> None:
@@ -73,15 +143,15 @@ def load_tensors(out: Path, name: str = TENSORS_FILE) -> dict[str, torch.Tensor]
 
 
 def save_summary(out: Path, summary: dict[str, Any]) -> None:
-    (out / SUMMARY_FILE).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **summary}, indent=2,
-                                               sort_keys=True, default=float))
+    write_json(out / SUMMARY_FILE, {"schema_version": SCHEMA_VERSION, **summary}, indent=2, sort_keys=True,
+               default=float)
 
 
 def load_summary(out: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(out) / SUMMARY_FILE
     if not p.is_file():
         raise RecallCircuitsError(f"{out} is not a complete run directory (no {SUMMARY_FILE})")
-    return json.loads(p.read_text())
+    return read_json(p)
 
 
 def save_figure(out: Path, fig: Any, name: str) -> Path:

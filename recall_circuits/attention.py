@@ -156,12 +156,13 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     import plotly.graph_objects as go  # noqa: PLC0415
     from plotly.subplots import make_subplots  # noqa: PLC0415
 
-    from recall_circuits.artefacts import FIGURES_DIR, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.artefacts import FIGURES_DIR, check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --model NAME=PATH)")
+    check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
     bridges = {k: load_bridge(v) for k, v in models.items()}

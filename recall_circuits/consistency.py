@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from recall_circuits.artefacts import read_json
 from recall_circuits.attention import aligned_pairs
 from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
@@ -110,7 +111,7 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     run = Path(run_dir)
     points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*")) if d.is_dir()}
     if (run / "model").is_dir() and (run / TRAIN_META).is_file():
-        points.setdefault(int(json.loads((run / TRAIN_META).read_text()).get("steps", max(points, default=0))),
+        points.setdefault(int(read_json(run / TRAIN_META).get("steps", max(points, default=0))),
                           run / "model")
     if not points:
         raise RecallCircuitsError(f"{run_dir} has neither snapshots/ nor a finished model/ (train with "
@@ -256,12 +257,13 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    from recall_circuits.artefacts import save_figure, save_summary, start_run  # noqa: PLC0415
+    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, start_run  # noqa: PLC0415
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --model NAME=PATH)")
+    check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
     if not people:

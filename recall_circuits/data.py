@@ -244,7 +244,19 @@ def write_dataset(ds: Dataset, out: str | Path, *, overwrite: bool = False) -> P
 
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        try:
+            return [json.loads(line) for line in f if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise RecallCircuitsError(f"{path} is corrupted ({exc}); generate the data again") from exc
+
+
+def data_identity(path: str | Path) -> dict[str, Any]:
+    """A generated data set's identity by content: the SHA-256 of its people, BIO and QA files."""
+    import hashlib  # noqa: PLC0415
+
+    path = Path(path)   # a missing file is None here; load_dataset says what is wrong with the folder
+    return {f: hashlib.sha256((path / f).read_bytes()).hexdigest() if (path / f).is_file() else None
+            for f in (PEOPLE_FILE, BIO_FILE, QA_FILE)}
 
 
 def load_dataset(path: str | Path, *, require_qa: bool = True) -> Dataset:
@@ -253,7 +265,9 @@ def load_dataset(path: str | Path, *, require_qa: bool = True) -> Dataset:
     if not (path / MANIFEST_FILE).is_file() or not (path / PEOPLE_FILE).is_file():
         raise RecallCircuitsError(f"{path} is not a recall_circuits data directory (no {MANIFEST_FILE}/{PEOPLE_FILE}; "
                                   "make one with analyses/make_data.py)")
-    manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    from recall_circuits.artefacts import read_json  # noqa: PLC0415
+
+    manifest = read_json(path / MANIFEST_FILE)
     people = _load_jsonl(path / PEOPLE_FILE)
     bio = _load_jsonl(path / BIO_FILE) if (path / BIO_FILE).is_file() else []
     qa = _load_jsonl(path / QA_FILE) if (path / QA_FILE).is_file() else []

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
 
 ENV = "RECALL_CIRCUITS_DEMO_RUN"
@@ -62,7 +63,7 @@ def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
                                       f"results.json)")
         import json  # noqa: PLC0415
 
-        base = json.loads((r / "mixed" / "results.json").read_text())["config"]["model"]
+        base = read_json(r / "mixed" / "results.json")["config"]["model"]
         return DemoRun(r, base, "default")
     from recall_circuits.data import DataConfig, generate, write_dataset  # noqa: PLC0415
     from recall_circuits.finetune_run import run_finetune  # noqa: PLC0415

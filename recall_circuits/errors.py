@@ -13,7 +13,8 @@ class RecallCircuitsError(ValueError):
 
 
 def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a script's ``main``: a :class:`RecallCircuitsError` becomes ``error: ...`` on stderr and exit code 2."""
+    """Wrap a script's ``main``: a :class:`RecallCircuitsError` becomes ``error: ...`` on stderr and exit code 2;
+    Ctrl-C ends with one line saying how to resume, and exit code 130."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
@@ -24,5 +25,9 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         except RecallCircuitsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("interrupted: run the same command again to resume (completed stages and checkpoints are kept)",
+                  file=sys.stderr)
+            return 130
 
     return wrapped

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from recall_circuits.artefacts import read_json, write_json
 from recall_circuits.data import load_dataset
 from recall_circuits.evaluation import evaluate
 from recall_circuits.parallel import is_main, process_group
@@ -27,12 +28,17 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
     with process_group():
         out = Path(cfg.out)
         if resume and (out / RESULTS_FILE).is_file():
-            return json.loads((out / RESULTS_FILE).read_text())
+            from recall_circuits.artefacts import check_same  # noqa: PLC0415
+            from recall_circuits.models import resolve_model  # noqa: PLC0415
+            from recall_circuits.training import train_identity  # noqa: PLC0415
+
+            check_same(read_json(out / TRAIN_META).get("identity"), train_identity(cfg, resolve_model(cfg.model)), out)
+            return read_json(out / RESULTS_FILE)
         t0 = time.time()
         model_dir = train(cfg, resume=resume, overwrite=overwrite, verbose=verbose)
         if not is_main():
             return None
-        train_meta = json.loads((out / TRAIN_META).read_text())
+        train_meta = read_json(out / TRAIN_META)
         ds = load_dataset(cfg.data)
         model, tok = load_hf(model_dir, device=cfg.device)
         results: dict[str, Any] = {"strategy": cfg.strategy, **evaluate(model, tok, ds, batch_size=cfg.eval_batch_size)}
@@ -46,5 +52,5 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
         results["data_manifest"] = ds.manifest
         results["torch_version"] = torch.__version__
         results["torch_threads"] = torch.get_num_threads()
-        (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True))
+        write_json(out / RESULTS_FILE, results, indent=2, sort_keys=True)
         return results

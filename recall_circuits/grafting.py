@@ -212,12 +212,13 @@ def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfi
     """The run behind ``analyses/grafting.py``: learn γ, report it against the shared set of ``trace_dir``."""
     from pathlib import Path  # noqa: PLC0415
 
-    from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_pair  # noqa: PLC0415
     from recall_circuits.restore import load_mask, save_mask  # noqa: PLC0415
     from recall_circuits.viz import head_heatmap  # noqa: PLC0415
 
+    check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
     pair = load_pair(base, finetuned, device=device)
     attn_space = ParamSpace(pair.finetuned)

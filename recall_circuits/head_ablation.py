@@ -223,18 +223,29 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     """The run behind ``analyses/head_ablation.py``."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_pair  # noqa: PLC0415
     from recall_circuits.viz import head_heatmap  # noqa: PLC0415
 
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
+
+    bad = [c for c in components if c not in COMPONENTS]
+    if bad or not components:
+        raise RecallCircuitsError(f"unknown components {bad}; choose from {list(COMPONENTS)}")
+    if n_random < 0 or (max_people is not None and max_people < 1) or batch_size < 1:
+        raise RecallCircuitsError("n_random must be >= 0, max_people and batch_size >= 1")
+    check_run_dir(out, overwrite=overwrite)
+    hf_cfg = AutoConfig.from_pretrained(resolve_model(finetuned))
+    n_heads_total = hf_cfg.num_hidden_layers * hf_cfg.num_attention_heads
+    if grid is not None and any(not 0 <= n <= n_heads_total for n in grid):
+        raise RecallCircuitsError(f"--grid values must be in [0, {n_heads_total}] (the model's heads), got {grid}")
     ds = load_dataset(data)
     pair = load_pair(base, finetuned)
     ft, b = pair.finetuned, pair.base
     L, H = ft.cfg.n_layers, ft.cfg.n_heads
-    bad = [c for c in components if c not in COMPONENTS]
-    if bad or not components:
-        raise RecallCircuitsError(f"unknown components {bad}; choose from {list(COMPONENTS)}")
     rankings: dict[str, list[tuple[int, int]]] = {}
     tables: dict[str, Tensor] = {}
     if trace_dir:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models import resolve_model, set_offline
 
@@ -136,7 +137,7 @@ def finetuned_base_name(ckpt: str | os.PathLike[str]) -> str | None:
 
     meta = Path(ckpt) / "recall_circuits_train.json"
     if meta.is_file():
-        return json.loads(meta.read_text()).get("base_model")
+        return read_json(meta).get("base_model")
     return None
 
 

@@ -315,14 +315,23 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
 def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: int = 4, split: str = "ood",
                             overwrite: bool = False) -> dict[str, Any]:
     """The run behind ``analyses/activation_patching.py``."""
-    from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
     from recall_circuits.viz import head_heatmap  # noqa: PLC0415
 
+    from recall_circuits.loading import load_tokenizer  # noqa: PLC0415
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
+
+    if n_pairs < 1:
+        raise RecallCircuitsError(f"--pairs must be >= 1, got {n_pairs}")
+    check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
+    pairs = qa_patching_pairs(load_tokenizer(resolve_model(model_path)), ds, n_pairs, split)
+    if len(pairs) < n_pairs:
+        raise RecallCircuitsError(f"--pairs {n_pairs}: the {split} questions of {data} make only {len(pairs)} "
+                                  "(clean, corrupted) pairs of equal length with different answers")
     model = load_bridge(model_path)
-    pairs = qa_patching_pairs(model.tokenizer, ds, n_pairs, split)
     run = start_run(out, {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split},
                     overwrite=overwrite, checkpoints={"model": str(model.checkpoint_path)})
     heads, resid, attr, cross = [], [], [], []

@@ -11,15 +11,20 @@ Layout of ``out``: ``data/``, ``two-stage/``, ``mixed/`` (each with ``results.js
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recall_circuits.data import DataConfig, generate, write_dataset
+from recall_circuits.artefacts import check_same, model_identity, read_json, write_json
+from recall_circuits.data import DataConfig, data_identity, generate, write_dataset
+from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
 
 log = logging.getLogger(__name__)
@@ -33,80 +38,143 @@ PAPER = {
 }
 
 
-def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
-              verbose: bool) -> dict[str, Any]:
-    from recall_circuits.finetune_run import RESULTS_FILE, run_finetune  # noqa: PLC0415
+IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 
+
+def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
+              verbose: bool, overwrite: bool) -> dict[str, Any]:
+    """A fine-tuning stage: reused only when it was trained from the same base weights, data and options."""
+    from recall_circuits.finetune_run import RESULTS_FILE, run_finetune  # noqa: PLC0415
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
+    from recall_circuits.training import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
+
+    cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+    tc = TrainConfig(**cfg)
+    identity = train_identity(tc, resolve_model(tc.model))
+    if (out / TRAIN_META).is_file():
+        try:
+            check_same(read_json(out / TRAIN_META).get("identity"), identity, out)
+        except RecallCircuitsError:
+            if not overwrite:
+                raise
+            log.info("stage %s: its inputs changed, fine-tuning again (--overwrite)", out.name)
+            shutil.rmtree(out)
     if (out / RESULTS_FILE).is_file():
         log.info("stage %s: complete, skipped", out.name)
-        return json.loads((out / RESULTS_FILE).read_text())
-    cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+        return read_json(out / RESULTS_FILE)
     log.info("stage %s: fine-tuning (%s)", out.name, strategy)
     res = run_finetune(cfg, resume=out.exists(), overwrite=False, verbose=verbose)
     assert res is not None
     return res
 
 
-def _stage(out: Path, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A cached analysis stage: its run directory's ``summary.json`` when complete, else ``run()``."""
+def _stage(out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any],
+           overwrite: bool) -> dict[str, Any]:
+    """A cached analysis stage: complete when its ``summary.json`` and ``identity.json`` (written after it) are
+    there, and reused only when ``identity`` (its models' weights, data, options) is what it was computed from;
+    otherwise an error naming the difference, or, with ``overwrite``, computed again. An incomplete stage (an
+    interruption) is computed again."""
     from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
 
-    if (out / RUN_SUMMARY).is_file():
-        log.info("stage %s: complete, skipped", out.name)
-        return json.loads((out / RUN_SUMMARY).read_text())
+    if (out / RUN_SUMMARY).is_file() and (out / IDENTITY_FILE).is_file():
+        try:
+            check_same(read_json(out / IDENTITY_FILE), identity, out)
+            log.info("stage %s: complete, skipped", out.name)
+            return read_json(out / RUN_SUMMARY)
+        except RecallCircuitsError:
+            if not overwrite:
+                raise
+            log.info("stage %s: its inputs changed, computing it again (--overwrite)", out.name)
     log.info("stage %s: %s", out.name, what)
-    return run()
+    result = run()
+    write_json(out / IDENTITY_FILE, identity, indent=2, sort_keys=True)
+    return result
 
 
-def _trace(out: Path, base: str, finetuned: Path, data: Path, quick: bool, verbose: bool) -> dict[str, Any]:
+@dataclass
+class _Ctx:
+    """What every stage of one reproduction shares: the data, the options, and a memo of model identities (the
+    weights are hashed once per call, after fine-tuning)."""
+
+    data: Path
+    quick: bool
+    overwrite: bool
+    verbose: bool
+    _ids: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, name_or_dir: str | Path) -> dict[str, Any]:
+        from recall_circuits.models import resolve_model  # noqa: PLC0415
+
+        path = resolve_model(str(name_or_dir))
+        if str(path) not in self._ids:
+            self._ids[str(path)] = model_identity(path)
+        return self._ids[str(path)]
+
+    def identity(self, models: dict[str, str | Path], upstream: tuple[Path, ...] = (), **options: Any
+                 ) -> dict[str, Any]:
+        return {"models": {k: self.model(v) for k, v in models.items()}, "data": data_identity(self.data),
+                "upstream": {p.name: read_json(p / IDENTITY_FILE) for p in upstream},
+                "options": {"quick": self.quick, **options}}
+
+    def stage(self, out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any]
+              ) -> dict[str, Any]:
+        return _stage(out, what, run, identity, self.overwrite)
+
+
+def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> dict[str, Any]:
     from recall_circuits.trace import TraceConfig  # noqa: PLC0415
     from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
 
-    cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(data), out=str(out),
-                         trace=TraceConfig(n_people=4 if quick else 20), n_random=2)
-    return _stage(out, "gradient trace + restore ablation",
-                  lambda: run_gradient_trace(cfg, overwrite=True, verbose=verbose))
+    cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(ctx.data), out=str(out),
+                         trace=TraceConfig(n_people=4 if ctx.quick else 20), n_random=2)
+    return ctx.stage(out, "gradient trace + restore ablation",
+                     lambda: run_gradient_trace(cfg, overwrite=True, verbose=ctx.verbose),
+                     ctx.identity({"base": base, "finetuned": finetuned}))
 
 
-def _graft(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, quick: bool,
-           verbose: bool) -> dict[str, Any]:
+def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) -> dict[str, Any]:
     from recall_circuits.grafting import GraftConfig, run_grafting  # noqa: PLC0415
 
-    cfg = GraftConfig(init_frac=0.02 if quick else 1e-3, steps=6 if quick else 30, eval_every=3 if quick else 10)
-    return _stage(out, "grafting", lambda: run_grafting(base, str(finetuned), str(data), str(out), cfg,
-                                                        trace_dir=str(trace_dir), overwrite=True, verbose=verbose))
+    q = ctx.quick
+    cfg = GraftConfig(init_frac=0.02 if q else 1e-3, steps=6 if q else 30, eval_every=3 if q else 10)
+    return ctx.stage(out, "grafting", lambda: run_grafting(
+        base, str(finetuned), str(ctx.data), str(out), cfg, trace_dir=str(trace_dir), overwrite=True,
+        verbose=ctx.verbose), ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
 
 
-def _heads(out: Path, base: str, finetuned: Path, data: Path, trace_dir: Path, graft_dir: Path,
-           patching_dir: Path, quick: bool, verbose: bool) -> dict[str, Any]:
+def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, graft_dir: Path,
+           patching_dir: Path) -> dict[str, Any]:
     from recall_circuits.head_ablation import run_head_ablation  # noqa: PLC0415
 
-    return _stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
-        base, str(finetuned), str(data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
-        patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if quick else 5, overwrite=True,
-        verbose=verbose))
+    return ctx.stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
+        base, str(finetuned), str(ctx.data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
+        patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if ctx.quick else 5,
+        overwrite=True, verbose=ctx.verbose),
+        ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir, graft_dir, patching_dir)))
 
 
-def _patching(out: Path, finetuned: Path, data: Path) -> dict[str, Any]:
+def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> dict[str, Any]:
     from recall_circuits.patching import run_activation_patching  # noqa: PLC0415
 
-    return _stage(out, "activation patching (same format, across formats, attribution)", lambda:
-                  run_activation_patching(str(finetuned), str(data), str(out), n_pairs=2, overwrite=True))
+    return ctx.stage(out, "activation patching (same format, across formats, attribution)", lambda:
+                     run_activation_patching(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True),
+                     ctx.identity({"finetuned": finetuned}))
 
 
-def _attention(out: Path, models: dict[str, str], data: Path, quick: bool) -> dict[str, Any]:
+def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> dict[str, Any]:
     from recall_circuits.attention import run_attention_compare  # noqa: PLC0415
 
-    return _stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
-        models, str(data), str(out), n_people=3 if quick else 10, overwrite=True))
+    return ctx.stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
+        models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10, overwrite=True), ctx.identity(models))
 
 
-def _consistency(out: Path, models: dict[str, str], data: Path, quick: bool,
-                 along: dict[str, str] | None = None) -> dict[str, Any]:
+def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, str] | None = None
+                 ) -> dict[str, Any]:
     from recall_circuits.consistency import run_consistency  # noqa: PLC0415
 
-    return _stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
-        models, str(data), str(out), n_people=2 if quick else 10, along=along or None, overwrite=True))
+    return ctx.stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
+        models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True),
+        ctx.identity(models, along=sorted(along or {})))
 
 
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
@@ -115,34 +183,63 @@ def _headline(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r.get(k) for k in keys}
 
 
-def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
-              verbose: bool = True) -> dict[str, Any]:
-    """Run (or resume) the reproduction into ``out``; return the summary."""
+def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: bool) -> dict[str, Any]:
+    """Validate the run folder before any work: ``out`` is new, empty, or a reproduction started with the same
+    preset and model (``run.json``); otherwise a one-line error (``overwrite``: the stages whose inputs changed are
+    computed again). Returns what ``run.json`` is to hold."""
     out = Path(out)
+    want = {"preset": "tiny" if quick else "cpu",
+            "model": model or preset(TRAIN_PRESETS, "tiny" if quick else "cpu")["model"]}
+    if out.exists() and not out.is_dir():
+        raise RecallCircuitsError(f"--out {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        if not (out / RUN_FILE).is_file():
+            raise RecallCircuitsError(f"--out {out} is not empty and holds no reproduction ({RUN_FILE}): choose "
+                                      "another folder")
+        check_same(read_json(out / RUN_FILE), want, out)
+    return want
+
+
+def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
+              verbose: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Run (or resume) the reproduction into ``out``; return the summary.
+
+    Every stage records what it was computed from (model weights, data, options) and is reused only when those
+    are unchanged; a change is an error naming it, unless ``overwrite``, which computes the changed stages again."""
+    out = Path(out)
+    run_id = check_out(out, quick=quick, model=model, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, run_id, indent=2)
     t0 = time.time()
-    name = "tiny" if quick else "cpu"
+    name = run_id["preset"]
     extra: dict[str, Any] = {"model": model} if model else {}
     data = out / "data"
+    data_cfg = DataConfig(**preset(DATA_PRESETS, name))
+    if (data / "manifest.json").is_file():
+        try:
+            check_same(read_json(data / "manifest.json").get("config"),
+                       json.loads(json.dumps(dataclasses.asdict(data_cfg))), data)
+        except RecallCircuitsError:
+            if not overwrite:
+                raise
+            shutil.rmtree(data)
     if not (data / "manifest.json").is_file():
         log.info("stage data: generating (%s preset)", name)
-        write_dataset(generate(DataConfig(**preset(DATA_PRESETS, name))), data, overwrite=True)
-    runs = {s: _finetune(out / s, data, s, name, extra, verbose) for s in ("two-stage", "mixed")}
-    base_model = model or preset(TRAIN_PRESETS, name)["model"]
-    traces = {s: _trace(out / f"trace-{s}", base_model, out / s / "model", data, quick, verbose)
-              for s in ("two-stage", "mixed")}
-    grafts = {s: _graft(out / f"graft-{s}", base_model, out / s / "model", data, out / f"trace-{s}", quick, verbose)
-              for s in ("two-stage", "mixed")}
-    patching = {s: _patching(out / f"patching-{s}", out / s / "model", data) for s in ("two-stage", "mixed")}
-    heads = {s: _heads(out / f"heads-{s}", base_model, out / s / "model", data, out / f"trace-{s}",
-                       out / f"graft-{s}", out / f"patching-{s}", quick, verbose) for s in ("two-stage", "mixed")}
-    attention = _attention(out / "attention", {"mixed": str(out / "mixed" / "model"),
-                                               "two-stage": str(out / "two-stage" / "model"),
-                                               "pretrained": base_model}, data, quick)
-    consistency = _consistency(out / "consistency", {"mixed": str(out / "mixed" / "model"),
-                                                     "two-stage": str(out / "two-stage" / "model")}, data, quick,
-                               {s: str(out / s) for s in ("two-stage", "mixed") if (out / s / "snapshots").is_dir()})
-    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose)
+        write_dataset(generate(data_cfg), data, overwrite=True)
+    ctx = _Ctx(data, quick, overwrite, verbose)
+    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite) for s in ("two-stage", "mixed")}
+    base_model = run_id["model"]
+    ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
+    traces = {s: _trace(ctx, out / f"trace-{s}", base_model, ft[s]) for s in ft}
+    grafts = {s: _graft(ctx, out / f"graft-{s}", base_model, ft[s], out / f"trace-{s}") for s in ft}
+    patching = {s: _patching(ctx, out / f"patching-{s}", ft[s]) for s in ft}
+    heads = {s: _heads(ctx, out / f"heads-{s}", base_model, ft[s], out / f"trace-{s}", out / f"graft-{s}",
+                       out / f"patching-{s}") for s in ft}
+    attention = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
+                                                     "pretrained": base_model})
+    consistency = _consistency(ctx, out / "consistency", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"])},
+                               {s: str(out / s) for s in ft if (out / s / "snapshots").is_dir()})
+    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose, overwrite=overwrite)
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
@@ -159,8 +256,12 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     summary["consistency_probe"] = {m: v.get("probe") for m, v in consistency["models"].items()}
     summary["gradient_consistency_along"] = consistency.get("along")
     summary["preset"] = name
+    summary["models"] = {"base": {"name": base_model, **ctx.model(base_model)},
+                         **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
+    summary["data"] = {"path": str(data), "config": read_json(data / "manifest.json").get("config"),
+                       "sha256": data_identity(data)}
     summary["wall_s_this_invocation"] = time.time() - t0
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_json(out / SUMMARY_FILE, summary, indent=2, sort_keys=True)
     write_report(out / REPORT_FILE, summary, out)
     return summary
 
@@ -172,7 +273,7 @@ def _single_head_summary(h: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,
-                 train: bool, verbose: bool) -> list[dict[str, Any]]:
+                 train: bool, verbose: bool, overwrite: bool) -> list[dict[str, Any]]:
     """Rows of the learning-rate sensitivity table: trained when ``train``, else read from the runs on disk
     (``None`` where a run is missing)."""
     from recall_circuits.finetune_run import RESULTS_FILE  # noqa: PLC0415
@@ -188,10 +289,10 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
             if train:
                 ts = _finetune(ts_dir, data, "two-stage", name,
                                extra | {"model": str(out / "two-stage" / "after_bio"), "bio_epochs": 0,
-                                        "qa_lr": lr}, verbose)
-                mx = _finetune(mx_dir, data, "mixed", name, extra | {"lr": lr}, verbose)
+                                        "qa_lr": lr}, verbose, overwrite)
+                mx = _finetune(mx_dir, data, "mixed", name, extra | {"lr": lr}, verbose, overwrite)
             else:
-                ts, mx = (json.loads((d / RESULTS_FILE).read_text()) if (d / RESULTS_FILE).is_file() else None
+                ts, mx = (read_json(d / RESULTS_FILE) if (d / RESULTS_FILE).is_file() else None
                           for d in (ts_dir, mx_dir))
         if ts is None and mx is None:
             continue
@@ -297,9 +398,20 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
 
     runs = summary["runs"]
     metrics = ["qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood"]
+    what = []
+    for role, m in (summary.get("models") or {}).items():
+        digest = ", ".join(f"{f} sha256 {h[:12]}…" for f, h in m.get("sha256", {}).items())
+        what.append([role, m.get("name") or m.get("path"), digest])
+    if summary.get("data"):
+        d = summary["data"]
+        cfg = d.get("config") or {}
+        what.append(["data", d["path"], f"{cfg.get('n_people')} people, seed {cfg.get('seed')}, "
+                     f"{'full-name' if cfg.get('fullname') else 'pronoun'} biographies; qa.jsonl sha256 "
+                     f"{(d['sha256'].get('qa.jsonl') or '')[:12]}…"])
     fig = go.Figure([go.Bar(name=s, x=metrics, y=[runs[s][m] for m in metrics]) for s in runs])
     fig.update_layout(barmode="group", title="QA accuracy and BIO recall by training strategy", yaxis_range=[0, 1])
-    parts = [pio.to_html(fig, full_html=False, include_plotlyjs=True)]
+    parts = (["<h2>What was run</h2>" + _table(what, ["", "model or data", "identity"])] if what else [])
+    parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=True))
     parts.append("<h2>Directions (paper.md §7)</h2>" + _table(
         [[d["name"], d["reproduced"], json.dumps(d["measured"]) if isinstance(d["measured"], dict) else d["measured"],
           d["paper"]] for d in summary["directions"]], ["direction", "reproduced", "measured", "paper"]))
@@ -415,4 +527,6 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>recall_circuits report</title>"
            f"<style>{style}</style></head><body><h1>recall_circuits reproduction ({summary.get('preset', '')})</h1>"
            + "".join(parts) + "</body></html>")
-    path.write_text(doc, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(doc, encoding="utf-8")
+    tmp.replace(path)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed
 
-from recall_circuits.artefacts import save_figure, save_summary, save_tensors, start_run
+from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run
 from recall_circuits.data import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
@@ -66,6 +66,7 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     from recall_circuits.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
 
     rank, n_proc = world()
+    check_run_dir(cfg.out, overwrite=overwrite)
     ds = load_dataset(cfg.data)
     pair = load_pair(cfg.base, cfg.finetuned, device=cfg.device, dtype=cfg.dtype)
     space = ParamSpace(pair.finetuned, include=cfg.trace.include, biases=cfg.trace.biases)

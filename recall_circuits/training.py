@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from recall_circuits.data import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.artefacts import check_same, model_identity, read_json, write_json
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.parallel import is_main, world as _world
 
@@ -203,23 +204,56 @@ def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> None:
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_rng"])
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Refuse an existing run directory unless resume/overwrite; return the saved trainer state when resuming."""
+def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """Refuse an existing run directory unless resume/overwrite; return the saved trainer state when resuming.
+
+    With ``resume``, a finished run is returned as is and an interrupted one continues from its checkpoint, both
+    only if it was started from the same ``identity`` (model, data, options); a run interrupted before its first
+    checkpoint starts again from the beginning."""
     ckpt = out / "checkpoint"
+    if out.exists() and not out.is_dir():
+        raise RecallCircuitsError(f"{out} is a file, not a run directory")
     if out.exists() and any(out.iterdir()):
         if resume:
-            if (out / "model" / "config.json").is_file() and (out / TRAIN_META).is_file():
+            if (out / TRAIN_META).is_file():
+                check_same(read_json(out / TRAIN_META).get("identity"), identity, out)
+            if (out / "model" / TRAIN_META).is_file():
                 return {"finished": True}
             if (ckpt / STATE_FILE).is_file():
-                return json.loads((ckpt / STATE_FILE).read_text())
-            raise RecallCircuitsError(f"--resume: {out} has no checkpoint to resume from")
-        if not overwrite:
+                return read_json(ckpt / STATE_FILE)
+            log.info("%s has no checkpoint yet: fine-tuning starts from the beginning", out)
+        elif not overwrite:
             raise RecallCircuitsError(f"checkpoint directory {out} exists (pass --resume or --overwrite)")
         if is_main():
             shutil.rmtree(out)
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _save_model(model: Any, tok: Any, dest: Path) -> None:
+    """``save_pretrained`` under a temporary name, then a rename: ``dest`` is complete or absent."""
+    tmp = dest.with_name(dest.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
+# Fields that do not change what is trained (where it goes, how it is evaluated, how often it is saved), and the
+# model and data, which are identified by their content instead of their paths.
+_NOT_IDENTITY = ("model", "data", "out", "device", "eval_batch_size", "checkpoint_every", "snapshot_every", "optimizer_impl")
+
+
+def train_identity(cfg: TrainConfig, model_dir: Path) -> dict[str, Any]:
+    """What a fine-tuning run is computed from: the base model's weights, the data, the options."""
+    from recall_circuits.data import data_identity  # noqa: PLC0415
+
+    return {"base_model": model_identity(model_dir), "data": data_identity(cfg.data),
+            "options": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IDENTITY}}
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: bool = True,
@@ -236,7 +270,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
 
     rank, world = _world()
     out = Path(cfg.out)
-    saved = _prepare_out(out, resume, overwrite)
+    model_dir = resolve_model(cfg.model)
+    identity = train_identity(cfg, model_dir)
+    saved = _prepare_out(out, resume, overwrite, identity)
     if world > 1:
         dist.barrier()
     if saved and saved.get("finished"):
@@ -249,7 +285,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     ds = load_dataset(cfg.data)
     if not ds.qa("id"):
         raise RecallCircuitsError(f"{cfg.data} has no QA examples of ID people")
-    model_dir = resolve_model(cfg.model)
     tok = load_tokenizer(model_dir)
     bio_t, qa_t = tokenize_dataset(tok, ds)
     max_len = max(len(t["input_ids"]) for t in bio_t + qa_t)
@@ -272,8 +307,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     data = {"bio": bio_t, "qa": qa_t}
     phases = build_phases(cfg, len(bio_t), len(qa_t))
     if rank == 0:
-        (out / TRAIN_META).write_text(json.dumps({"base_model": cfg.model, "base_dir": str(model_dir),
-                                                  "config": cfg.to_dict(), "world_size": world}, indent=2))
+        write_json(out / TRAIN_META, {"base_model": cfg.model, "base_dir": str(model_dir), "config": cfg.to_dict(),
+                                      "identity": identity, "world_size": world}, indent=2)
     start_phase, start_step = (saved["phase"], saved["step"]) if saved else (0, 0)
     global_done = saved["global_step"] if saved else 0
     t0 = time.time() - (saved["elapsed_s"] if saved else 0.0)
@@ -328,9 +363,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                                         "lr": sched.get_last_lr()[0], "elapsed_s": time.time() - t0}) + "\n")
             done_phase = si + 1 == len(steps)
             if cfg.snapshot_every and global_done % cfg.snapshot_every == 0 and rank == 0:
-                snap = out / SNAPSHOTS_DIR / f"step-{global_done:06d}"
-                model.save_pretrained(snap)
-                tok.save_pretrained(snap)
+                (out / SNAPSHOTS_DIR).mkdir(exist_ok=True)
+                _save_model(model, tok, out / SNAPSHOTS_DIR / f"step-{global_done:06d}")
             if not done_phase and cfg.checkpoint_every and (si + 1) % cfg.checkpoint_every == 0 and rank == 0:
                 _save_checkpoint(out / "checkpoint", model, opt, sched,
                                  {"phase": pi, "step": si + 1, "global_step": global_done,
@@ -344,8 +378,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                 return out / "checkpoint"
         if rank == 0:
             dest = out / ("after_bio" if (cfg.strategy == "two-stage" and phase.name == "bio") else "model")
-            model.save_pretrained(dest)
-            tok.save_pretrained(dest)
+            _save_model(model, tok, dest)
             if pi + 1 < len(phases):  # the next phase starts from here, with a fresh optimiser
                 _save_checkpoint(out / "checkpoint", model, None, None,
                                  {"phase": pi + 1, "step": 0, "global_step": global_done,
@@ -355,11 +388,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
             return out / "checkpoint"
     bar.close()
     if rank == 0:
-        meta = json.loads((out / TRAIN_META).read_text())
+        meta = read_json(out / TRAIN_META)
         meta["wall_s"] = time.time() - t0
         meta["steps"] = global_done
-        (out / TRAIN_META).write_text(json.dumps(meta, indent=2))
-        shutil.copy(out / TRAIN_META, out / "model" / TRAIN_META)
+        write_json(out / TRAIN_META, meta, indent=2)
+        write_json(out / "model" / TRAIN_META, meta, indent=2)   # last: marks the run finished
         if (out / "checkpoint").exists():
             shutil.rmtree(out / "checkpoint")
     return out / "model"

@@ -95,8 +95,11 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     save_tensors(tmp_path / "other", {"shared_per_head": torch.zeros(3, 4)})
     assert main([*common, "--out", str(tmp_path / "h2"), "--trace-dir", str(tmp_path / "other")]) == 2
     assert "made for a model" in capsys.readouterr().err
+    # invalid values are refused before any model loads and before the run directory is made
     assert main([*common, "--out", str(tmp_path / "h3"), "--grid", "0,99"]) == 2
+    assert "--grid values must be in [0, 8]" in capsys.readouterr().err and not (tmp_path / "h3").exists()
     assert main([*common, "--out", str(tmp_path / "h4"), "--components", "QX"]) == 2
+    assert not (tmp_path / "h4").exists()
 
 
 def _answer_logprob(model, ds, split):

@@ -90,4 +90,4 @@ def test_gradient_trace_two_processes_equal_one(trained, tiny_dirs, tiny_data, t
     assert (s1["trace_processes"], s2["trace_processes"]) == (1, 2) and s1["n_examples"] == s2["n_examples"]
     # the run directory exists: the first process stops with the error, the other does not wait for it
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode != 0 and "exists" in again.stderr
+    assert again.returncode != 0 and "holds a complete run" in again.stderr
