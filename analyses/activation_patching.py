@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recall_circuits.cli import add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("activation_patching")
@@ -24,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
     ap.add_argument("--overwrite", action="store_true")
+    add_device_args(ap)
     args = ap.parse_args(argv)
     from recall_circuits.patching import run_activation_patching
 
     run_activation_patching(args.model, args.data, args.out, n_pairs=args.pairs, split=args.split,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run_attention_compare(models, args.data, args.out, n_people=args.n_people, split=args.split,
                           attributes=args.attributes.split(",") if args.attributes else None,
-                          n_view_heads=args.view_heads, threshold=args.threshold, overwrite=args.overwrite)
+                          n_view_heads=args.view_heads, threshold=args.threshold, overwrite=args.overwrite,
+                          device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

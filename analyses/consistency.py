@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from recall_circuits.consistency import run_consistency
 
     run_consistency(models, args.data, args.out, n_people=args.n_people, split=args.split, along=along,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

@@ -36,8 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
                     help="keep the input embedding (tied to the unembedding where the model ties them) at its "
                          "pretrained value")
-    ap.add_argument("--device")
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--device", help="torch device (default: the preset's)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"],
+                    help="compute dtype: bfloat16 autocasts the forward and backward, weights and optimiser stay "
+                         "float32 (default: the preset's)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="the same as --dtype bfloat16")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         val = getattr(args, key)
         if val is not None:
             cfg[key] = val
+    if args.dtype is not None:
+        cfg["bf16"] = args.dtype == "bfloat16"
     results = run_finetune(cfg | {"strategy": args.strategy, "data": args.data, "out": args.out},
                            resume=args.resume, overwrite=args.overwrite, verbose=not args.no_progress)
     if results is not None and int(os.environ.get("RANK", "0")) == 0:

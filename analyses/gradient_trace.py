@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recall_circuits.cli import add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("gradient_trace")
@@ -40,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-eval-people", type=int)
     ap.add_argument("--restore-mask", action="append", default=[], help="mask file to restore too (repeatable)")
     ap.add_argument("--save-influence", action="store_true", help="also save the two full influence vectors")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
+    add_device_args(ap)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recall_circuits.cli import add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("grafting")
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--sparsity", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    add_device_args(ap)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                       eval_every=args.eval_every, sparsity=args.sparsity, seed=args.seed)
     run_grafting(args.base, args.finetuned, args.data, args.out, cfg, trace_dir=args.trace_dir,
                  init_mask_file=args.init_mask, overwrite=args.overwrite, verbose=not args.no_progress,
-                 device=args.device)
+                 device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

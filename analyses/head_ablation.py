@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recall_circuits.cli import add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("head_ablation")
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-eval-people", type=int)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--overwrite", action="store_true")
+    add_device_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     from recall_circuits.errors import RecallCircuitsError
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     run_head_ablation(args.base, args.finetuned, args.data, args.out, trace_dir=args.trace_dir,
                       graft_dir=args.graft_dir, patching_dir=args.patching_dir, n_random=args.n_random, grid=grid, single=args.single_head,
                       components=tuple(args.components), max_people=args.max_eval_people,
-                      batch_size=args.batch_size, overwrite=args.overwrite, verbose=not args.no_progress)
+                      batch_size=args.batch_size, overwrite=args.overwrite, verbose=not args.no_progress,
+                      device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

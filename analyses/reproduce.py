@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recall_circuits.cli import add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("reproduce")
@@ -29,13 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true",
                     help="compute again the stages whose inputs (model, data, options) changed, instead of refusing")
     ap.add_argument("--no-progress", action="store_true")
+    add_device_args(ap)
     args = ap.parse_args(argv)
     from recall_circuits.pipeline import check_out, reproduce
 
     check_out(args.out, quick=args.quick, model=args.model, overwrite=args.overwrite)   # before any work
 
     summary = reproduce(args.out, quick=args.quick, sensitivity=args.sensitivity, model=args.model,
-                        verbose=not args.no_progress, overwrite=args.overwrite)
+                        verbose=not args.no_progress, overwrite=args.overwrite, device=args.device,
+                        dtype=args.dtype)
     for d in summary["directions"]:
         log.info("%-18s reproduced=%s", d["name"], d["reproduced"])
     log.info("wrote %s/summary.json and %s/report.html", args.out, args.out)

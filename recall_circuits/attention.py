@@ -151,7 +151,7 @@ def circuitsvis_page(model: Any, pair: dict[str, Any], heads: list[tuple[int, in
 
 def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
                           attributes: list[str] | None = None, n_view_heads: int = 4, threshold: float = 0.3,
-                          overwrite: bool = False) -> dict[str, Any]:
+                          overwrite: bool = False, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
     """The run behind ``analyses/attention_compare.py``: every model, the same aligned pairs."""
     import plotly.graph_objects as go  # noqa: PLC0415
     from plotly.subplots import make_subplots  # noqa: PLC0415
@@ -165,7 +165,7 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
-    bridges = {k: load_bridge(v) for k, v in models.items()}
+    bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
     first = next(iter(bridges.values()))
     for k, b in bridges.items():
         if (b.cfg.n_layers, b.cfg.n_heads) != (first.cfg.n_layers, first.cfg.n_heads):

@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_device_args(ap: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype``, the same on every script that loads a model."""
+    ap.add_argument("--device", default="cpu", help="torch device for the models, e.g. cpu, cuda, cuda:1 "
+                    "(default: %(default)s)")
+    ap.add_argument("--dtype", default="float32", choices=DTYPES,
+                    help="dtype the models are loaded in (default: %(default)s; analyses compare raw weights, so "
+                         "float32 is the reference)")
+
+
 def model_set_parser(description: str | None) -> argparse.ArgumentParser:
     """A parser for scripts that compare several models on one dataset: ``--model NAME=PATH`` (repeatable),
     ``--data``, ``--out``, ``--n-people``, ``--split``, ``--overwrite``."""
@@ -15,4 +27,5 @@ def model_set_parser(description: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--n-people", type=int, default=10)
     ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
     ap.add_argument("--overwrite", action="store_true")
+    add_device_args(ap)
     return ap

@@ -99,7 +99,8 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
 
 
 def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int],
-                               include: tuple[str, ...] = ("attn", "mlp")) -> list[dict[str, Any]]:
+                               include: tuple[str, ...] = ("attn", "mlp"), *, device: str = "cpu",
+                               dtype: str = "float32") -> list[dict[str, Any]]:
     """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
     in step order, each with the phase it was taken in."""
     import json  # noqa: PLC0415
@@ -109,7 +110,8 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     from recall_circuits.training import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
 
     run = Path(run_dir)
-    points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*")) if d.is_dir()}
+    points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*")) if d.is_dir()
+              and not d.name.endswith(".partial")}
     if (run / "model").is_dir() and (run / TRAIN_META).is_file():
         points.setdefault(int(read_json(run / TRAIN_META).get("steps", max(points, default=0))),
                           run / "model")
@@ -124,7 +126,7 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     out = []
     for step in sorted(points):
         log.info("gradient consistency along %s: step %d", run_dir, step)
-        g = gradient_consistency(load_bridge(str(points[step])), dataset, people, include)
+        g = gradient_consistency(load_bridge(str(points[step]), device=device, dtype=dtype), dataset, people, include)
         out.append({"step": step, "phase": phase.get(step), "gradient_cosine": g["overall"],
                     "path": str(points[step])})
     return out
@@ -252,7 +254,8 @@ def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str
 
 
 def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
-                    along: dict[str, str] | None = None, overwrite: bool = False) -> dict[str, Any]:
+                    along: dict[str, str] | None = None, overwrite: bool = False, device: str = "cpu",
+                    dtype: str = "float32") -> dict[str, Any]:
     """The run behind ``analyses/consistency.py``: the three measures for every model, on the same people; with
     ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
     import plotly.graph_objects as go  # noqa: PLC0415
@@ -268,7 +271,7 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
     if not people:
         raise RecallCircuitsError(f"no people in split {split!r}")
-    bridges = {k: load_bridge(v) for k, v in models.items()}
+    bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
     run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split, "along": along},
                     overwrite=overwrite,
                     checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
@@ -301,7 +304,8 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
                       xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1])
     save_figure(run, fig, "probe")
     if along:
-        summary["along"] = {name: gradient_consistency_along(d, ds, people) for name, d in along.items()}
+        summary["along"] = {name: gradient_consistency_along(d, ds, people, device=device, dtype=dtype)
+                            for name, d in along.items()}
         fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
                                     mode="lines+markers", name=name) for name, pts in summary["along"].items()])
         fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",

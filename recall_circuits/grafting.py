@@ -208,7 +208,7 @@ def graft_report(ft: Any, base: Any, dataset: Dataset, res: GraftResult, shared:
 
 def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfig, *, trace_dir: str | None = None,
                  init_mask_file: str | None = None, overwrite: bool = False, verbose: bool = True,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
     """The run behind ``analyses/grafting.py``: learn γ, report it against the shared set of ``trace_dir``."""
     from pathlib import Path  # noqa: PLC0415
 
@@ -220,7 +220,7 @@ def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfi
 
     check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
-    pair = load_pair(base, finetuned, device=device)
+    pair = load_pair(base, finetuned, device=device, dtype=dtype)
     attn_space = ParamSpace(pair.finetuned)
     shared = None
     if trace_dir is not None:

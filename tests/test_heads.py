@@ -23,10 +23,11 @@ def hand_slices(hf, arch, layer, head):
         a = hf.gpt_neox.layers[layer].attention
         w = a.query_key_value.weight.view(nh, 3, dh, dm)
         return {"Q": w[head, 0].T, "K": w[head, 1].T, "V": w[head, 2].T, "O": a.dense.weight[:, head * dh:(head + 1) * dh].T}
-    a = hf.model.layers[layer].self_attn
-    kv = head // (nh // cfg.num_key_value_heads)
+    a = hf.model.layers[layer].self_attn      # Llama, Gemma (one key/value head), Phi (output projection "dense")
+    kv = head // (nh // (cfg.num_key_value_heads or nh))
+    out = a.dense if arch == "tiny-phi" else a.o_proj
     return {"Q": a.q_proj.weight[head * dh:(head + 1) * dh].T, "K": a.k_proj.weight[kv * dh:(kv + 1) * dh].T,
-            "V": a.v_proj.weight[kv * dh:(kv + 1) * dh].T, "O": a.o_proj.weight[:, head * dh:(head + 1) * dh].T}
+            "V": a.v_proj.weight[kv * dh:(kv + 1) * dh].T, "O": out.weight[:, head * dh:(head + 1) * dh].T}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -13,6 +13,7 @@ from recall_circuits.models import build_tiny
 from recall_circuits.restore import restore_heads, restore_params
 from recall_circuits.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
 from recall_circuits.trace import (TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop,
+                                   packing_works,
                                    transpose_into)
 from test_heads import hand_slices
 
@@ -92,8 +93,8 @@ def test_pack_batch():
         pack_batch(items, 0, 0)
 
 
-def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypatch):
-    b = load_bridge(tiny_dirs["tiny-llama"])   # a fresh bridge: the check runs once per model
+def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypatch, caplog):
+    b = load_bridge(tiny_dirs["tiny-llama"])
     space = ParamSpace(b)
     ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 2, "all"), "all")
 
@@ -102,11 +103,17 @@ def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypat
         keep = torch.ones(n, n, dtype=torch.bool).tril().expand(self.segment.shape[0], n, n)
         return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[:, None]
 
+    padded = trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id, pack=None)
+    packed = trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
+    assert packed.abs().max() > 0 and torch.allclose(packed, padded, rtol=1e-5, atol=1e-7)
+    assert not any("pads its batches" in r.message for r in caplog.records)
     monkeypatch.setattr(PackedBatch, "attention_mask", causal_only)
-    with pytest.raises(RecallCircuitsError, match="packed"):
-        trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
+    assert not packing_works(b, ex[:3], b.tokenizer.pad_token_id)
+    with caplog.at_level("INFO", logger="recall_circuits.trace"):
+        fallback = trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
+    assert any("does not keep packed examples apart" in r.message for r in caplog.records)
+    assert torch.equal(fallback, padded)        # the fallback is the padded trace, not the broken packed one
     monkeypatch.undo()
-    assert trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id).abs().max() > 0
     with pytest.raises(RecallCircuitsError, match="pack must be"):
         trace_gradients(b, ex, space, pad_id=b.tokenizer.pad_token_id, pack=0)
     with pytest.raises(RecallCircuitsError, match="batch_size"):
@@ -203,7 +210,7 @@ def test_head_counts_equal_hand_count_on_raw_layout(arch, tiny_dirs, tmp_path):
     assert stats["attn_total"] == sum(float(p.detach().sum()) for n, p in hf.named_parameters()
                                       if n.endswith("weight") and any(s in n for s in
                                       ("c_attn", "attn.c_proj", "query_key_value", "attention.dense",
-                                       "q_proj", "k_proj", "v_proj", "o_proj")))
+                                       "q_proj", "k_proj", "v_proj", "o_proj", "self_attn.dense")))
     assert abs(float(stats["per_head"].sum()) - stats["attn_total"]) < 1e-3
     assert 0 < stats["top10pct_head_share"] <= 1 and 0 <= stats["head_gini"] < 1
 
