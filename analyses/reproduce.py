@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                         verbose=not args.no_progress, overwrite=args.overwrite, device=args.device,
                         dtype=args.dtype)
     for d in summary["directions"]:
-        log.info("%-18s reproduced=%s", d["name"], d["reproduced"])
+        log.info("%-18s %s", d["name"], d["verdict"])
     log.info("wrote %s/summary.json and %s/report.html", args.out, args.out)
     return 0
 

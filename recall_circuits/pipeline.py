@@ -25,6 +25,7 @@ from typing import Any
 from recall_circuits.artefacts import check_same, model_identity, read_json, write_json
 from recall_circuits.data import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.regime import TARGET_GAP
 from recall_circuits.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,33 @@ def _rel_drop(abl: dict[str, dict[str, float]], cond: str, key: str = "qa_ood_ac
     return 0.0 if before == 0 else (before - abl[cond][key]) / before
 
 
+PREMISE_LEARNED = ("both recipes answer the trained questions (QA-ID >= 0.9) and memorise the biographies (BIO "
+                   "recall >= 0.9 on ID and OOD people; two-stage after its BIO phase)")
+PREMISE_GAP = "the QA-OOD gap is there to explain (the qa_ood_gap direction holds)"
+
+
+def _apply_premises(directions: list[dict[str, Any]], *, learned: bool) -> None:
+    """A verdict only where its premise holds. The QA-OOD gap presupposes models that learned what they were
+    trained on; the mechanism directions (shared parameters, head concentration, restore ablation, consistency)
+    explain the gap and presuppose it. Where a premise fails, ``reproduced`` is None and ``verdict`` says
+    "undecided" with the premise that failed; the rule's own outcome stays in ``rule_outcome``."""
+    gap_holds = False
+    for d in directions:
+        premise = PREMISE_LEARNED if d["name"] == "qa_ood_gap" else f"{PREMISE_LEARNED}; {PREMISE_GAP}"
+        ok = learned if d["name"] == "qa_ood_gap" else (learned and gap_holds)
+        d["premise"] = premise
+        d["premise_holds"] = ok
+        d["rule_outcome"] = d["reproduced"]
+        if d["reproduced"] is None:
+            d["verdict"] = "not run"
+        elif not ok:
+            d["reproduced"], d["verdict"] = None, "undecided"
+        else:
+            d["verdict"] = "reproduced" if d["reproduced"] else "not reproduced"
+        if d["name"] == "qa_ood_gap":
+            gap_holds = bool(d["reproduced"])
+
+
 def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
               traces: dict[str, dict[str, Any]] | None = None,
               consistency: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -326,10 +354,11 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
     gap = mx["qa_ood_acc"] - ts["qa_ood_acc"]
     directions = [{
         "name": "qa_ood_gap",
-        "reproduced": bool(gap >= 0.30 and memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9),
+        "reproduced": bool(gap >= TARGET_GAP and memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9),
         "measured": {"mixed_qa_ood": mx["qa_ood_acc"], "two_stage_qa_ood": ts["qa_ood_acc"], "gap": gap,
                      "min_bio_recall": memorised, "mixed_qa_id": mx["qa_id_acc"], "two_stage_qa_id": ts["qa_id_acc"],
-                     "rule": "gap >= 0.30, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO phase)"},
+                     "rule": f"gap >= {TARGET_GAP}, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO "
+                             "phase)"},
         "paper": PAPER["qa_ood_gap"],
     }]
     if traces:
@@ -383,6 +412,7 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
     else:
         directions.append({"name": "consistency", "reproduced": None, "measured": "not run",
                            "paper": PAPER["consistency"]})
+    _apply_premises(directions, learned=bool(memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9))
     return {"directions": directions, "runs": {k: _headline(v) | {"after_bio": _headline(v["after_bio"])}
                                                if "after_bio" in v else _headline(v) for k, v in runs.items()},
             "per_attribute": {k: {"qa_ood": v["qa_ood_per_attribute"], "qa_id": v["qa_id_per_attribute"]}
@@ -391,6 +421,14 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
             "traces": {k: {key: v.get(key) for key in ("k", "P", "shared_fraction", "chance_fraction", "curve",
                                                        "top10pct_head_share", "head_gini", "ablation", "top_heads")}
                        for k, v in (traces or {}).items()}}
+
+
+def _measured_text(measured: Any) -> str:
+    """A direction's numbers as 'name value' pairs (rules and nested tables left to summary.json)."""
+    if not isinstance(measured, dict):
+        return str(measured)
+    return "; ".join(f"{k.replace('_', ' ')} {v:.3f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                     for k, v in measured.items() if k != "rule" and isinstance(v, (int, float)))
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -421,9 +459,14 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
     fig.update_layout(barmode="group", title="QA accuracy and BIO recall by training strategy", yaxis_range=[0, 1])
     parts = (["<h2>What was run</h2>" + _table(what, ["", "model or data", "identity"])] if what else [])
     parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=True))
-    parts.append("<h2>Directions (paper.md §7)</h2>" + _table(
-        [[d["name"], d["reproduced"], json.dumps(d["measured"]) if isinstance(d["measured"], dict) else d["measured"],
-          d["paper"]] for d in summary["directions"]], ["direction", "reproduced", "measured", "paper"]))
+    if not all(d.get("premise_holds", True) for d in summary["directions"]):
+        parts.insert(0, "<div class='banner'><b>Undecided.</b> The models did not learn what the paper's directions "
+                     "presuppose (" + html.escape(PREMISE_LEARNED) + ", and a QA-OOD gap to explain), so the "
+                     "directions below are marked undecided, whatever their rules compute.</div>")
+    parts.append("<h2>The paper's five directions</h2>" + _table(
+        [[d["name"], d.get("verdict", str(d["reproduced"])), _measured_text(d["measured"]), d["paper"],
+          d["measured"].get("rule", "") if isinstance(d["measured"], dict) else ""]
+         for d in summary["directions"]], ["direction", "verdict", "measured here", "paper", "rule"]))
     parts.append("<h2>Runs</h2>" + _table([[s, *[r.get(m) for m in (*metrics, "train_wall_s")]]
                                            for s, r in runs.items()], ["strategy", *metrics, "train_wall_s"]))
     if "after_bio" in runs.get("two-stage", {}):
@@ -532,7 +575,8 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
                      "rate.</p>" + _table(rows, ["QA-phase lr", "strategy", "qa_id", "qa_ood", "bio_recall_id",
                                                 "bio_recall_ood"]))
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
-            "padding:4px 8px;font-size:13px}"
+            "padding:4px 8px;font-size:13px}.banner{background:#fff3cd;border:1px solid #e0c36c;padding:10px;" \
+            "margin:1em 0}"
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>recall_circuits report</title>"
            f"<style>{style}</style></head><body><h1>recall_circuits reproduction ({summary.get('preset', '')})</h1>"
            + "".join(parts) + "</body></html>")
