@@ -1,4 +1,4 @@
-"""BIO vs QA attention, aligned by role (paper.md §5).
+"""BIO vs QA attention, aligned by role (docs/paper.md §5).
 
 For a person and attribute, the BIO text and the QA prompt differ in length and layout, so they are aligned by
 role: the position that predicts the value (BIO) / the answer (QA), the subject tokens (BIO: the mention in the

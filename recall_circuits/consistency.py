@@ -1,4 +1,4 @@
-"""Consistency between the BIO and QA formats (paper.md §6, the 2026 revision).
+"""Consistency between the BIO and QA formats (docs/paper.md §6, the 2026 revision).
 
 - Gradient consistency: for a person and attribute, the cosine between ∇θ L_BIO (the loss on the attribute's
   value tokens inside the biography) and ∇θ L_QA (the loss on the answer tokens), overall and per layer/module.

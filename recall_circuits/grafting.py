@@ -1,4 +1,4 @@
-"""Model grafting (Panigrahi et al. 2023, "Task-specific skill localization"; paper.md §4).
+"""Model grafting (Panigrahi et al. 2023, "Task-specific skill localization"; docs/paper.md §4).
 
 A sparse binary mask γ over the parameters selects which fine-tuning updates to keep:
 θ(γ) = θ_pre + γ ⊙ (θ_ft − θ_pre). γ is learned on the QA(ID) loss through the relaxation γ = σ(s): s starts at

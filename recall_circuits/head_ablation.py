@@ -1,4 +1,4 @@
-"""Head ablation by restoring pretrained weights (paper.md §5).
+"""Head ablation by restoring pretrained weights (docs/paper.md §5).
 
 Rank heads (by Shared Size from a gradient-trace run, by Grafted Size from a grafting run, at random), restore the
 top-n heads of each ranking to their pretrained slices for n on a grid, and measure QA accuracy ID/OOD; and sweep

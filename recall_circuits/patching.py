@@ -1,4 +1,4 @@
-"""Activation patching, fast and across formats (paper.md §5; TransformerLens ``patching`` semantics).
+"""Activation patching, fast and across formats (docs/paper.md §5; TransformerLens ``patching`` semantics).
 
 - :func:`patch_heads_by_pos`: clean ``hook_z`` of one (layer, position, head) written into the corrupted run;
   the metric of every cell → ``[n_layers, pos, n_heads]``, the same grid as

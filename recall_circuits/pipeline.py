@@ -1,7 +1,7 @@
 """The end-to-end reproduction: data → two-stage and mixed fine-tuning → evaluation → report.
 
 Each stage writes its own directory under ``out`` and is skipped when complete, so a rerun after an interruption
-resumes (fine-tuning resumes from its last checkpoint). ``summary.json`` lists the five directions of paper.md §7
+resumes (fine-tuning resumes from its last checkpoint). ``summary.json`` lists the five directions of docs/paper.md §7
 with ``reproduced`` decided from the numbers measured in this run; a direction whose stage is not part of the
 pipeline yet says so (``reproduced: null``) instead of guessing.
 

@@ -1,4 +1,4 @@
-"""Value pools and templates of the bioS-style data (written for this project; see paper.md §1).
+"""Value pools and templates of the bioS-style data (written for this project; see docs/paper.md §1).
 
 Names are built from syllables so that the pools are large, deterministic and free of real people. Cities,
 universities, majors and companies are plain lists; a company's city is fixed by the company.

@@ -1,4 +1,4 @@
-"""Weight interventions that restore pretrained values, in place and undone exactly (paper.md §4).
+"""Weight interventions that restore pretrained values, in place and undone exactly (docs/paper.md §4).
 
 ``restore_params(ft, base, space, mask)`` sets the masked entries of the fine-tuned model's analysed tensors to the
 pretrained values for the duration of a ``with`` block; ``restore_heads`` does the same for whole heads (Q and O of

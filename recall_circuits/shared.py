@@ -1,4 +1,4 @@
-"""Top-k sets, the shared set S_k = Top_k(BIO) ∩ Top_k(QA), and where S lives (paper.md §3, §5).
+"""Top-k sets, the shared set S_k = Top_k(BIO) ∩ Top_k(QA), and where S lives (docs/paper.md §3, §5).
 
 ``top_k_mask`` finds the k largest entries of a flat vector without sorting it: the k-th largest value comes from a
 selection (``kthvalue``, linear time), everything above it is in, and ties at the threshold are broken towards the

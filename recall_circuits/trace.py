@@ -1,4 +1,4 @@
-"""Cross-task gradient trace (arXiv 2505.16178 §3; paper.md §3).
+"""Cross-task gradient trace (arXiv 2505.16178 §3; docs/paper.md §3).
 
 For a fine-tuned model and a task t ∈ {bio, qa}, the influence of parameter θ_i is
 

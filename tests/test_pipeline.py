@@ -46,6 +46,16 @@ def test_quick_reproduction(tmp_path):
     # offline: no external script, stylesheet, font or image reference
     assert not re.search(r"<script[^>]+src=", doc) and not re.search(r"<link[^>]+href=[\"']?https?:", doc)
     assert not re.search(r"@import|url\([\"']?https?:", doc.split("<script")[0])
+    # the README's quick-start block runs on this run's checkpoints
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'run = "runs/quick"' in block
+    env: dict = {}
+    exec(compile(block.replace('run = "runs/quick"', f"run = {str(out)!r}"), "README.md", "exec"), env)
+    assert list(env["per_head"].columns) == ["layer", "head", "value"] and len(env["per_head"]) == 8
+    assert env["patching"]["value"].notna().all() and env["before"] <= 0 and env["after"] <= 0
     # a rerun resumes: every stage is skipped and the summary is the same
     mtime = (out / "mixed" / "results.json").stat().st_mtime
     assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
