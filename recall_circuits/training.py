@@ -161,13 +161,41 @@ def _collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over label tokens (-100 = ignored), and the number of label tokens."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+def token_loss_sum(model: Any, batch: dict[str, torch.Tensor], *, label_rows_only: bool = False
+                   ) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over label tokens (-100 = ignored), and the number of label tokens.
+
+    ``label_rows_only``: the unembedding runs on the positions that predict a label only (for QA, the answer's few
+    tokens of each row), from the base model's final hidden states; the same loss when the model's logits are the
+    output embedding of those states (:func:`label_rows_exact` checks it), and it needs the plain model, not a DDP
+    wrapper."""
     tgt = batch["labels"][:, 1:]
+    if label_rows_only:
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        sel = tgt != -100
+        logits = model.get_output_embeddings()(hidden[:, :-1][sel])
+        loss = torch.nn.functional.cross_entropy(logits.float(), tgt[sel], reduction="sum")
+        return loss, int(sel.sum())
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1),
                                              ignore_index=-100, reduction="sum")
     return loss, int((tgt != -100).sum())
+
+
+def label_rows_exact(model: Any, batch: dict[str, torch.Tensor]) -> bool:
+    """Whether :func:`token_loss_sum` gives the same loss with ``label_rows_only`` on this model (no final logit
+    scaling or soft-capping outside the output embedding), checked on one batch in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full, n = token_loss_sum(model, batch)
+            rows, m = token_loss_sum(model, batch, label_rows_only=True)
+    except (AttributeError, TypeError, RuntimeError):
+        return False
+    finally:
+        model.train(was_training)
+    return n == m and bool(torch.allclose(full, rows, rtol=1e-5, atol=1e-6))
 
 
 def tokenize_dataset(tokenizer: Any, ds: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -305,6 +333,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
     data = {"bio": bio_t, "qa": qa_t}
+    # the unembedding at label positions only (QA: a few rows of each) where that is the same loss; DDP needs the
+    # wrapper's own forward, so multi-process runs compute every position's logits
+    rows_only = world == 1 and label_rows_exact(
+        model, {k: v.to(cfg.device) for k, v in _collate(qa_t[:4], tok.pad_token_id).items()})
+    log.info("loss: the unembedding runs at %s", "label positions only" if rows_only else "every position")
     phases = build_phases(cfg, len(bio_t), len(qa_t))
     if rank == 0:
         write_json(out / TRAIN_META, {"base_model": cfg.model, "base_dir": str(model_dir), "config": cfg.to_dict(),
@@ -343,7 +376,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                 ctx = ddp_model.no_sync() if (world > 1 and not sync) else _null()
                 with ctx, torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16,
                                          enabled=cfg.bf16):
-                    s, _ = token_loss_sum(ddp_model, c)
+                    s, _ = token_loss_sum(ddp_model, c, label_rows_only=rows_only)
                     loss = s * world / n_tok.item()
                     loss.backward()
                 loss_total += float(s.detach())

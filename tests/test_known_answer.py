@@ -19,7 +19,7 @@ import copy
 import pytest
 import torch
 
-from recall_circuits.data import load_dataset, tokenize_qa
+from recall_circuits.data import load_dataset
 from recall_circuits.heads import _ATTN, ParamSpace, kv_group
 from recall_circuits.loading import load_bridge
 from recall_circuits.patching import attribution_patch_heads, logit_diff_metric, patch_heads_by_pos, qa_patching_pairs
@@ -27,6 +27,7 @@ from recall_circuits.restore import restore_heads
 from recall_circuits.shared import shared_mask
 from recall_circuits.trace import TraceConfig, trace
 from recall_circuits.training import token_loss_sum, tokenize_dataset
+from test_head_ablation import _answer_logprob as _logprob
 
 CHOSEN = [(1, 0), (1, 1)]
 OTHERS = [(0, 2), (1, 3)]
@@ -72,18 +73,6 @@ def _live_mask(model, live):
                 flat[space.unit_indices(layer, b)[unit] + space.by_name[f"blocks.{layer}.{name}"].offset] = 1
     sd = model.state_dict(keep_vars=True)
     return {id(sd[n]): m for n, m in space.unflatten(flat).items()}
-
-
-def _answer_logprob(model, ds):
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for e in ds.qa("id"):
-            t = tokenize_qa(model.tokenizer, e)
-            ids = torch.tensor([t["input_ids"]])
-            lp = model(ids)[0].double().log_softmax(-1)
-            total += float(sum(lp[p - 1, ids[0, p]] for p in t["answer_pos"]))
-            n += 1
-    return total / n
 
 
 @pytest.fixture(scope="module", params=PLANT_ARCHS)
@@ -162,12 +151,12 @@ def _ranked(score):
 
 def test_restoring_the_chosen_heads_undoes_the_fine_tuning_and_other_heads_do_not(planted):
     arch, pre, ft, ds = planted
-    before, pretrained = _answer_logprob(ft, ds), _answer_logprob(pre, ds)
+    before, pretrained = _logprob(ft, ds, "id"), _logprob(pre, ds, "id")
     assert before > pretrained + 0.5, (arch, before, pretrained)      # the plant learned something
     with restore_heads(ft, pre, CHOSEN):
-        assert _answer_logprob(ft, ds) == pytest.approx(pretrained, abs=1e-6)
+        assert _logprob(ft, ds, "id") == pytest.approx(pretrained, abs=1e-6)
     with restore_heads(ft, pre, OTHERS):
-        assert _answer_logprob(ft, ds) == pytest.approx(before, abs=1e-9)
+        assert _logprob(ft, ds, "id") == pytest.approx(before, abs=1e-9)
 
 
 def test_shared_set_and_shared_size_ranking_find_the_chosen_heads(planted):
@@ -198,4 +187,4 @@ def test_the_checks_fail_on_the_wrong_heads(planted):
     exact, _ = _patching_scores(ft, ds)
     assert set(_ranked(exact)[:2]) != set(OTHERS)
     with restore_heads(ft, pre, OTHERS):
-        assert _answer_logprob(ft, ds) != pytest.approx(_answer_logprob(pre, ds), abs=1e-6)
+        assert _logprob(ft, ds, "id") != pytest.approx(_logprob(pre, ds, "id"), abs=1e-6)

@@ -17,8 +17,11 @@ from recall_circuits.loading import load_hf
 from recall_circuits.training import TrainConfig, _collate, token_loss_sum, train
 
 
-def test_answer_only_loss_mask(tiny_dirs, tiny_data):
-    model, tok = load_hf(tiny_dirs["tiny-llama"])
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-phi"])
+def test_answer_only_loss_mask(arch, tiny_dirs, tiny_data):
+    from recall_circuits.training import label_rows_exact
+
+    model, tok = load_hf(tiny_dirs[arch])
     ds = load_dataset(tiny_data)
     items = [tokenize_qa(tok, e) for e in ds.qa("id")[:5]]
     batch = _collate(items, tok.pad_token_id)
@@ -33,6 +36,20 @@ def test_answer_only_loss_mask(tiny_dirs, tiny_data):
                 n_ref += 1
     assert n == n_ref == sum(len(it["answer_pos"]) for it in items)
     assert abs(float(loss_sum.detach()) - ref) < 1e-3 * max(1.0, ref)
+    # the unembedding at label rows only: the same loss and the same gradients
+    rows, m = token_loss_sum(model, batch, label_rows_only=True)
+    assert m == n and abs(float(rows.detach()) - ref) < 1e-3 * max(1.0, ref) and label_rows_exact(model, batch)
+    g_full = torch.autograd.grad(token_loss_sum(model, batch)[0], list(model.parameters()))
+    g_rows = torch.autograd.grad(rows, list(model.parameters()))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_full, g_rows))
+    # a model whose logits are post-processed (here: scaled) is caught by the check
+    head = model.get_output_embeddings()
+    handle = model.register_forward_hook(lambda mod, inp, out: out.__setitem__("logits", out["logits"] * 2) or out)
+    try:
+        assert not label_rows_exact(model, batch)
+    finally:
+        handle.remove()
+    assert head is model.get_output_embeddings()
     assert all(lab == -100 for it in items for i, lab in enumerate(it["labels"]) if i not in it["answer_pos"])
 
 
