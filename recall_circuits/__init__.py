@@ -1,7 +1,48 @@
 """recall_circuits: how a language model recalls facts it was fine-tuned on, and why two-stage training fails
-where mixed training generalises (a reference implementation of arXiv 2505.16178), on TransformerLens 4.x."""
+where mixed training generalises (a reference implementation of arXiv 2505.16178), on TransformerLens 4.x.
+
+The front door: ``import recall_circuits as rc`` gives the entry points a notebook needs, imported on first use
+(``import recall_circuits`` itself loads no torch)::
+
+    import recall_circuits as rc
+    pair = rc.load_pair("tiny-llama", "runs/quick/mixed/model")
+    res = rc.trace(pair.finetuned, rc.load_dataset("runs/quick/data"), rc.TraceConfig(n_people=4))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
 
 __version__ = "0.1.0"
-__all__ = ["RecallCircuitsError", "__version__"]
+
+_ENTRY_POINTS = {
+    "recall_circuits.data": ("DataConfig", "generate", "write_dataset", "load_dataset", "tokenize_qa", "tokenize_bio"),
+    "recall_circuits.loading": ("load_bridge", "load_pair", "load_hf"),
+    "recall_circuits.training": ("TrainConfig", "train"),
+    "recall_circuits.evaluation": ("evaluate",),
+    "recall_circuits.heads": ("ParamSpace", "head_views", "head_label"),
+    "recall_circuits.trace": ("TraceConfig", "trace"),
+    "recall_circuits.shared": ("shared_mask", "top_k_mask", "head_stats"),
+    "recall_circuits.restore": ("restore_heads", "restore_params"),
+    "recall_circuits.patching": ("patch_heads_by_pos", "patch_resid_by_pos", "attribution_patch_heads",
+                                 "cross_format_patch", "logit_diff_metric", "qa_patching_pairs", "grid_to_dataframe"),
+    "recall_circuits.intervals": ("accuracy_interval", "gap_interval"),
+    "recall_circuits.pipeline": ("reproduce",),
+}
+_WHERE = {name: module for module, names in _ENTRY_POINTS.items() for name in names}
+__all__ = ["RecallCircuitsError", "__version__", *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'recall_circuits' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

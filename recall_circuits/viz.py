@@ -12,11 +12,14 @@ def shared_curve_figure(curves: dict[str, dict[str, list[float]]], title: str = 
 
     fig = go.Figure()
     for name, c in curves.items():
-        fig.add_trace(go.Scatter(x=c["k"], y=c["shared_fraction"], mode="lines+markers", name=name))
+        # a log axis has no 0: a k with no shared entry is left out of the line (the tables keep it)
+        y = [v if v > 0 else None for v in c["shared_fraction"]]
+        fig.add_trace(go.Scatter(x=c["k"], y=y, mode="lines+markers", name=name, connectgaps=False))
     first = next(iter(curves.values()))
     fig.add_trace(go.Scatter(x=first["k"], y=first["chance_fraction"], mode="lines", name="chance k/P",
                              line={"dash": "dash", "color": "grey"}))
-    fig.update_layout(title=title, xaxis={"type": "log", "title": "k"}, yaxis={"title": "|S_k| / k", "type": "log"})
+    fig.update_layout(title=title, xaxis={"type": "log", "title": "k (parameters in each task's top-k)"},
+                      yaxis={"title": "|S_k| / k (log; zero left out)", "type": "log"})
     return fig
 
 
