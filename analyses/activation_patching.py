@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args
+from recall_circuits.cli import HelpFormatter, add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("activation_patching")
@@ -18,7 +18,7 @@ log = logging.getLogger("activation_patching")
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from recall_circuits.cli import HelpFormatter
 from recall_circuits.errors import cli_entry
 from recall_circuits.presets import TRAIN_PRESETS, preset
 
@@ -22,7 +23,7 @@ log = logging.getLogger("finetune")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--strategy", required=True, help="two-stage or mixed")
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)

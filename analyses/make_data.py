@@ -10,6 +10,7 @@ import argparse
 import logging
 
 from recall_circuits.data import DataConfig, generate, write_dataset
+from recall_circuits.cli import HelpFormatter
 from recall_circuits.errors import cli_entry
 from recall_circuits.presets import DATA_PRESETS, preset
 
@@ -18,7 +19,7 @@ log = logging.getLogger("make_data")
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", choices=sorted(DATA_PRESETS))
     ap.add_argument("--people", type=int)

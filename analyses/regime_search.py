@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from recall_circuits.artefacts import read_json
+from recall_circuits.cli import HelpFormatter
 from recall_circuits.errors import RecallCircuitsError, cli_entry
 from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
 
@@ -96,8 +97,8 @@ def _ensure_data(out: Path, setting) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/search", help="the search's directory (default: %(default)s)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--out", default="runs/search", help="the search's directory")
     ap.add_argument("--only", action="append", choices=[s.id for s in PLAN], help="run only these pairs")
     ap.add_argument("--second-seed", action="store_true",
                     help=f"repeat the pair the decision rule chose with seed {SECOND_SEED} (data and training)")

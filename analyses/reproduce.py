@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args
+from recall_circuits.cli import HelpFormatter, add_device_args
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("reproduce")
@@ -21,7 +21,7 @@ log = logging.getLogger("reproduce")
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="tiny model and data: the same pipeline in seconds")
     ap.add_argument("--sensitivity", action=argparse.BooleanOptionalAction, default=False,
