@@ -21,7 +21,7 @@ import torch
 
 from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models import resolve_model, set_offline
+from recall_circuits.models import offline_and_quiet, resolve_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -34,18 +34,12 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _quiet_transformers() -> None:
-    import transformers  # noqa: PLC0415
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-
 def load_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
     from transformers import AutoTokenizer  # noqa: PLC0415
 
     path = resolve_model(name_or_dir)
-    tok = AutoTokenizer.from_pretrained(path)
+    with offline_and_quiet():
+        tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -56,22 +50,21 @@ def load_hf(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     """A plain Hugging Face causal LM (eager attention) and its tokenizer, for training and fast evaluation."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    _quiet_transformers()
     path = resolve_model(name_or_dir)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype), attn_implementation="eager")
+    with offline_and_quiet():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype), attn_implementation="eager")
     return model.to(device), load_tokenizer(path)
 
 
 def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
                 dtype: str | torch.dtype = "float32") -> Any:
     """A ``TransformerBridge`` in eval mode, raw weights (no folding), loaded from a local directory only."""
-    set_offline()
-    _quiet_transformers()
     from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
 
     path = resolve_model(name_or_dir)
     try:
-        bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=parse_dtype(dtype))
+        with offline_and_quiet():
+            bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=parse_dtype(dtype))
     except (OSError, ValueError, KeyError) as exc:
         raise RecallCircuitsError(f"could not load {path} into a TransformerBridge: {exc}") from exc
     bridge.eval()

@@ -13,10 +13,12 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,38 @@ TINY_VERSION = "1"
 SPECIAL_TOKENS = {"unk": "[UNK]", "pad": "[PAD]", "bos": "[BOS]", "eos": "[EOS]"}
 
 
-def set_offline() -> None:
-    """Make the Hugging Face libraries fail fast instead of reaching for the Hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@contextlib.contextmanager
+def offline_and_quiet() -> Iterator[None]:
+    """For the duration of a load: the Hugging Face libraries fail fast instead of reaching for the Hub, and
+    transformers keeps its progress bars and warnings to itself. The environment and transformers' logging settings
+    are restored afterwards (the library changes no global state)."""
+    saved = {k: os.environ.get(k) for k in _OFFLINE_ENV}
+    lg = None
+    try:
+        for k in _OFFLINE_ENV:
+            os.environ.setdefault(k, "1")
+        try:
+            import transformers.utils.logging as lg  # noqa: PLC0415
+        except ImportError:
+            lg = None
+        if lg is not None:
+            verbosity, bars = lg.get_verbosity(), lg.is_progress_bar_enabled()
+            lg.set_verbosity_error()
+            lg.disable_progress_bar()
+        yield
+    finally:
+        if lg is not None:
+            lg.set_verbosity(verbosity)
+            if bars:
+                lg.enable_progress_bar()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def cache_dir() -> Path:
@@ -50,8 +79,11 @@ def is_checkpoint_dir(path: Path) -> bool:
 
 def resolve_model(name_or_dir: str | os.PathLike[str]) -> Path:
     """A registry name or a checkpoint directory → a local checkpoint directory (built on first use)."""
-    set_offline()
-    name = str(name_or_dir)
+    with offline_and_quiet():
+        return _resolve(str(name_or_dir))
+
+
+def _resolve(name: str) -> Path:
     if name == DEFAULT_MODEL:
         return ensure_smollm2()
     if name in TINY_MODELS:

@@ -264,8 +264,11 @@ def _save_model(model: Any, tok: Any, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    from recall_circuits.models import offline_and_quiet  # noqa: PLC0415
+
+    with offline_and_quiet():
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
@@ -294,7 +297,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     from recall_circuits.loading import load_tokenizer, parse_dtype  # noqa: PLC0415
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
+    from recall_circuits.models import offline_and_quiet, resolve_model  # noqa: PLC0415
 
     rank, world = _world()
     out = Path(cfg.out)
@@ -317,7 +320,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     bio_t, qa_t = tokenize_dataset(tok, ds)
     max_len = max(len(t["input_ids"]) for t in bio_t + qa_t)
     torch.manual_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=parse_dtype("float32"), attn_implementation="eager")
+    with offline_and_quiet():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=parse_dtype("float32"),
+                                                     attn_implementation="eager")
     n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if n_pos is not None and max_len > n_pos:
         raise RecallCircuitsError(f"the data has sequences of {max_len} tokens, the model takes at most {n_pos}")

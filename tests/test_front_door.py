@@ -10,3 +10,19 @@ def test_every_entry_point_resolves_and_importing_loads_no_torch():
     code = "import sys, recall_circuits; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_loading_leaves_no_global_state_behind(tiny_dirs, monkeypatch):
+    """Loading sets the offline variables and quiets transformers only while it runs."""
+    import os
+
+    import transformer_lens.model_bridge  # noqa: F401  (its import may set transformers' verbosity itself)
+    import transformers.utils.logging as tlog
+
+    from recall_circuits.loading import load_bridge, load_hf
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    before = (dict(os.environ), tlog.get_verbosity(), tlog.is_progress_bar_enabled())
+    load_bridge(tiny_dirs["tiny-gpt2"])
+    load_hf(tiny_dirs["tiny-llama"])
+    assert (dict(os.environ), tlog.get_verbosity(), tlog.is_progress_bar_enabled()) == before
