@@ -6,8 +6,9 @@
 
 Each pair runs its two arms side by side, one torch thread each (two 2-thread jobs on 2 cores slow each other
 many times over), with analyses/finetune.py; an interrupted arm resumes from its last checkpoint with the same
-command. OUT/<id>/pair.json holds the row (accuracies with 95% intervals over people, the gap, the verdict);
-OUT/table.md the table so far.
+command. OUT/<id>/pair.json holds the row (accuracies with 95% intervals over people, the gap, the verdict), copied to
+docs/search/<id>.json to be committed (a pair found there is done); OUT/table.md the table so far. Keep OUT
+outside the work tree (e.g. ~/recall_circuits_search) when the checkpoints should outlive a fresh checkout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from recall_circuits.artefacts import read_json
+from recall_circuits.artefacts import read_json, write_json
 from recall_circuits.cli import HelpFormatter
 from recall_circuits.errors import RecallCircuitsError, cli_entry
 from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
@@ -32,13 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("mixed", "two-stage")
 
 
-def _load_done(out: Path) -> dict[str, dict]:
-    done = {}
+def _load_done(out: Path, record: Path) -> dict[str, dict]:
+    """Finished pairs: the committed record (``record/<id>.json``) and the run folder (``out/<id>/pair.json``)."""
     order = {s.id: i for i, s in enumerate(PLAN)}
-    for f in sorted(out.glob("*/pair.json"), key=lambda f: (order.get(f.parent.name, len(order)), f.parent.name)):
+    found = {f.parent.name: f for f in out.glob("*/pair.json")} | {f.stem: f for f in record.glob("*.json")}
+    done = {}
+    for pid in sorted(found, key=lambda p: (order.get(p, len(order)), p)):
+        f = found[pid]
         if f.is_file():
             try:
-                done[f.parent.name] = read_json(f)
+                done[pid] = read_json(f)
             except json.JSONDecodeError as exc:
                 raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
     return done
@@ -98,7 +102,9 @@ def _ensure_data(out: Path, setting) -> Path:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--out", default="runs/search", help="the search's directory")
+    ap.add_argument("--out", default="runs/search", help="the search's working directory (checkpoints, logs)")
+    ap.add_argument("--record", help="where each finished pair's row is kept as <id>.json, to be committed (pairs "
+                    "found there are done); default: docs/search, or OUT/record with --model")
     ap.add_argument("--only", action="append", choices=[s.id for s in PLAN], help="run only these pairs")
     ap.add_argument("--second-seed", action="store_true",
                     help=f"repeat the pair the decision rule chose with seed {SECOND_SEED} (data and training)")
@@ -113,7 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
-    done = _load_done(out)
+    record = Path(args.record) if args.record else (out / "record" if args.model else ROOT / "docs" / "search")
+    done = _load_done(out, record)
     if args.list:
         for s in PLAN:
             print(f"{s.id:4s} {'done' if s.id in done else 'todo'}  {s.why}")
@@ -140,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = out / s.id / "pair.json.partial"
         tmp.write_text(json.dumps(row, indent=2))
         tmp.rename(out / s.id / "pair.json")
+        record.mkdir(parents=True, exist_ok=True)
+        write_json(record / f"{s.id}.json", row, indent=2)
         done[s.id] = row
         (out / "table.md").write_text(_table(done))
         log.info("%s: gap %.3f [%.3f, %.3f], premise %s, qualifies %s", s.id, row["gap"]["value"], row["gap"]["low"],
