@@ -3,6 +3,7 @@
     python analyses/regime_search.py --out runs/search            # every pair not yet done, in the plan's order
     python analyses/regime_search.py --out runs/search --only A1   # one pair
     python analyses/regime_search.py --out runs/search --list      # the plan and what is done
+    python analyses/regime_search.py --table                       # the finished pairs' table (docs/results.md)
 
 Each pair runs its two arms side by side, one torch thread each (two 2-thread jobs on 2 cores slow each other
 many times over), with analyses/finetune.py; an interrupted arm resumes from its last checkpoint with the same
@@ -51,7 +52,7 @@ def _load_done(out: Path, record: Path) -> dict[str, dict]:
 def _table(done: dict[str, dict]) -> str:
     head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
             "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | BIO two-stage after BIO "
-            "(ID/OOD) | steps | premise | qualifies |\n" + "|---" * 18 + "|\n")
+            "(ID/OOD) | steps | arms' wall time (min) | premise | qualifies |\n" + "|---" * 19 + "|\n")
     rows = []
     for pid, p in done.items():
         s = p["setting"]
@@ -63,6 +64,7 @@ def _table(done: dict[str, dict]) -> str:
                     f"{iv(p['mixed_qa_id'])} | {iv(p['stage_qa_id'])} | {iv(p['mixed_qa_ood'])} | "
                     f"{iv(p['stage_qa_ood'])} | {iv(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
                     f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
+                    f"{p['wall_s']['mixed'] / 60:.0f} / {p['wall_s']['two-stage'] / 60:.0f} | "
                     f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
     return head + "\n".join(rows) + "\n"
 
@@ -111,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", help="another model for both arms (default: the cpu preset's, smollm2-135m); for "
                     "trying the runner on a tiny model")
     ap.add_argument("--list", action="store_true", help="print the plan, what is done, and exit")
+    ap.add_argument("--table", action="store_true", help="print the table of the finished pairs (markdown) and exit")
     ap.add_argument("--progress", action="store_true", help="progress bars in the arms' logs")
     return ap.parse_args(argv)
 
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for s in PLAN:
             print(f"{s.id:4s} {'done' if s.id in done else 'todo'}  {s.why}")
+        return 0
+    if args.table:
+        print(_table(done), end="")
         return 0
     todo = [s for s in PLAN if s.id not in done and (not args.only or s.id in args.only)]
     if args.second_seed:
