@@ -6,7 +6,7 @@ The front door: ``import recall_circuits as rc`` gives the entry points a notebo
 
     import recall_circuits as rc
     pair = rc.load_pair("tiny-llama", "runs/quick/mixed/model")
-    res = rc.trace(pair.finetuned, rc.load_dataset("runs/quick/data"), rc.TraceConfig(n_people=4))
+    res = rc.cross_task_trace(pair.finetuned, rc.load_dataset("runs/quick/data"), rc.TraceConfig(n_people=4))
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _ENTRY_POINTS = {
     "recall_circuits.training": ("TrainConfig", "train"),
     "recall_circuits.evaluation": ("evaluate",),
     "recall_circuits.heads": ("ParamSpace", "head_views", "head_label"),
-    "recall_circuits.trace": ("TraceConfig", "trace"),
+    "recall_circuits.trace": ("TraceConfig", "cross_task_trace"),
     "recall_circuits.shared": ("shared_mask", "top_k_mask", "head_stats"),
     "recall_circuits.restore": ("restore_heads", "restore_params"),
     "recall_circuits.patching": ("patch_heads_by_pos", "patch_resid_by_pos", "attribution_patch_heads",
@@ -32,13 +32,16 @@ _ENTRY_POINTS = {
     "recall_circuits.intervals": ("accuracy_interval", "gap_interval"),
     "recall_circuits.pipeline": ("reproduce",),
 }
+# front-door names that differ from the defining module's (``trace`` is also the submodule's name, which Python
+# binds on the package once the submodule is imported)
+_ALIASES = {"cross_task_trace": "trace"}
 _WHERE = {name: module for module, names in _ENTRY_POINTS.items() for name in names}
 __all__ = ["RecallCircuitsError", "__version__", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
+        value = getattr(importlib.import_module(_WHERE[name]), _ALIASES.get(name, name))
         globals()[name] = value
         return value
     raise AttributeError(f"module 'recall_circuits' has no attribute {name!r}")

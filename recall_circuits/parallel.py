@@ -4,9 +4,12 @@ across it. Nothing here launches processes; ``torchrun --nproc_per_node N script
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -45,3 +48,15 @@ def process_group(timeout: timedelta | None = None) -> Iterator[bool]:
     finally:
         if started:
             dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a script with ``code``. In a process that ``torchrun`` started, the streams are flushed and the process
+    ends without the interpreter's teardown: there, gloo's background threads can abort it after a finished run
+    ("terminate called without an active exception", SIGABRT), which torchrun reports as the run failing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)

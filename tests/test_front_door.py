@@ -5,8 +5,13 @@ import recall_circuits as rc
 
 
 def test_every_entry_point_resolves_and_importing_loads_no_torch():
+    import types
+
+    import recall_circuits.trace  # noqa: F401  (binds the submodule on the package, as any import of it does)
+
     for name in rc.__all__:
-        assert getattr(rc, name) is not None, name
+        value = getattr(rc, name)
+        assert value is not None and not isinstance(value, types.ModuleType), name
     code = "import sys, recall_circuits; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
