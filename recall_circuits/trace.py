@@ -97,13 +97,80 @@ class TraceConfig:
         return d
 
 
-@dataclass
+TRACE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
 class TraceResult:
+    """The cross-task trace of one model: per-parameter influence for BIO and QA over ``space``'s flat layout.
+
+    ``shared(k)`` is the shared set S_k; ``per_head(k)`` its Shared Size per query head as a DataFrame (labels
+    ``L{l}H{h}``); ``save(dir)`` / ``load(dir, model)`` round-trip it (safetensors + JSON with a schema version; the
+    model rebuilds the parameter layout, which must match the saved one)."""
+
     influence: dict[str, Float[Tensor, " P"]]
     space: ParamSpace
     config: TraceConfig
     n_examples: dict[str, int] = field(default_factory=dict)
     people: list[int] = field(default_factory=list)
+
+    def shared(self, k: int) -> Tensor:
+        from recall_circuits.shared import shared_mask  # noqa: PLC0415
+
+        return shared_mask(self.influence["bio"], self.influence["qa"], k)
+
+    def per_head(self, k: int) -> Any:
+        """Shared Size per query head at ``k`` (Q+K+V+O entries of S_k; under GQA a group's K/V count in full for
+        each of its query heads): columns ``layer``, ``head``, ``label``, ``shared``, sorted by ``shared``."""
+        import pandas as pd  # noqa: PLC0415
+
+        from recall_circuits.heads import head_label  # noqa: PLC0415
+
+        grid = self.space.count_per_query_head(self.space.unflatten(self.shared(k).float()))
+        rows = [(lay, h, head_label(lay, h), float(grid[lay, h])) for lay in range(grid.shape[0])
+                for h in range(grid.shape[1])]
+        df = pd.DataFrame(rows, columns=["layer", "head", "label", "shared"])
+        return df.sort_values(["shared", "layer", "head"], ascending=[False, True, True], ignore_index=True)
+
+    def _layout(self) -> list[list[Any]]:
+        return [[i.name, list(i.shape)] for i in self.space.infos]
+
+    def save(self, out: str | Any) -> Any:
+        """Write ``influence.safetensors`` and ``trace.json`` into the folder ``out`` (made if needed)."""
+        from pathlib import Path  # noqa: PLC0415
+
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        from recall_circuits.artefacts import write_json  # noqa: PLC0415
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.influence.items()}, str(out / "influence.safetensors"))
+        write_json(out / "trace.json", {"schema_version": TRACE_SCHEMA_VERSION, "config": self.config.to_dict(),
+                                        "n_examples": self.n_examples, "people": self.people,
+                                        "layout": self._layout()}, indent=2)
+        return out
+
+    @classmethod
+    def load(cls, out: str | Any, model: Any) -> TraceResult:
+        """Read a saved trace; ``model`` (a bridge of the traced architecture) rebuilds the parameter layout."""
+        from pathlib import Path  # noqa: PLC0415
+
+        from safetensors.torch import load_file  # noqa: PLC0415
+
+        from recall_circuits.artefacts import read_json  # noqa: PLC0415
+
+        out = Path(out)
+        meta = read_json(out / "trace.json")
+        if meta.get("schema_version") != TRACE_SCHEMA_VERSION:
+            raise RecallCircuitsError(f"{out}/trace.json has schema {meta.get('schema_version')}, this version "
+                                      f"reads {TRACE_SCHEMA_VERSION}")
+        cfg = TraceConfig(**{**meta["config"], "include": tuple(meta["config"]["include"])})
+        space = ParamSpace(model, include=cfg.include, biases=cfg.biases)
+        res = cls(load_file(str(out / "influence.safetensors")), space, cfg, meta["n_examples"], meta["people"])
+        if res._layout() != meta["layout"]:
+            raise RecallCircuitsError(f"{out} was traced on another parameter layout than this model's")
+        return res
 
 
 # ---------------------------------------------------------------------------------------------------------------

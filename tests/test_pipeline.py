@@ -54,7 +54,7 @@ def test_quick_reproduction(tmp_path):
     assert 'run = "runs/quick"' in block
     env: dict = {}
     exec(compile(block.replace('run = "runs/quick"', f"run = {str(out)!r}"), "README.md", "exec"), env)
-    assert list(env["per_head"].columns) == ["layer", "head", "value"] and len(env["per_head"]) == 8
+    assert list(env["per_head"].columns) == ["layer", "head", "label", "shared"] and len(env["per_head"]) == 8
     assert env["patching"]["value"].notna().all() and env["before"] <= 0 and env["after"] <= 0
     # a rerun resumes: every stage is skipped and the summary is the same
     mtime = (out / "mixed" / "results.json").stat().st_mtime

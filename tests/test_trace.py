@@ -290,3 +290,24 @@ def test_trace_restores_the_garbage_collector(bridges):
             assert gc.isenabled() is state
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_trace_result_round_trips_and_its_head_table(bridges, tmp_path):
+    from recall_circuits.trace import TraceResult
+
+    b = bridges["tiny-llama"]
+    res = trace(b, DS, TraceConfig(n_people=2, batch_size=4))
+    k = res.space.P // 50
+    table = res.per_head(k)
+    grid = res.space.count_per_query_head(res.space.unflatten(shared_mask(res.influence["bio"], res.influence["qa"],
+                                                                          k).float()))
+    assert list(table.columns) == ["layer", "head", "label", "shared"] and len(table) == grid.numel()
+    for row in table.itertuples():
+        assert row.shared == float(grid[row.layer, row.head]) and row.label == f"L{row.layer}H{row.head}"
+    assert list(table["shared"]) == sorted(table["shared"], reverse=True)
+    again = TraceResult.load(res.save(tmp_path / "t"), b)
+    assert all(torch.equal(again.influence[t], res.influence[t]) for t in ("bio", "qa"))
+    assert (again.config, again.n_examples, again.people) == (res.config, res.n_examples, res.people)
+    assert again.per_head(k).equals(table)
+    with pytest.raises(RecallCircuitsError, match="another parameter layout"):
+        TraceResult.load(tmp_path / "t", bridges["tiny-gpt2"])
