@@ -71,7 +71,7 @@ def _table(done: dict[str, dict]) -> str:
 
 def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None) -> dict[str, dict]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    procs = {}
+    procs, logs = {}, []
     for arm in ARMS:
         out = pair_dir / arm
         if (out / "results.json").is_file():
@@ -84,8 +84,11 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
             cmd.append("--no-progress")
         log.info("%s %s: %s", setting.id, arm, " ".join(cmd[1:]))
         pair_dir.mkdir(parents=True, exist_ok=True)
-        procs[arm] = subprocess.Popen(cmd, env=env, stdout=open(pair_dir / f"{arm}.log", "a"), stderr=subprocess.STDOUT)
+        logs.append(open(pair_dir / f"{arm}.log", "a"))
+        procs[arm] = subprocess.Popen(cmd, env=env, stdout=logs[-1], stderr=subprocess.STDOUT)
     failed = [arm for arm, p in procs.items() if p.wait() != 0]
+    for f in logs:
+        f.close()
     if failed:
         raise RecallCircuitsError(f"{setting.id}: {', '.join(failed)} failed; see {pair_dir}/<arm>.log, then rerun "
                                   "the same command to resume")

@@ -43,7 +43,7 @@ IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 
 
 def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
-              verbose: bool, overwrite: bool) -> dict[str, Any]:
+              verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """A fine-tuning stage: reused only when it was trained from the same base weights, data and options."""
     from recall_circuits.finetune_run import RESULTS_FILE, run_finetune  # noqa: PLC0415
     from recall_circuits.models import resolve_model  # noqa: PLC0415
@@ -51,7 +51,7 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
 
     cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
     tc = TrainConfig(**cfg)
-    identity = train_identity(tc, resolve_model(tc.model))
+    identity = train_identity(tc, resolve_model(tc.model), hashed(tc.model))
     if (out / TRAIN_META).is_file():
         try:
             check_same(read_json(out / TRAIN_META).get("identity"), identity, out)
@@ -237,7 +237,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(data_cfg), data, overwrite=True)
     ctx = _Ctx(data, quick, overwrite, verbose, device, dtype)
-    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite) for s in ("two-stage", "mixed")}
+    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite, ctx.model) for s in ("two-stage", "mixed")}
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
     traces = {s: _trace(ctx, out / f"trace-{s}", base_model, ft[s]) for s in ft}
@@ -249,7 +249,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                                                      "pretrained": base_model})
     consistency = _consistency(ctx, out / "consistency", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"])},
                                {s: str(out / s) for s in ft if (out / s / "snapshots").is_dir()})
-    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose, overwrite=overwrite)
+    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose, overwrite=overwrite,
+                        hashed=ctx.model)
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
@@ -283,7 +284,8 @@ def _single_head_summary(h: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,
-                 train: bool, verbose: bool, overwrite: bool) -> list[dict[str, Any]]:
+                 train: bool, verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
     """Rows of the learning-rate sensitivity table: trained when ``train``, else read from the runs on disk
     (``None`` where a run is missing)."""
     from recall_circuits.finetune_run import RESULTS_FILE  # noqa: PLC0415
@@ -299,8 +301,8 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
             if train:
                 ts = _finetune(ts_dir, data, "two-stage", name,
                                extra | {"model": str(out / "two-stage" / "after_bio"), "bio_epochs": 0,
-                                        "qa_lr": lr}, verbose, overwrite)
-                mx = _finetune(mx_dir, data, "mixed", name, extra | {"lr": lr}, verbose, overwrite)
+                                        "qa_lr": lr}, verbose, overwrite, hashed)
+                mx = _finetune(mx_dir, data, "mixed", name, extra | {"lr": lr}, verbose, overwrite, hashed)
             else:
                 ts, mx = (read_json(d / RESULTS_FILE) if (d / RESULTS_FILE).is_file() else None
                           for d in (ts_dir, mx_dir))

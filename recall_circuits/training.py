@@ -279,11 +279,13 @@ def _save_model(model: Any, tok: Any, dest: Path) -> None:
 _NOT_IDENTITY = ("model", "data", "out", "device", "eval_batch_size", "checkpoint_every", "snapshot_every", "optimizer_impl")
 
 
-def train_identity(cfg: TrainConfig, model_dir: Path) -> dict[str, Any]:
-    """What a fine-tuning run is computed from: the base model's weights, the data, the options."""
+def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """What a fine-tuning run is computed from: the base model's weights (``base_identity`` when the caller has
+    already hashed them), the data, the options."""
     from recall_circuits.data import data_identity  # noqa: PLC0415
 
-    return {"base_model": model_identity(model_dir), "data": data_identity(cfg.data),
+    return {"base_model": base_identity or model_identity(model_dir), "data": data_identity(cfg.data),
             "options": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IDENTITY}}
 
 
