@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -126,12 +128,33 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise RecallCircuitsError(f"{p} is corrupted ({exc}); remove its run directory to recompute it") from exc
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, **kwargs: Any) -> None:
-    """Write JSON atomically: a temporary name in the same folder, then a rename (never a half-written file)."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file under a temporary name in the same folder, then rename it: never half-written."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.partial")
-    tmp.write_text(json.dumps(obj, **kwargs), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, p)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, **kwargs: Any) -> None:
+    """Write JSON atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, **kwargs))
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh ``<dest>.partial`` folder to write into; when the block ends without an error it replaces ``dest``,
+    so ``dest`` is always complete or absent (an interrupted write leaves only the ``.partial`` folder, cleared the
+    next time)."""
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    yield tmp
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
 
 
 def save_tensors(out: Path, tensors: dict[str, torch.Tensor], name: str = TENSORS_FILE) -> None:

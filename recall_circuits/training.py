@@ -39,8 +39,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from recall_circuits.artefacts import atomic_dir, check_same, model_identity, read_json, write_json
 from recall_circuits.data import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
-from recall_circuits.artefacts import check_same, model_identity, read_json, write_json
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.parallel import is_main, world as _world
 
@@ -206,19 +206,14 @@ def tokenize_dataset(tokenizer: Any, ds: Dataset) -> tuple[list[dict[str, Any]],
 
 def _save_checkpoint(path: Path, model: Any, opt: Any | None, sched: Any | None, state: dict[str, Any]) -> None:
     """Model weights, optimiser + scheduler state (absent at a phase boundary: the next phase starts fresh), RNG."""
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     raw = model.module if hasattr(model, "module") else model
-    save_file({k: v.detach().clone().contiguous() for k, v in raw.state_dict().items()}, str(tmp / "model.safetensors"))
-    if opt is not None and sched is not None:
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-    save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    with atomic_dir(path) as tmp:
+        save_file({k: v.detach().clone().contiguous() for k, v in raw.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        if opt is not None and sched is not None:
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> None:
@@ -260,18 +255,12 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
 
 
 def _save_model(model: Any, tok: Any, dest: Path) -> None:
-    """``save_pretrained`` under a temporary name, then a rename: ``dest`` is complete or absent."""
-    tmp = dest.with_name(dest.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    """``save_pretrained`` through :func:`~recall_circuits.artefacts.atomic_dir`: ``dest`` is complete or absent."""
     from recall_circuits.models import offline_and_quiet  # noqa: PLC0415
 
-    with offline_and_quiet():
+    with atomic_dir(dest) as tmp, offline_and_quiet():
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
 
 
 # Fields that do not change what is trained (where it goes, how it is evaluated, how often it is saved), and the
