@@ -321,13 +321,12 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
     from recall_circuits.viz import head_heatmap  # noqa: PLC0415
 
     from recall_circuits.loading import load_tokenizer  # noqa: PLC0415
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
 
     if n_pairs < 1:
         raise RecallCircuitsError(f"--pairs must be >= 1, got {n_pairs}")
     check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
-    pairs = qa_patching_pairs(load_tokenizer(resolve_model(model_path)), ds, n_pairs, split)
+    pairs = qa_patching_pairs(load_tokenizer(model_path), ds, n_pairs, split)
     if len(pairs) < n_pairs:
         raise RecallCircuitsError(f"--pairs {n_pairs}: the {split} questions of {data} make only {len(pairs)} "
                                   "(clean, corrupted) pairs of equal length with different answers")
