@@ -31,7 +31,8 @@ from test_head_ablation import _answer_logprob as _logprob
 
 CHOSEN = [(1, 0), (1, 1)]
 OTHERS = [(0, 2), (1, 3)]
-STEPS = 400
+STEPS = 800                  # with LR: every plant tells most of its ID pairs apart, at 1 to 4 torch threads
+LR = 1e-2
 PLANT_ARCHS = ("tiny-gpt2", "tiny-neox", "tiny-llama")
 
 
@@ -77,12 +78,16 @@ def _live_mask(model, live):
 
 @pytest.fixture(scope="module", params=PLANT_ARCHS)
 def planted(request, tiny_dirs, tiny_data):
-    arch = request.param
-    pre = load_bridge(tiny_dirs[arch])
+    return plant(request.param, tiny_dirs[request.param], tiny_data)
+
+
+def plant(arch, model_dir, data_dir):
+    """(arch, pretrained, fine-tuned, dataset): the model with every head but CHOSEN silenced, and its fine-tuning."""
+    pre = load_bridge(model_dir)
     _silence_all_but(pre, CHOSEN)
     ft = copy.deepcopy(pre)
     masks = _live_mask(ft, CHOSEN)
-    ds = load_dataset(tiny_data)
+    ds = load_dataset(data_dir)
     bio, qa = tokenize_dataset(ft.tokenizer, ds)
     from recall_circuits.training import _collate
 
@@ -92,7 +97,7 @@ def planted(request, tiny_dirs, tiny_data):
     for p in hf.parameters():
         p.requires_grad_(True)
     params = [p for p in hf.parameters() if id(p) in masks]
-    opt = torch.optim.Adam(params, lr=3e-2)
+    opt = torch.optim.Adam(params, lr=LR)
     g = torch.Generator().manual_seed(0)
     items = bio + qa
     for step in range(STEPS):
