@@ -10,27 +10,30 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import HelpFormatter, add_device_args
+from recall_circuits.cli import SPLITS, add_device_args, add_progress_arg, add_run_args, parser
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("activation_patching")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
+    ap.add_argument("--model", required=True, help="the model to patch: registry name or checkpoint directory")
+    add_run_args(ap)
+    ap.add_argument("--pairs", type=int, default=4, help="(clean, corrupted) QA prompt pairs")
+    ap.add_argument("--split", default="ood", choices=SPLITS, help="whose questions: ID, OOD or all people")
+    add_device_args(ap)
+    add_progress_arg(ap)
+    return ap
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--pairs", type=int, default=4)
-    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
-    ap.add_argument("--overwrite", action="store_true")
-    add_device_args(ap)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from recall_circuits.patching import run_activation_patching
 
     run_activation_patching(args.model, args.data, args.out, n_pairs=args.pairs, split=args.split,
-                            overwrite=args.overwrite, device=args.device, dtype=args.dtype)
+                            overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

@@ -1,12 +1,13 @@
 """Gradient consistency, representation consistency and input signature of BIO vs QA (the paper's 2026 revision).
 
-    python analyses/consistency.py --model mixed=runs/reproduce/mixed/model \
-        --model two-stage=runs/reproduce/two-stage/model --data runs/reproduce/data --out runs/consistency \
+    python analyses/consistency.py --models mixed=runs/reproduce/mixed/model \
+        two-stage=runs/reproduce/two-stage/model --data runs/reproduce/data --out runs/consistency \
         --along mixed=runs/reproduce/mixed      # + gradient consistency along a run's snapshots
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 from recall_circuits.cli import model_set_parser
@@ -15,20 +16,24 @@ from recall_circuits.errors import cli_entry
 log = logging.getLogger("consistency")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    ap = model_set_parser(__doc__)
+    ap.add_argument("--along", nargs="+", default=[], metavar="NAME=RUN_DIR",
+                    help="named fine-tuning runs: gradient consistency along their snapshots/")
+    return ap
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = model_set_parser(__doc__)
-    ap.add_argument("--along", action="append", default=[],
-                    help="NAME=TRAINING_RUN_DIR (repeatable): gradient consistency along its snapshots/")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from recall_circuits.loading import parse_model_specs
 
-    models = parse_model_specs(args.model)
+    models = parse_model_specs(args.models)
     along = parse_model_specs(args.along, what="--along") if args.along else None
     from recall_circuits.consistency import run_consistency
 
-    run_consistency(models, args.data, args.out, n_people=args.n_people, split=args.split, along=along,
-                    overwrite=args.overwrite, device=args.device, dtype=args.dtype)
+    run_consistency(models, args.data, args.out, n_people=args.people, split=args.split, along=along,
+                    overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0
 

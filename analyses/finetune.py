@@ -15,43 +15,58 @@ import logging
 import os
 from pathlib import Path
 
-from recall_circuits.cli import HelpFormatter
+from recall_circuits.cli import add_device_args, add_progress_arg, parser
 from recall_circuits.errors import cli_entry
 from recall_circuits.presets import TRAIN_PRESETS, preset
 
 log = logging.getLogger("finetune")
+# the preset's value is the default of each of these
+OVERRIDES = (
+    ("epochs", int, "epochs: mixed's passes, or two-stage's QA-phase passes"),
+    ("bio-epochs", int, "two-stage's BIO-phase passes (default: --epochs)"),
+    ("lr", float, "peak learning rate"),
+    ("qa-lr", float, "two-stage's QA-phase learning rate (default: --lr)"),
+    ("batch-size", int, "examples per optimiser step (per process under torchrun)"),
+    ("grad-accum", int, "micro-batches accumulated per optimiser step"),
+    ("seed", int, "seed of the order of examples and of dropout"),
+    ("checkpoint-every", int, "optimiser steps between resumable checkpoints (0: none)"),
+    ("snapshot-every", int, "optimiser steps between saved model snapshots (0: none)"),
+    ("warmup-frac", float, "share of each phase's steps spent warming the learning rate up"),
+    ("weight-decay", float, "AdamW weight decay"),
+    ("mix-bio-repeat", int, "mixed: copies of each biography per epoch"),
+    ("mix-qa-repeat", int, "mixed: copies of each ID question per epoch"),
+)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--strategy", required=True, help="two-stage or mixed")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--preset", default="cpu", help=f"one of {sorted(TRAIN_PRESETS)}")
-    ap.add_argument("--model", help="registry name or checkpoint directory (default: the preset's)")
-    for name, typ in (("epochs", int), ("bio-epochs", int), ("lr", float), ("qa-lr", float), ("batch-size", int),
-                      ("grad-accum", int), ("seed", int), ("checkpoint-every", int), ("snapshot-every", int),
-                      ("warmup-frac", float), ("weight-decay", float), ("mix-bio-repeat", int), ("mix-qa-repeat", int)):
-        ap.add_argument(f"--{name}", type=typ)
-    ap.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
+    ap.add_argument("--strategy", required=True, choices=["two-stage", "mixed"], help="the training recipe")
+    ap.add_argument("--data", required=True, help="dataset directory (analyses/make_data.py)")
+    ap.add_argument("--out", required=True, help="run directory: the fine-tuned model, metrics and results")
+    ap.add_argument("--preset", default="cpu", choices=sorted(TRAIN_PRESETS), help="the settings the options below override")
+    ap.add_argument("--model", help="base model: registry name or checkpoint directory (default: the preset's)")
+    for name, typ, text in OVERRIDES:
+        ap.add_argument(f"--{name}", type=typ, help=f"{text} (default: the preset's)")
+    ap.add_argument("--schedule", choices=["linear", "cosine", "constant"],
+                    help="learning-rate schedule after the warm-up, per phase (default: the preset's)")
     ap.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
                     help="keep the input embedding (tied to the unembedding where the model ties them) at its "
                          "pretrained value")
-    ap.add_argument("--device", help="torch device (default: the preset's)")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"],
-                    help="compute dtype: bfloat16 autocasts the forward and backward, weights and optimiser stay "
-                         "float32 (default: the preset's)")
+    # training's dtype is a compute dtype: bfloat16 autocasts the forward and backward, weights and optimiser stay
+    # float32; both default to the preset's
+    add_device_args(ap, device=None, dtype=None, dtypes=("float32", "bfloat16"))
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="the same as --dtype bfloat16")
-    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                    help="recompute activations in the backward pass to save memory (default: the preset's)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    ap.add_argument("--no-progress", action="store_true")
-    return ap.parse_args(argv)
+    add_progress_arg(ap)
+    return ap
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     from recall_circuits.finetune_run import run_finetune  # heavy imports after argument errors
 
     cfg = preset(TRAIN_PRESETS, args.preset)
@@ -64,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype is not None:
         cfg["bf16"] = args.dtype == "bfloat16"
     results = run_finetune(cfg | {"strategy": args.strategy, "data": args.data, "out": args.out},
-                           resume=args.resume, overwrite=args.overwrite, verbose=not args.no_progress)
+                           resume=args.resume, overwrite=args.overwrite, verbose=args.progress)
     if results is not None and int(os.environ.get("RANK", "0")) == 0:
         log.info("results: %s", json.dumps({k: v for k, v in results.items() if isinstance(v, (int, float))}))
         log.info("wrote %s", Path(args.out) / "results.json")

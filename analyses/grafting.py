@@ -12,38 +12,39 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import HelpFormatter, add_device_args
+from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("grafting")
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--finetuned", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
+    add_pair_args(ap)
+    add_run_args(ap)
     ap.add_argument("--trace-dir", help="gradient-trace run directory: its shared set S is compared with the graft")
     ap.add_argument("--init-mask", help="mask file to start from (default: top --init-frac of |θ_ft − θ_pre|)")
-    ap.add_argument("--init-frac", type=float, default=1e-3)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=0.5)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--sparsity", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-frac", type=float, default=1e-3, help="share of parameters in the initial graft")
+    ap.add_argument("--steps", type=int, default=40, help="optimisation steps of the graft's mask")
+    ap.add_argument("--lr", type=float, default=0.5, help="learning rate of the mask's logits")
+    ap.add_argument("--batch-size", type=int, default=16, help="questions per step")
+    ap.add_argument("--eval-every", type=int, default=10, help="steps between evaluations of the graft")
+    ap.add_argument("--sparsity", type=float, default=0.0, help="weight of the mask-size penalty")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the batches")
     add_device_args(ap)
-    ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    add_progress_arg(ap)
+    return ap
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from recall_circuits.grafting import GraftConfig, run_grafting
 
     cfg = GraftConfig(init_frac=args.init_frac, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                       eval_every=args.eval_every, sparsity=args.sparsity, seed=args.seed)
     run_grafting(args.base, args.finetuned, args.data, args.out, cfg, trace_dir=args.trace_dir,
-                 init_mask_file=args.init_mask, overwrite=args.overwrite, verbose=not args.no_progress,
+                 init_mask_file=args.init_mask, overwrite=args.overwrite, verbose=args.progress,
                  device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0

@@ -13,43 +13,50 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import HelpFormatter, add_device_args
+from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, comma_list, parser
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("head_ablation")
+COMPONENTS = ("Q", "K", "V", "O")
+
+
+def _component(text: str) -> str:
+    if text not in COMPONENTS:
+        raise ValueError(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
+    add_pair_args(ap)
+    add_run_args(ap)
+    ap.add_argument("--trace-dir", help="gradient-trace run: ranking by Shared Size")
+    ap.add_argument("--graft-dir", help="grafting run: ranking by Grafted Size")
+    ap.add_argument("--patching-dir", help="activation-patching run: ranking by attribution-patching score")
+    ap.add_argument("--n-random", type=int, default=3, help="random head rankings restored as controls")
+    ap.add_argument("--grid", type=comma_list(int, "numbers of heads"),
+                    help="comma-separated numbers of heads restored, e.g. 0,1,2,4,8 (default: powers of two)")
+    ap.add_argument("--single-head", action=argparse.BooleanOptionalAction, default=True,
+                    help="also restore every head alone")
+    ap.add_argument("--components", type=comma_list(_component, "components among Q,K,V,O"),
+                    default=list(COMPONENTS), help="comma-separated parts of a head a restore covers, e.g. Q,K")
+    ap.add_argument("--eval-people", type=int, help="people scored after each restore (default: all)")
+    ap.add_argument("--batch-size", type=int, default=32, help="questions per evaluation batch")
+    add_device_args(ap)
+    add_progress_arg(ap)
+    return ap
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--finetuned", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--trace-dir", help="gradient-trace run: ranking by Shared Size")
-    ap.add_argument("--graft-dir", help="grafting run: ranking by Grafted Size")
-    ap.add_argument("--patching-dir", help="activation-patching run: ranking by attribution-patching score")
-    ap.add_argument("--n-random", type=int, default=3)
-    ap.add_argument("--grid", help="comma-separated numbers of heads, e.g. 0,1,2,4,8")
-    ap.add_argument("--single-head", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--components", default="QKVO", help="which of Q, K, V, O a head restore covers")
-    ap.add_argument("--max-eval-people", type=int)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--overwrite", action="store_true")
-    add_device_args(ap)
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    from recall_circuits.errors import RecallCircuitsError
+    args = build_parser().parse_args(argv)
     from recall_circuits.head_ablation import run_head_ablation
 
-    try:
-        grid = [int(x) for x in args.grid.split(",")] if args.grid else None
-    except ValueError as exc:
-        raise RecallCircuitsError(f"--grid must be comma-separated integers, got {args.grid!r}") from exc
     run_head_ablation(args.base, args.finetuned, args.data, args.out, trace_dir=args.trace_dir,
-                      graft_dir=args.graft_dir, patching_dir=args.patching_dir, n_random=args.n_random, grid=grid, single=args.single_head,
-                      components=tuple(args.components), max_people=args.max_eval_people,
-                      batch_size=args.batch_size, overwrite=args.overwrite, verbose=not args.no_progress,
+                      graft_dir=args.graft_dir, patching_dir=args.patching_dir, n_random=args.n_random,
+                      grid=args.grid, single=args.single_head,
+                      components=tuple(args.components), max_people=args.eval_people,
+                      batch_size=args.batch_size, overwrite=args.overwrite, verbose=args.progress,
                       device=args.device, dtype=args.dtype)
     log.info("wrote %s", args.out)
     return 0

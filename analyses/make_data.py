@@ -10,25 +10,31 @@ import argparse
 import logging
 
 from recall_circuits.data import DataConfig, generate, write_dataset
-from recall_circuits.cli import HelpFormatter
+from recall_circuits.cli import parser
 from recall_circuits.errors import cli_entry
 from recall_circuits.presets import DATA_PRESETS, preset
 
 log = logging.getLogger("make_data")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
+    ap.add_argument("--out", required=True, help="dataset directory to write")
+    ap.add_argument("--preset", choices=sorted(DATA_PRESETS), help="people and seed of a fine-tuning preset")
+    ap.add_argument("--people", type=int, help="people generated, half ID and half OOD (default: the preset's, or 100)")
+    ap.add_argument("--seed", type=int, help="generator seed (default: the preset's, or 0)")
+    ap.add_argument("--multi", type=int, default=1, help="BIO texts per person")
+    ap.add_argument("--permute", action=argparse.BooleanOptionalAction, default=False,
+                    help="shuffle the sentences of each biography")
+    ap.add_argument("--fullname", action=argparse.BooleanOptionalAction, default=False,
+                    help="the full name in every sentence instead of a pronoun")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    return ap
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--preset", choices=sorted(DATA_PRESETS))
-    ap.add_argument("--people", type=int)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--multi", type=int, default=1, help="BIO texts per person")
-    ap.add_argument("--permute", action=argparse.BooleanOptionalAction, default=False)
-    ap.add_argument("--fullname", action=argparse.BooleanOptionalAction, default=False)
-    ap.add_argument("--overwrite", action="store_true")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     cfg = preset(DATA_PRESETS, args.preset) if args.preset else {"n_people": 100, "seed": 0}
     if args.people is not None:
         cfg["n_people"] = args.people

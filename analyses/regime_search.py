@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from recall_circuits.artefacts import read_json, write_json
-from recall_circuits.cli import HelpFormatter
+from recall_circuits.cli import add_device_args, comma_list, parser
 from recall_circuits.errors import RecallCircuitsError, cli_entry
 from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
 
@@ -69,7 +69,8 @@ def _table(done: dict[str, dict]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None) -> dict[str, dict]:
+def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None,
+              extra: list[str]) -> dict[str, dict]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     procs, logs = {}, []
     for arm in ARMS:
@@ -77,7 +78,7 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
         if (out / "results.json").is_file():
             continue
         cmd = [sys.executable, str(ROOT / "analyses" / "finetune.py"), *arm_options(setting, arm),
-               "--data", str(data), "--out", str(out), *(["--model", model] if model else [])]
+               "--data", str(data), "--out", str(out), *(["--model", model] if model else []), *extra]
         if out.exists():
             cmd.append("--resume")
         if not progress:
@@ -105,25 +106,34 @@ def _ensure_data(out: Path, setting) -> Path:
     return path
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+def _plan_id(text: str) -> str:
+    if text not in {s.id for s in PLAN}:
+        raise ValueError(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
     ap.add_argument("--out", default="runs/search", help="the search's working directory (checkpoints, logs)")
     ap.add_argument("--record", help="where each finished pair's row is kept as <id>.json, to be committed (pairs "
                     "found there are done); default: docs/search, or OUT/record with --model")
-    ap.add_argument("--only", action="append", choices=[s.id for s in PLAN], help="run only these pairs")
+    ap.add_argument("--only", type=comma_list(_plan_id, "pair ids of the plan"),
+                    help="comma-separated pairs to run, e.g. A1,A3 (default: every pair not yet done)")
     ap.add_argument("--second-seed", action="store_true",
                     help=f"repeat the pair the decision rule chose with seed {SECOND_SEED} (data and training)")
     ap.add_argument("--model", help="another model for both arms (default: the cpu preset's, smollm2-135m); for "
                     "trying the runner on a tiny model")
     ap.add_argument("--list", action="store_true", help="print the plan, what is done, and exit")
     ap.add_argument("--table", action="store_true", help="print the table of the finished pairs (markdown) and exit")
-    ap.add_argument("--progress", action="store_true", help="progress bars in the arms' logs")
-    return ap.parse_args(argv)
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
+                    help="progress bars in the arms' logs")
+    add_device_args(ap, device=None, dtype=None, dtypes=("float32", "bfloat16"))   # both arms; default: the preset's
+    return ap
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     record = Path(args.record) if args.record else (out / "record" if args.model else ROOT / "docs" / "search")
     done = _load_done(out, record)
@@ -150,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         s = resolve(raw, done)
         t0 = time.time()
         data = _ensure_data(out, s)
-        res = _run_arms(s, data, out / s.id, args.progress, args.model)
+        extra = [*(["--device", args.device] if args.device else []), *(["--dtype", args.dtype] if args.dtype else [])]
+        res = _run_arms(s, data, out / s.id, args.progress, args.model, extra)
         row = pair_row(s, res["mixed"], res["two-stage"])
         row["pair_wall_s"] = time.time() - t0
         tmp = out / s.id / "pair.json.partial"

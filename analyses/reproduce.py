@@ -13,31 +13,35 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import HelpFormatter, add_device_args
+from recall_circuits.cli import add_device_args, add_progress_arg, parser
 from recall_circuits.errors import cli_entry
 
 log = logging.getLogger("reproduce")
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--out", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__)
+    ap.add_argument("--out", required=True, help="run directory: every stage, summary.json and report.html")
     ap.add_argument("--quick", action="store_true", help="tiny model and data: the same pipeline in seconds")
     ap.add_argument("--sensitivity", action=argparse.BooleanOptionalAction, default=False,
                     help="also run the QA-phase learning-rate sensitivity rows")
     ap.add_argument("--model", help="override the preset's model (registry name or checkpoint directory)")
     ap.add_argument("--overwrite", action="store_true",
                     help="compute again the stages whose inputs (model, data, options) changed, instead of refusing")
-    ap.add_argument("--no-progress", action="store_true")
     add_device_args(ap)
-    args = ap.parse_args(argv)
+    add_progress_arg(ap)
+    return ap
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from recall_circuits.pipeline import check_out, reproduce
 
     check_out(args.out, quick=args.quick, model=args.model, overwrite=args.overwrite)   # before any work
 
     summary = reproduce(args.out, quick=args.quick, sensitivity=args.sensitivity, model=args.model,
-                        verbose=not args.no_progress, overwrite=args.overwrite, device=args.device,
+                        verbose=args.progress, overwrite=args.overwrite, device=args.device,
                         dtype=args.dtype)
     for d in summary["directions"]:
         log.info("%-18s %s", d["name"], d["verdict"])

@@ -151,7 +151,8 @@ def circuitsvis_page(model: Any, pair: dict[str, Any], heads: list[tuple[int, in
 
 def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
                           attributes: list[str] | None = None, n_view_heads: int = 4, threshold: float = 0.3,
-                          overwrite: bool = False, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+                          overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
+                          verbose: bool = True) -> dict[str, Any]:
     """The run behind ``analyses/attention_compare.py``: every model, the same aligned pairs."""
     import plotly.graph_objects as go  # noqa: PLC0415
     from plotly.subplots import make_subplots  # noqa: PLC0415
@@ -161,7 +162,7 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
 
     if not models:
-        raise RecallCircuitsError("no models given (use --model NAME=PATH)")
+        raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
     check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
@@ -175,7 +176,9 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
                     checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
     summary: dict[str, Any] = {"roles": list(ROLES), "people": people, "models": {}}
     tensors = {}
-    for name, b in bridges.items():
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for name, b in tqdm(bridges.items(), disable=not verbose, desc="models"):
         r = role_masses(b, ds, people, attributes, threshold=threshold)
         tensors[f"{name}.mean_masses"] = r["mean"]
         tensors[f"{name}.similarity"] = r["similarity"]

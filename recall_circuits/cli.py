@@ -1,11 +1,28 @@
-"""Argument sets shared by the ``analyses/`` scripts (light: no torch import before the arguments are checked)."""
+"""The command-line grammar shared by the ``analyses/`` scripts (light: no torch import before the arguments are
+checked).
+
+One spelling for one thing, on every script:
+
+- a single model is ``--model NAME_OR_PATH`` (a registry name such as ``smollm2-135m`` or a checkpoint directory);
+  a pretrained / fine-tuned pair is ``--base`` and ``--finetuned``; a set of named models is
+  ``--models NAME=PATH [NAME=PATH ...]``;
+- ``--data DIR`` is a generated dataset, ``--out DIR`` the run directory, ``--overwrite`` recomputes into it;
+- people counts: ``--people N`` is how many people a stage generates, traces or measures; ``--eval-people N`` caps
+  the people whose answers an evaluation scores; pairs of prompts are ``--pairs N``;
+- lists are comma-separated (``--grid 0,1,2,4``, ``--components Q,K``);
+- every script that loads a model takes ``--device`` and ``--dtype``; every script with long work takes
+  ``--progress / --no-progress``;
+- ``--help`` shows every option's default. ``tests/test_cli.py`` holds the scripts to this.
+"""
 
 from __future__ import annotations
 
 import argparse
-
+from collections.abc import Callable
+from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
+SPLITS = ("id", "ood", "all")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -13,22 +30,66 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     default."""
 
 
-def add_device_args(ap: argparse.ArgumentParser) -> None:
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with the scripts' help layout."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
+def add_device_args(ap: argparse.ArgumentParser, *, device: str | None = "cpu", dtype: str | None = "float32",
+                    dtypes: tuple[str, ...] = DTYPES) -> None:
     """``--device`` and ``--dtype``, the same on every script that loads a model."""
-    ap.add_argument("--device", default="cpu", help="torch device for the models, e.g. cpu, cuda, cuda:1")
-    ap.add_argument("--dtype", default="float32", choices=DTYPES,
+    ap.add_argument("--device", default=device, help="torch device for the models, e.g. cpu, cuda, cuda:1")
+    ap.add_argument("--dtype", default=dtype, choices=dtypes,
                     help="dtype the models are loaded in (analyses compare raw weights: float32 is the reference)")
 
 
-def model_set_parser(description: str | None) -> argparse.ArgumentParser:
-    """A parser for scripts that compare several models on one dataset: ``--model NAME=PATH`` (repeatable),
-    ``--data``, ``--out``, ``--n-people``, ``--split``, ``--overwrite``."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH (repeatable)")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n-people", type=int, default=10)
-    ap.add_argument("--split", default="ood", choices=["id", "ood", "all"])
-    ap.add_argument("--overwrite", action="store_true")
+def add_progress_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                    help="progress bars on long work")
+
+
+def add_run_args(ap: argparse.ArgumentParser, *, data: bool = True) -> None:
+    """``--data`` (when the stage reads a dataset), ``--out`` and ``--overwrite``."""
+    if data:
+        ap.add_argument("--data", required=True, help="dataset directory (analyses/make_data.py)")
+    ap.add_argument("--out", required=True, help="run directory: created, or resumed when it holds the same run")
+    ap.add_argument("--overwrite", action="store_true", help="recompute into --out whatever differs from this run")
+
+
+def add_pair_args(ap: argparse.ArgumentParser) -> None:
+    """``--base`` and ``--finetuned``: the pretrained / fine-tuned pair an analysis compares."""
+    ap.add_argument("--base", required=True, help="pretrained model: registry name or checkpoint directory")
+    ap.add_argument("--finetuned", required=True, help="fine-tuned checkpoint directory")
+
+
+def add_models_arg(ap: argparse.ArgumentParser) -> None:
+    """``--models NAME=PATH [NAME=PATH ...]``: a set of named models measured side by side."""
+    ap.add_argument("--models", nargs="+", required=True, metavar="NAME=PATH",
+                    help="named models: NAME=registry name or checkpoint directory")
+
+
+def comma_list(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    """An argparse ``type`` for comma-separated lists (``0,1,2``), each item converted by ``item``."""
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [item(x.strip()) for x in text.split(",")]
+        except (ValueError, KeyError) as exc:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return values
+    parse.__name__ = what       # argparse names the type in its error message
+    return parse
+
+
+def model_set_parser(description: str | None, *, people: int = 10) -> argparse.ArgumentParser:
+    """A parser for scripts that compare several models on one dataset: ``--models``, ``--data``, ``--out``,
+    ``--people``, ``--split``, ``--overwrite``, ``--device/--dtype``, ``--progress``."""
+    ap = parser(description)
+    add_models_arg(ap)
+    add_run_args(ap)
+    ap.add_argument("--people", type=int, default=people, help="people measured")
+    ap.add_argument("--split", default="ood", choices=SPLITS, help="which people: ID, OOD or both halves")
     add_device_args(ap)
+    add_progress_arg(ap)
     return ap

@@ -32,6 +32,7 @@ from recall_circuits.attention import aligned_pairs
 from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
+from recall_circuits.loading import forget_graph
 from recall_circuits.trace import per_example_loss
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
                 acc[1] += float(gb[sl].square().sum())
                 acc[2] += float(gq[sl].square().sum())
     finally:
+        forget_graph(model)
         for p in params.values():
             p.grad = None
         for p, r in saved:
@@ -245,6 +247,7 @@ def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str
                 (g,) = torch.autograd.grad(logp, [store["emb"]])
         finally:
             handle.remove()
+            forget_graph(model)
         attr = (g * store["emb"].detach())[0].sum(-1).abs()      # [pos]
         roles = set(p["bio"]["subject"]) | set(p["bio"]["relation"])
         total = float(attr.sum())
@@ -255,7 +258,7 @@ def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str
 
 def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
                     along: dict[str, str] | None = None, overwrite: bool = False, device: str = "cpu",
-                    dtype: str = "float32") -> dict[str, Any]:
+                    dtype: str = "float32", verbose: bool = True) -> dict[str, Any]:
     """The run behind ``analyses/consistency.py``: the three measures for every model, on the same people; with
     ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
     import plotly.graph_objects as go  # noqa: PLC0415
@@ -265,7 +268,7 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
 
     if not models:
-        raise RecallCircuitsError("no models given (use --model NAME=PATH)")
+        raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
     check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
@@ -277,7 +280,9 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
                     checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
     summary: dict[str, Any] = {"people": people, "models": {}}
     fig = go.Figure()
-    for name, b in bridges.items():
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for name, b in tqdm(bridges.items(), disable=not verbose, desc="models"):
         log.info("%s: gradient consistency (%d people)", name, len(people))
         g = gradient_consistency(b, ds, people)
         log.info("%s: representation consistency and probe", name)

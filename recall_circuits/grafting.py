@@ -34,6 +34,7 @@ from recall_circuits.data import Dataset, pad_batch, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.evaluation import evaluate_qa
 from recall_circuits.heads import ParamSpace
+from recall_circuits.loading import forget_graph
 from recall_circuits.shared import top_k_mask
 from recall_circuits.trace import per_example_loss
 
@@ -163,6 +164,7 @@ def graft(ft: Any, base: Any, dataset: Dataset, cfg: GraftConfig = GraftConfig()
                 if acc > best["val_acc"] or (acc == best["val_acc"] and int(rounded.sum()) < best["size"]):
                     best_mask, best = rounded, {"val_acc": acc, "size": int(rounded.sum()), "step": step}
     finally:
+        forget_graph(ft)
         for p in params.values():
             p.grad = None
         for p, r in grad_state:

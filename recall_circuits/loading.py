@@ -26,6 +26,25 @@ from recall_circuits.models import offline_and_quiet, resolve_model
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# attributes where TransformerLens's attention bridges keep the last forward's attention (None when built)
+_KEPT_ACTIVATIONS = ("_pattern", "_attn_scores")
+
+
+def forget_graph(model: Any) -> None:
+    """Drop what a bridge kept of its last forward that still holds an autograd graph.
+
+    TransformerLens's joint-QKV attention bridges keep the last attention pattern on the module; after a forward
+    with gradients on, that tensor holds the whole graph (memory) and the model can no longer be deep-copied. Every
+    gradient pass of this library calls this in its ``finally``, putting those attributes back to their initial
+    ``None``; nothing else on the model is touched.
+    """
+    for module in model.modules():
+        for name in _KEPT_ACTIVATIONS:
+            value = module.__dict__.get(name)
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(module, name, None)
+
+
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -74,13 +93,15 @@ def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     return bridge
 
 
-def parse_model_specs(specs: list[str], what: str = "--model") -> dict[str, str]:
-    """``["mixed=DIR", "base=smollm2-135m"]`` → ``{"mixed": "DIR", "base": "smollm2-135m"}`` (scripts' --model)."""
+def parse_model_specs(specs: list[str], what: str = "--models") -> dict[str, str]:
+    """``["mixed=DIR", "base=smollm2-135m"]`` → ``{"mixed": "DIR", "base": "smollm2-135m"}`` (scripts' --models)."""
     models = {}
     for spec in specs:
         if "=" not in spec:
             raise RecallCircuitsError(f"{what} takes NAME=PATH, got {spec!r}")
         name, path = spec.split("=", 1)
+        if not name or not path or name in models:
+            raise RecallCircuitsError(f"{what} takes distinct NAME=PATH, got {spec!r}")
         models[name] = path
     return models
 

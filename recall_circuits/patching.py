@@ -35,7 +35,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.loading import kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
+from recall_circuits.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +257,13 @@ def attribution_patch_heads(model: Any, clean: Int[Tensor, "batch pos"], corrupt
             return z
         return keep
 
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
-        logits = model(corrupted)
-        value = metric(logits[:, -1]).float().mean()
-        grads = torch.autograd.grad(value, [acts[n] for n in names])
+    try:
+        with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
+            logits = model(corrupted)
+            value = metric(logits[:, -1]).float().mean()
+            grads = torch.autograd.grad(value, [acts[n] for n in names])
+    finally:
+        forget_graph(model)
     return torch.stack([((clean_cache[n] - acts[n].detach()) * g).sum(-1).mean(0) for n, g in zip(names, grads)])
 
 
@@ -313,7 +316,8 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
 
 
 def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: int = 4, split: str = "ood",
-                            overwrite: bool = False, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+                            overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
+                            verbose: bool = True) -> dict[str, Any]:
     """The run behind ``analyses/activation_patching.py``."""
     from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
     from recall_circuits.data import load_dataset  # noqa: PLC0415
@@ -334,7 +338,9 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
     run = start_run(out, {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split},
                     overwrite=overwrite, checkpoints={"model": str(model.checkpoint_path)})
     heads, resid, attr, cross = [], [], [], []
-    for p in pairs:
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for p in tqdm(pairs, disable=not verbose, desc="pairs"):
         clean, corr = torch.tensor([p["clean"]]), torch.tensor([p["corrupted"]])
         metric = logit_diff_metric(torch.tensor([p["correct"]]), torch.tensor([p["wrong"]]))
         heads.append(patch_heads_by_pos(model, clean, corr, metric))

@@ -14,10 +14,12 @@ from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
 
+# the same names as TRAIN_PRESETS: ``make_data.py --preset X`` makes the data ``finetune.py --preset X`` is for
 DATA_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_people": 24, "seed": 0},
     "cpu": {"n_people": 100, "seed": 0},
-    "gpu": {"n_people": 10_000, "seed": 0},
+    "gpu-llama3b": {"n_people": 10_000, "seed": 0},
+    "gpu-pythia2.8b": {"n_people": 10_000, "seed": 0},
 }
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from recall_circuits.data import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
+from recall_circuits.loading import forget_graph
 from recall_circuits.parallel import world
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,7 @@ def _grad_only_through_activations(model: Any) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+        forget_graph(model)
         for p, r in saved:
             p.requires_grad_(r)
 
@@ -547,6 +549,7 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
                 g = p.grad.to(dtype)
                 acc[k] += g.abs() if mode == "sum_abs" else (g.square() if mode == "sq_sum" else g)
     finally:
+        forget_graph(model)
         for p in params.values():
             p.grad = None
         for p, r in saved:

@@ -60,10 +60,10 @@ def test_attention_script(tiny_dirs, tiny_data, tmp_path):
     from analyses.attention_compare import main
 
     out = tmp_path / "a"
-    assert main(["--model", f"a={tiny_dirs['tiny-neox']}", "--model", "b=tiny-neox", "--data", str(tiny_data),
-                 "--out", str(out), "--n-people", "2", "--view-heads", "2"]) == 0
+    assert main(["--models", f"a={tiny_dirs['tiny-neox']}", "b=tiny-neox", "--data", str(tiny_data),
+                 "--out", str(out), "--people", "2", "--view-heads", "2"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert set(s["models"]) == {"a", "b"} and s["models"]["a"]["mean_similarity"] == s["models"]["b"]["mean_similarity"]
     page = (out / "figures" / "circuitsvis_a.html").read_text()
     assert "BIO" in page and "QA" in page and not re.search(r"unpkg|jsdelivr|<script[^>]+src=", page)
-    assert main(["--model", "bad", "--data", str(tiny_data), "--out", str(tmp_path / "b")]) == 2
+    assert main(["--models", "bad", "--data", str(tiny_data), "--out", str(tmp_path / "b")]) == 2

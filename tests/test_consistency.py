@@ -5,6 +5,7 @@ from recall_circuits.consistency import (_pair_examples, gradient_consistency, i
                                          representation_consistency)
 from recall_circuits.data import DataConfig, generate
 from recall_circuits.heads import ParamSpace
+from recall_circuits.loading import forget_graph
 from recall_circuits.trace import pad_batch, per_example_loss
 
 DS = generate(DataConfig(n_people=4, seed=0))
@@ -26,6 +27,7 @@ def test_gradient_consistency_by_hand(bridges):
         grads.append(space.flatten({k: p.grad for k, p in params.items()}))
         for p in params.values():
             p.requires_grad_(False)
+    forget_graph(model)          # the session's bridge is shared with later tests
     ref = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert res["per_pair"][0] == pytest.approx(float(ref), abs=1e-5)
     assert res["n_pairs"] == 6 and set(res["per_module"]) == {"L0.attn", "L0.mlp", "L1.attn", "L1.mlp"}
@@ -67,10 +69,12 @@ def test_input_signature(bridges):
 def test_consistency_script_bad_input(tiny_data, tmp_path, capsys):
     from analyses.consistency import main
 
-    assert main(["--model", "nopath", "--data", str(tiny_data), "--out", str(tmp_path / "c")]) == 2
+    assert main(["--models", "nopath", "--data", str(tiny_data), "--out", str(tmp_path / "c")]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
-    assert main(["--data", str(tiny_data), "--out", str(tmp_path / "c")]) == 2
-    assert "no models" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ex:           # argparse: --models is required
+        main(["--data", str(tiny_data), "--out", str(tmp_path / "c")])
+    assert ex.value.code == 2 and "--models" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_cross_format_probe_transfers_only_when_the_formats_share_a_readout():
@@ -113,3 +117,30 @@ def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, 
     assert along[0]["gradient_cosine"] == pytest.approx(ref, abs=1e-6)
     with pytest.raises(Exception, match="snapshots"):
         gradient_consistency_along(str(tmp_path), ds, people)
+
+
+@pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-llama"])
+def test_gradient_passes_leave_no_graph_on_the_model(arch, tiny_dirs, tiny_data):
+    """TransformerLens's attention bridges keep the last pattern; after a pass with gradients the library's
+    functions drop it, so the bridge holds no autograd graph and can still be deep-copied."""
+    import copy
+
+    from recall_circuits.consistency import gradient_consistency, input_signature
+    from recall_circuits.data import load_dataset
+    from recall_circuits.loading import load_bridge
+    from recall_circuits.patching import attribution_patch_heads, logit_diff_metric
+
+    model = load_bridge(tiny_dirs[arch])
+    ds = load_dataset(tiny_data)
+    people = sorted(ds.person_ids("ood"))[:2]
+
+    def graphs():
+        return [(n, k) for n, m in model.named_modules() for k, v in vars(m).items()
+                if isinstance(v, torch.Tensor) and v.grad_fn is not None]
+
+    for run in (lambda: gradient_consistency(model, ds, people), lambda: input_signature(model, ds, people),
+                lambda: attribution_patch_heads(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 4, 3]]),
+                                                logit_diff_metric(torch.tensor([5]), torch.tensor([6])))):
+        run()
+        assert graphs() == []
+        copy.deepcopy(model)

@@ -66,7 +66,7 @@ def test_grafting_script(tiny_dirs, tiny_data, tmp_path, capsys):
     ft = train(TrainConfig(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data),
                            out=str(tmp_path / "m"), epochs=4, lr=3e-3, batch_size=8, checkpoint_every=0), verbose=False)
     common = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", str(ft), "--data", str(tiny_data), "--no-progress"]
-    assert trace_main([*common, "--out", str(tmp_path / "t"), "--n-people", "3", "--no-ablation"]) == 0
+    assert trace_main([*common, "--out", str(tmp_path / "t"), "--people", "3", "--no-ablation"]) == 0
     assert main([*common, "--out", str(tmp_path / "g"), "--trace-dir", str(tmp_path / "t"), "--steps", "4",
                  "--eval-every", "2", "--init-frac", "0.02"]) == 0
     s = json.loads((tmp_path / "g" / "summary.json").read_text())
@@ -79,6 +79,6 @@ def test_grafting_script(tiny_dirs, tiny_data, tmp_path, capsys):
     other = train(TrainConfig(model=str(tiny_dirs["tiny-neox"]), strategy="mixed", data=str(tiny_data),
                               out=str(tmp_path / "n"), epochs=1, batch_size=8, checkpoint_every=0), verbose=False)
     assert trace_main(["--base", str(tiny_dirs["tiny-neox"]), "--finetuned", str(other), "--data", str(tiny_data),
-                       "--out", str(tmp_path / "tn"), "--n-people", "2", "--no-ablation", "--no-progress"]) == 0
+                       "--out", str(tmp_path / "tn"), "--people", "2", "--no-ablation", "--no-progress"]) == 0
     assert main([*common, "--out", str(tmp_path / "g3"), "--trace-dir", str(tmp_path / "tn")]) == 2
     assert "parameters" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     common = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", ft_dir, "--data", str(tiny_data), "--no-progress"]
     from analyses.activation_patching import main as patch_main
 
-    assert trace_main([*common, "--out", str(tmp_path / "t"), "--n-people", "3", "--no-ablation"]) == 0
+    assert trace_main([*common, "--out", str(tmp_path / "t"), "--people", "3", "--no-ablation"]) == 0
     assert patch_main(["--model", ft_dir, "--data", str(tiny_data), "--out", str(tmp_path / "p"), "--pairs", "1",
                        "--split", "all"]) == 0
     assert main([*common, "--out", str(tmp_path / "h"), "--trace-dir", str(tmp_path / "t"), "--grid", "0,1,2",
@@ -98,8 +98,9 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     # invalid values are refused before any model loads and before the run directory is made
     assert main([*common, "--out", str(tmp_path / "h3"), "--grid", "0,99"]) == 2
     assert "--grid values must be in [0, 8]" in capsys.readouterr().err and not (tmp_path / "h3").exists()
-    assert main([*common, "--out", str(tmp_path / "h4"), "--components", "QX"]) == 2
-    assert not (tmp_path / "h4").exists()
+    with pytest.raises(SystemExit) as ex:          # argparse refuses it
+        main([*common, "--out", str(tmp_path / "h4"), "--components", "Q,X"])
+    assert ex.value.code == 2 and "Q,K,V,O" in capsys.readouterr().err and not (tmp_path / "h4").exists()
 
 
 def _answer_logprob(model, ds, split):

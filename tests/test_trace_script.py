@@ -25,7 +25,7 @@ def trained(tmp_path_factory, tiny_dirs, tiny_data):
 def test_gradient_trace_run_directory(trained, tiny_dirs, tiny_data, tmp_path):
     out = tmp_path / "run"
     argv = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", str(trained), "--data", str(tiny_data),
-            "--out", str(out), "--n-people", "4", "--no-progress"]
+            "--out", str(out), "--people", "4", "--no-progress"]
     assert main(argv) == 0
     s = json.loads((out / "summary.json").read_text())
     for key in ("k", "shared_fraction", "chance_fraction", "top10pct_head_share", "curve", "ablation"):
@@ -42,7 +42,7 @@ def test_gradient_trace_run_directory(trained, tiny_dirs, tiny_data, tmp_path):
         assert "<script src=" not in html and "plotly" in html.lower()
     # the saved shared mask restores as a file condition and gives the same accuracies as the shared set
     out2 = tmp_path / "run2"
-    assert main([*argv[:-3], "--out", str(out2), "--n-people", "4", "--no-progress",
+    assert main([*argv[:-3], "--out", str(out2), "--people", "4", "--no-progress",
                  "--restore-mask", str(out / "shared_mask.safetensors")]) == 0
     s2 = json.loads((out2 / "summary.json").read_text())
     assert s2["ablation"]["file:shared_mask.safetensors"] == s2["ablation"]["shared"]
@@ -57,7 +57,7 @@ def test_gradient_trace_bad_input(trained, tiny_dirs, tiny_data, tmp_path, capsy
         (["--base", str(tiny_dirs["tiny-neox"]), *base, "--out", str(tmp_path / "a")], "differ"),
         (["--base", str(tiny_dirs["tiny-llama"]), *base, "--out", str(tmp_path / "b"), "--k", "10000000"],
          "outside"),
-        (["--base", str(tiny_dirs["tiny-llama"]), *base, "--out", str(tmp_path / "c"), "--n-people", "0"],
+        (["--base", str(tiny_dirs["tiny-llama"]), *base, "--out", str(tmp_path / "c"), "--people", "0"],
          "n_people"),
         (["--base", str(tiny_dirs["tiny-llama"]), *base, "--out", str(tmp_path / "d"), "--restore-mask",
           str(bad_mask)], "parameters"),
@@ -74,7 +74,7 @@ def test_gradient_trace_two_processes_equal_one(trained, tiny_dirs, tiny_data, t
     """torchrun with two processes (gloo): each traces every other batch, the sums are all-reduced; the influence
     equals one process's. Batch 8 leaves the second process without a BIO batch (6 biographies)."""
     common = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", str(trained), "--data", str(tiny_data),
-              "--n-people", "6", "--batch-size", batch, "--mode", mode, "--no-ablation", "--save-influence",
+              "--people", "6", "--batch-size", batch, "--mode", mode, "--no-ablation", "--save-influence",
               "--no-progress"]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -166,10 +166,13 @@ def test_finetune_bad_input(tiny_dirs, tiny_data, tmp_path, capsys):
         (noqa / f).write_bytes((Path(tiny_data) / f).read_bytes())
     cases = [
         (["--preset", "tiny", "--data", str(noqa), "--strategy", "mixed", "--out", str(tmp_path / "a")], "no QA"),
-        ([*base, "--strategy", "sideways", "--out", str(tmp_path / "b")], "unknown strategy"),
-        (["--preset", "huge", "--data", str(tiny_data), "--strategy", "mixed", "--out", str(tmp_path / "c")],
-         "unknown preset"),
     ]
+    for argv in ([*base, "--strategy", "sideways", "--out", str(tmp_path / "b")],        # argparse's choices
+                 ["--preset", "huge", "--data", str(tiny_data), "--strategy", "mixed", "--out", str(tmp_path / "c")]):
+        with pytest.raises(SystemExit) as ex:
+            main(argv)
+        assert ex.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
     short = tmp_path / "short"
     from recall_circuits.models import build_tiny
     build_tiny("tiny-gpt2", short)
