@@ -14,11 +14,12 @@ Example::
 
     from recall_circuits.attention import role_masses
     res = role_masses(model, dataset, people=[0, 1, 2])
-    res["mean"].shape      # [2 formats, n_layers, n_heads, 4 roles]
+    res.mean.shape      # [2 formats, n_layers, n_heads, 4 roles]
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.results import Result, head_rows
 
 ROLES = ("subject", "relation", "first", "other")
 FORMATS = ("bio", "qa")
@@ -95,8 +97,39 @@ def _masses_for(model: Any, items: list[dict[str, Any]], batch_size: int
     return torch.stack(out)
 
 
+@dataclass(frozen=True, eq=False)
+class RoleMasses(Result):
+    """Attention from the predicting position by role (:func:`role_masses`).
+
+    ``per_example``: ``[format, pair, layer, head, role]`` attention mass (formats ``bio``, ``qa``; roles
+    ``subject``, ``relation``, ``first`` (the first token), ``other``); ``mean`` its mean over pairs; ``similarity``
+    ``[layer, head]`` = 1 − Jensen–Shannon divergence of the BIO and QA role profiles; ``labels`` the heads called
+    ``subject linking`` or ``relation focusing``; ``pairs`` the (person, attribute) of each pair."""
+
+    per_example: Float[Tensor, "format pair layer head role"]
+    mean: Float[Tensor, "format layer head role"]
+    similarity: Float[Tensor, "layer head"]
+    labels: dict[str, str]
+    roles: list[str]
+    formats: list[str]
+    pairs: list[list[Any]]
+
+    def to_dataframe(self) -> Any:
+        """One row per (head, format, role): ``layer``, ``head``, ``label``, ``format``, ``role``, ``value`` (mean
+        mass), ``similarity`` and ``kind`` (the head's label, or empty)."""
+        import pandas as pd  # noqa: PLC0415
+
+        rows = []
+        for i, fmt in enumerate(self.formats):
+            for j, role in enumerate(self.roles):
+                for r in head_rows(self.mean[i, ..., j], format=fmt, role=role):
+                    rows.append({**r, "similarity": float(self.similarity[r["layer"], r["head"]]),
+                                 "kind": self.labels.get(r["label"], "")})
+        return pd.DataFrame(rows)
+
+
 def role_masses(model: Any, dataset: Dataset, people: list[int], attributes: list[str] | None = None, *,
-                batch_size: int = 16, threshold: float = 0.3) -> dict[str, Any]:
+                batch_size: int = 16, threshold: float = 0.3) -> RoleMasses:
     """Per-head role masses in both formats, their similarity, and head labels."""
     tok = model.tokenizer
     pairs = aligned_pairs(tok, dataset, people, attributes)
@@ -111,8 +144,7 @@ def role_masses(model: Any, dataset: Dataset, people: list[int], attributes: lis
                 labels[f"L{layer}H{head}"] = "subject linking"
             elif (rel >= threshold).all():
                 labels[f"L{layer}H{head}"] = "relation focusing"
-    return {"per_example": per, "mean": mean, "similarity": sim, "labels": labels, "roles": list(ROLES),
-            "formats": list(FORMATS), "pairs": [(p["person"], p["attribute"]) for p in pairs]}
+    return RoleMasses(per, mean, sim, labels, list(ROLES), list(FORMATS), [[p["person"], p["attribute"]] for p in pairs])
 
 
 def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
@@ -180,21 +212,21 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
 
     for name, b in tqdm(bridges.items(), disable=not verbose, desc="models"):
         r = role_masses(b, ds, people, attributes, threshold=threshold)
-        tensors[f"{name}.mean_masses"] = r["mean"]
-        tensors[f"{name}.similarity"] = r["similarity"]
-        sim = r["similarity"]
+        tensors[f"{name}.mean_masses"] = r.mean
+        tensors[f"{name}.similarity"] = r.similarity
+        sim = r.similarity
         H = sim.shape[1]
-        focus = (r["mean"][:, :, :, :2].sum(-1).min(0).values) * sim  # role-focused in both formats and alike
+        focus = (r.mean[:, :, :, :2].sum(-1).min(0).values) * sim  # role-focused in both formats and alike
         top = [(int(i) // H, int(i) % H) for i in torch.argsort(-focus.flatten(), stable=True)[:n_view_heads]]
         summary["models"][name] = {
-            "labels": r["labels"], "n_subject_linking": sum(v == "subject linking" for v in r["labels"].values()),
-            "n_relation_focusing": sum(v == "relation focusing" for v in r["labels"].values()),
+            "labels": r.labels, "n_subject_linking": sum(v == "subject linking" for v in r.labels.values()),
+            "n_relation_focusing": sum(v == "relation focusing" for v in r.labels.values()),
             "mean_similarity": float(sim.mean()), "viewed_heads": [f"L{l}H{h}" for l, h in top],
-            "mean_mass": {f: {role: float(r["mean"][i, ..., j].mean()) for j, role in enumerate(ROLES)}
+            "mean_mass": {f: {role: float(r.mean[i, ..., j].mean()) for j, role in enumerate(ROLES)}
                           for i, f in enumerate(FORMATS)}}
         fig = make_subplots(rows=1, cols=3, subplot_titles=["subject mass (BIO)", "subject mass (QA)",
                                                             "BIO–QA profile similarity"])
-        for c, z in enumerate((r["mean"][0, ..., 0], r["mean"][1, ..., 0], sim), start=1):
+        for c, z in enumerate((r.mean[0, ..., 0], r.mean[1, ..., 0], sim), start=1):
             fig.add_trace(go.Heatmap(z=z.tolist(), coloraxis="coloraxis"), row=1, col=c)
         fig.update_layout(title=f"{name}: attention from the predicting position", coloraxis={"cmin": 0, "cmax": 1})
         fig.update_yaxes(autorange="reversed", title_text="layer")

@@ -16,12 +16,14 @@
 Example::
 
     from recall_circuits.consistency import gradient_consistency, representation_consistency, input_signature
-    g = gradient_consistency(model, dataset, people)      # {'overall': ..., 'per_module': {...}}
+    g = gradient_consistency(model, dataset, people)      # GradientConsistency: g.overall, g.per_module
+    representation_consistency(model, dataset, people).to_dataframe()   # per layer: cosine, CKA, retrieval
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +35,7 @@ from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
 from recall_circuits.loading import forget_graph
+from recall_circuits.results import Result
 from recall_circuits.trace import per_example_loss
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,64 @@ def _grad(model: Any, space: ParamSpace, params: dict[str, Tensor], ex: dict[str
     return space.flatten({k: p.grad for k, p in params.items()}).float()
 
 
+@dataclass(frozen=True, eq=False)
+class GradientConsistency(Result):
+    """Cosine of ∇L_BIO and ∇L_QA (:func:`gradient_consistency`): the mean over (person, attribute) pairs, each
+    pair's, and per ``L{layer}.{module}`` (cosine of the inner products summed over pairs)."""
+
+    overall: float
+    per_pair: list[float]
+    per_module: dict[str, float]
+    n_pairs: int
+
+    def to_dataframe(self) -> Any:
+        """One row per layer·module: ``module``, ``cosine``."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame([{"module": k, "cosine": v} for k, v in self.per_module.items()])
+
+
+@dataclass(frozen=True, eq=False)
+class RepresentationConsistency(Result):
+    """BIO vs QA residual streams at the predicting positions, per layer (:func:`representation_consistency`):
+    mean cosine, linear CKA, cross-format retrieval accuracy (chance ``chance_retrieval``), and ``probe``: the
+    cross-format linear probe's accuracies per layer (``bio_to_qa``, ``qa_to_bio``, ...; empty without probe)."""
+
+    cosine: list[float]
+    cka: list[float]
+    retrieval_acc: list[float]
+    chance_retrieval: float
+    n_pairs: int
+    probe: dict[str, Any]
+
+    def to_dataframe(self) -> Any:
+        """One row per layer: ``layer``, ``cosine``, ``cka``, ``retrieval_acc`` and the probe's accuracies."""
+        import pandas as pd  # noqa: PLC0415
+
+        per_layer = {k: v for k, v in self.probe.items() if isinstance(v, list)}
+        return pd.DataFrame([{"layer": i, "cosine": c, "cka": k, "retrieval_acc": r,
+                              **{f"probe_{n}": v[i] for n, v in per_layer.items()}}
+                             for i, (c, k, r) in enumerate(zip(self.cosine, self.cka, self.retrieval_acc))])
+
+
+@dataclass(frozen=True, eq=False)
+class InputSignature(Result):
+    """Input × gradient of each BIO value prediction (:func:`input_signature`): the share of |attribution| on the
+    subject and relation tokens, mean and per fact."""
+
+    subject_relation_share: float
+    per_fact: list[float]
+    n_facts: int
+    method: str
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame({"fact": range(len(self.per_fact)), "subject_relation_share": self.per_fact})
+
+
 def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
-                         include: tuple[str, ...] = ("attn", "mlp")) -> dict[str, Any]:
+                         include: tuple[str, ...] = ("attn", "mlp")) -> GradientConsistency:
     """Mean cosine of ∇L_BIO and ∇L_QA per (person, attribute), overall and per layer·module."""
     space = ParamSpace(model, include=include)
     params = space.params(model)
@@ -97,7 +156,7 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
     per_module = {}
     for k, (dot, nb, nq) in per_mod.items():
         per_module[k] = dot / max(1e-30, (nb * nq) ** 0.5)  # cosine of the summed-over-pairs inner products
-    return {"overall": sum(cos_all) / n_pairs, "per_pair": cos_all, "per_module": per_module, "n_pairs": n_pairs}
+    return GradientConsistency(sum(cos_all) / n_pairs, cos_all, per_module, n_pairs)
 
 
 def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int],
@@ -129,7 +188,7 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     for step in sorted(points):
         log.info("gradient consistency along %s: step %d", run_dir, step)
         g = gradient_consistency(load_bridge(str(points[step]), device=device, dtype=dtype), dataset, people, include)
-        out.append({"step": step, "phase": phase.get(step), "gradient_cosine": g["overall"],
+        out.append({"step": step, "phase": phase.get(step), "gradient_cosine": g.overall,
                     "path": str(points[step])})
     return out
 
@@ -198,7 +257,7 @@ def _predicting_residuals(model: Any, pairs: list[dict[str, Any]]) -> dict[str, 
 
 
 def representation_consistency(model: Any, dataset: Dataset, people: list[int], *, probe: bool = True
-                               ) -> dict[str, Any]:
+                               ) -> RepresentationConsistency:
     """Per layer: mean cosine, linear CKA, cross-format retrieval accuracy and (``probe``) the cross-format linear
     probe for the value's first token, of BIO vs QA predicting positions."""
     pairs = aligned_pairs(model.tokenizer, dataset, people)
@@ -211,18 +270,17 @@ def representation_consistency(model: Any, dataset: Dataset, people: list[int], 
         cka.append(linear_cka(b, q))
         sim = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
         retr.append(float((sim.argmax(1) == torch.arange(len(pairs))).float().mean()))
-    out: dict[str, Any] = {"cosine": cos, "cka": cka, "retrieval_acc": retr, "chance_retrieval": 1 / len(pairs),
-                           "n_pairs": len(pairs)}
+    probe_res: dict[str, Any] = {}
     if probe:
         labels = torch.tensor([p["target"] for p in pairs])
         res = [cross_format_probe(reps["bio"][layer], reps["qa"][layer], labels) for layer in range(L)]
-        out["probe"] = {k: [r[k] for r in res] for k in res[0] if k != "chance"}
-        out["probe"]["chance"] = res[0]["chance"]
-        out["probe"]["target"] = "first token of the attribute value / answer"
-    return out
+        probe_res = {k: [r[k] for r in res] for k in res[0] if k != "chance"}
+        probe_res["chance"] = res[0]["chance"]
+        probe_res["target"] = "first token of the attribute value / answer"
+    return RepresentationConsistency(cos, cka, retr, 1 / len(pairs), len(pairs), probe_res)
 
 
-def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str, Any]:
+def input_signature(model: Any, dataset: Dataset, people: list[int]) -> InputSignature:
     """Share of |input × gradient| on subject + relation tokens for each BIO value prediction (mean over facts)."""
     pairs = aligned_pairs(model.tokenizer, dataset, people)
     bio_by = {e["person"]: tokenize_bio(model.tokenizer, e) for e in dataset.bio() if e.get("copy", 0) == 0}
@@ -252,8 +310,8 @@ def input_signature(model: Any, dataset: Dataset, people: list[int]) -> dict[str
         roles = set(p["bio"]["subject"]) | set(p["bio"]["relation"])
         total = float(attr.sum())
         shares.append(float(attr[sorted(roles)].sum()) / total if total > 0 else 0.0)
-    return {"subject_relation_share": sum(shares) / len(shares), "per_fact": shares, "n_facts": len(shares),
-            "method": "input x gradient on the token embeddings (summed over d_model, absolute)"}
+    return InputSignature(sum(shares) / len(shares), shares, len(shares),
+                          "input x gradient on the token embeddings (summed over d_model, absolute)")
 
 
 def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
@@ -290,13 +348,13 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
         log.info("%s: input signature", name)
         s = input_signature(b, ds, people)
         summary["models"][name] = {
-            "gradient_cosine": g["overall"], "gradient_cosine_per_module": g["per_module"],
-            "representation_cosine": r["cosine"], "representation_cka": r["cka"], "retrieval_acc": r["retrieval_acc"],
-            "chance_retrieval": r["chance_retrieval"], "mean_representation_cosine": sum(r["cosine"]) / len(r["cosine"]),
-            "subject_relation_share": s["subject_relation_share"], "n_pairs": g["n_pairs"],
-            "probe": r["probe"]}
-        fig.add_trace(go.Scatter(y=r["cosine"], mode="lines+markers", name=f"{name}: cosine"))
-        fig.add_trace(go.Scatter(y=r["cka"], mode="lines", name=f"{name}: CKA", line={"dash": "dot"}))
+            "gradient_cosine": g.overall, "gradient_cosine_per_module": g.per_module,
+            "representation_cosine": r.cosine, "representation_cka": r.cka, "retrieval_acc": r.retrieval_acc,
+            "chance_retrieval": r.chance_retrieval, "mean_representation_cosine": sum(r.cosine) / len(r.cosine),
+            "subject_relation_share": s.subject_relation_share, "n_pairs": g.n_pairs,
+            "probe": r.probe}
+        fig.add_trace(go.Scatter(y=r.cosine, mode="lines+markers", name=f"{name}: cosine"))
+        fig.add_trace(go.Scatter(y=r.cka, mode="lines", name=f"{name}: CKA", line={"dash": "dot"}))
     fig.update_layout(title="BIO vs QA representation consistency by layer (predicting positions)",
                       xaxis_title="layer", yaxis_title="similarity")
     save_figure(run, fig, "representation_consistency")

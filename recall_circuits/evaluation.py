@@ -59,6 +59,18 @@ def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], p
     return [results[i] for i in range(len(seqs))]
 
 
+@torch.inference_mode()
+def answer_logprob(model: Any, example: dict[str, Any]) -> float:
+    """log P(answer | question) of one QA example (from ``Dataset.qa()``), teacher forced: the sum over the
+    answer's tokens."""
+    from recall_circuits.data import tokenize_qa  # noqa: PLC0415
+
+    t = tokenize_qa(model.tokenizer, example)
+    ids = torch.tensor([t["input_ids"]], device=next(model.parameters()).device)
+    lp = model(ids)[0].float().log_softmax(-1)
+    return float(sum(lp[p - 1, ids[0, p]] for p in t["answer_pos"]))
+
+
 def evaluate_qa(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 32
                 ) -> dict[str, Any]:
     """Greedy exact match and first-token accuracy over QA examples, overall and per attribute."""

@@ -8,13 +8,17 @@ exactly (:func:`recall_circuits.restore.restore_heads`); no model copies.
 
 Example::
 
-    from recall_circuits.head_ablation import head_curves, single_head_sweep
-    curves = head_curves(ft, base, dataset, {"shared": shared_per_head}, grid=[1, 2, 4, 8])
+    from recall_circuits.head_ablation import head_curves, ranking, single_head_sweep
+    curves = head_curves(ft, base, dataset, {"shared": ranking(shared_per_head)}, grid=[1, 2, 4, 8])
+    curves.to_dataframe()                                  # ranking, n, metric, value
+    sweep = single_head_sweep(ft, base, dataset)           # every head alone
+    sweep.drop("qa_ood_acc")                               # [n_layers, n_heads]
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +32,7 @@ from recall_circuits.evaluation import score_targets
 from recall_circuits.heads import COMPONENTS, Component, head_label, n_kv_heads
 from recall_circuits.loading import logits_from_layer, run_from_layer
 from recall_circuits.restore import restore_heads
+from recall_circuits.results import Result, head_rows
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +74,70 @@ class QAScorer:
         return out
 
 
+@dataclass(frozen=True, eq=False)
+class HeadCurves(Result):
+    """QA accuracy with the top-n heads of each ranking restored (:func:`head_curves`).
+
+    ``curves[ranking]`` holds ``heads`` (the ranking's labels, best first) and ``points`` (one dict per n of
+    ``grid``: ``n`` and the scores ``qa_{split}_acc`` / ``qa_{split}_first_token_acc``)."""
+
+    grid: list[int]
+    components: list[str]
+    curves: dict[str, dict[str, Any]]
+    gqa_note: str
+
+    def to_dataframe(self) -> Any:
+        """One row per (ranking, n, metric): columns ``ranking``, ``n``, ``metric``, ``value``."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame([{"ranking": name, "n": p["n"], "metric": k, "value": v}
+                             for name, c in self.curves.items() for p in c["points"]
+                             for k, v in p.items() if k != "n"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": list(self.grid), "components": list(self.components), "curves": self.curves,
+                "gqa_note": self.gqa_note}
+
+
+@dataclass(frozen=True, eq=False)
+class SingleHeadSweep(Result):
+    """Every head restored alone (:func:`single_head_sweep`): ``grids[metric]`` is ``[n_layers, n_heads]`` (NaN
+    for layers not swept), ``baseline[metric]`` the fine-tuned model's score; metrics are ``qa_{split}_acc``,
+    ``qa_{split}_first_token_acc`` and ``qa_{split}_answer_logprob``."""
+
+    baseline: dict[str, float]
+    grids: dict[str, Float[Tensor, "layer head"]]
+    gqa_note: str
+    n_questions: dict[str, int]
+
+    def drop(self, metric: str = "qa_ood_acc") -> Float[Tensor, "layer head"]:
+        """Baseline minus the score with each head restored: what each head's fine-tuning is worth."""
+        return self.baseline[metric] - self.grids[metric]
+
+    def to_dataframe(self) -> Any:
+        """One row per (head, metric): ``layer``, ``head``, ``label``, ``metric``, ``value``, ``baseline``."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame([{**r, "baseline": self.baseline[k]} for k, g in self.grids.items()
+                             for r in head_rows(g, metric=k)])
+
+
 def head_curves(ft: Any, base: Any, dataset: Dataset, rankings: dict[str, list[tuple[int, int]]],
                 grid: list[int], *, components: tuple[Component, ...] = COMPONENTS, max_people: int | None = None,
-                batch_size: int = 32, verbose: bool = False) -> dict[str, Any]:
+                batch_size: int = 32, verbose: bool = False) -> HeadCurves:
     """QA accuracy with the top-n heads of each ranking restored, for every n in ``grid``."""
     n_total = ft.cfg.n_layers * ft.cfg.n_heads
     if any(not 0 <= n <= n_total for n in grid):
         raise RecallCircuitsError(f"grid values must be in [0, {n_total}]")
     scorer = QAScorer(ft, dataset, max_people, batch_size)
-    out: dict[str, Any] = {"grid": list(grid), "components": list(components), "curves": {}}
+    curves: dict[str, dict[str, Any]] = {}
     for name, order in tqdm(rankings.items(), disable=not verbose, desc="rankings"):
         rows = []
         for n in grid:
             with restore_heads(ft, base, order[:n], components):
                 rows.append({"n": n, **scorer()})
-        out["curves"][name] = {"heads": [head_label(l, h) for l, h in order[: max(grid, default=0)]], "points": rows}
-    out["gqa_note"] = gqa_note(ft)
-    return out
+        curves[name] = {"heads": [head_label(l, h) for l, h in order[: max(grid, default=0)]], "points": rows}
+    return HeadCurves(list(grid), list(components), curves, gqa_note(ft))
 
 
 class LayerwiseScorer:
@@ -153,7 +205,7 @@ class LayerwiseScorer:
 @torch.inference_mode()
 def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple[Component, ...] = COMPONENTS,
                       max_people: int | None = None, batch_size: int = 32, layers: list[int] | None = None,
-                      verbose: bool = False) -> dict[str, Any]:
+                      verbose: bool = False) -> SingleHeadSweep:
     """QA accuracy with each head restored alone → tensors [n_layers, n_heads] per metric.
 
     ``base`` is the pretrained model or its :class:`~recall_circuits.heads.HeadSlices` (attention weights only:
@@ -179,7 +231,7 @@ def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple
         if layer < todo[-1]:
             scorer.advance()
     bar.close()
-    return {"baseline": baseline, "grids": grids, "gqa_note": gqa_note(ft), "n_questions": dict(scorer.n)}
+    return SingleHeadSweep(baseline, grids, gqa_note(ft), dict(scorer.n))
 
 
 def top_drops(drop: Tensor, n: int = 10) -> list[dict[str, Any]]:
@@ -267,7 +319,7 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
                           "components": list(components), "max_people": max_people}, overwrite=overwrite,
                     checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
     summary: dict[str, Any] = head_curves(ft, b, ds, rankings, grid, components=components, max_people=max_people,
-                                          batch_size=batch_size, verbose=verbose)
+                                          batch_size=batch_size, verbose=verbose).to_dict()
     tensors = {f"ranking_score_{k}": v for k, v in tables.items()}
     fig = go.Figure()
     for name, c in summary["curves"].items():
@@ -281,13 +333,12 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     if single:
         sweep = single_head_sweep(ft, b, ds, components=components, max_people=max_people, batch_size=batch_size,
                                   verbose=verbose)
-        summary["single_head_baseline"] = sweep["baseline"]
-        for k, v in sweep["grids"].items():
+        summary["single_head_baseline"] = sweep.baseline
+        for k, v in sweep.grids.items():
             tensors[f"single_{k}"] = v
-        drop = sweep["baseline"]["qa_ood_acc"] - sweep["grids"]["qa_ood_acc"]
+        drop = sweep.drop("qa_ood_acc")
         summary["single_head_top_ood_drop"] = top_drops(drop)
-        summary["single_head_top_id_logprob_drop"] = top_drops(
-            sweep["baseline"]["qa_id_answer_logprob"] - sweep["grids"]["qa_id_answer_logprob"])
+        summary["single_head_top_id_logprob_drop"] = top_drops(sweep.drop("qa_id_answer_logprob"))
         save_figure(run, head_heatmap(drop, "QA-OOD accuracy lost when a single head is restored", "drop"),
                     "single_head")
     save_tensors(run, tensors)

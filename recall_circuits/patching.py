@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -36,6 +37,7 @@ from transformers import DynamicCache
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
+from recall_circuits.results import Result
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +277,45 @@ def grid_to_dataframe(grid: Tensor, axes: tuple[str, ...]) -> Any:
         torch.arange(grid.shape[0])[:, None]
     return pd.DataFrame({**{a: idx[:, i].numpy() for i, a in enumerate(axes)},
                          "value": grid.flatten().float().numpy()})
+
+
+@dataclass(frozen=True, eq=False)
+class PatchingResult(Result):
+    """One patching sweep of a (clean, corrupted) pair (:func:`patching_sweep`): ``values`` over ``axes``
+    (``("layer", "pos", "head")`` for heads, ``("layer", "pos")`` for the residual stream) is the metric of the
+    corrupted run with one activation patched from the clean run; ``clean`` / ``corrupted`` are the metric of the two
+    runs unpatched, so ``(values - corrupted) / (clean - corrupted)`` is the share of the effect a cell restores."""
+
+    values: Float[Tensor, "..."]
+    axes: list[str]
+    clean: float
+    corrupted: float
+    what: str
+
+    def to_dataframe(self) -> Any:
+        """One row per cell: a column per axis (and ``label`` = ``L{l}H{h}`` for heads), ``value`` and
+        ``restored`` (the share of the clean − corrupted effect the cell brings back)."""
+        df = grid_to_dataframe(self.values, tuple(self.axes))
+        if "head" in self.axes:
+            df.insert(len(self.axes), "label", [f"L{lay}H{h}" for lay, h in zip(df["layer"], df["head"])])
+        span = self.clean - self.corrupted
+        df["restored"] = (df["value"] - self.corrupted) / span if span else float("nan")
+        return df
+
+
+def patching_sweep(model: Any, pair: dict[str, Any], what: Literal["heads", "resid"] = "heads") -> PatchingResult:
+    """Exact activation patching of one pair from :func:`qa_patching_pairs` (clean → corrupted, metric: logit
+    difference of the clean and corrupted first answer tokens), per head and position (``what="heads"``) or per
+    residual-stream position (``"resid"``)."""
+    if what not in ("heads", "resid"):
+        raise RecallCircuitsError(f"what must be 'heads' or 'resid', got {what!r}")
+    clean, corr = torch.tensor([pair["clean"]]), torch.tensor([pair["corrupted"]])
+    metric = logit_diff_metric(torch.tensor([pair["correct"]]), torch.tensor([pair["wrong"]]))
+    with torch.inference_mode():
+        ends = [float(metric(model(x)[:, -1]).mean()) for x in (clean, corr)]
+    if what == "heads":
+        return PatchingResult(patch_heads_by_pos(model, clean, corr, metric), ["layer", "pos", "head"], *ends, what)
+    return PatchingResult(patch_resid_by_pos(model, clean, corr, metric), ["layer", "pos"], *ends, what)
 
 
 def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "ood") -> list[dict[str, Any]]:

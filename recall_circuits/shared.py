@@ -9,12 +9,14 @@ Example::
     from recall_circuits.shared import shared_curve, shared_mask, head_stats
     curve = shared_curve(res.influence["bio"], res.influence["qa"], ks)   # |S_k|/k and chance k/P
     S = shared_mask(res.influence["bio"], res.influence["qa"], k=10**5)
-    stats = head_stats(res.space, S)                                      # per head / neuron / tensor counts
+    stats = head_stats(res.space, S)                                      # HeadStats: per head / neuron / tensor
+    stats.to_dataframe()                                                  # per query head, largest first
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import ParamSpace
+from recall_circuits.results import Result, head_rows
 
 
 def top_k_mask(x: Float[Tensor, " P"], k: int) -> Bool[Tensor, " P"]:
@@ -85,7 +88,34 @@ def top_share(values: Tensor, frac: float = 0.1) -> float:
     return float(v.topk(n).values.sum() / v.sum())
 
 
-def head_stats(space: ParamSpace, mask: Bool[Tensor, " P"]) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class HeadStats(Result):
+    """Where a flat mask's entries sit (:func:`head_stats`): ``per_component[c]`` ``[layer, unit]`` counts of Q, K,
+    V, O (K/V per KV group); ``per_head`` ``[layer, head]`` per query head (K/V of a group split equally among its
+    query heads, so it sums to ``attn_total``); ``per_neuron`` ``[layer, d_mlp]`` when MLPs are included; per tensor
+    and per layer·module counts; the share of the top 10% of heads (neurons) and the Gini coefficient over heads."""
+
+    per_component: dict[str, Float[Tensor, "layer unit"]]
+    per_head: Float[Tensor, "layer head"]
+    per_tensor: dict[str, float]
+    per_layer_module: dict[str, float]
+    attn_total: float
+    top10pct_head_share: float
+    head_gini: float
+    gqa_attribution: str
+    per_neuron: Float[Tensor, "layer neuron"] | None = None
+    top10pct_neuron_share: float | None = None
+    mlp_total: float | None = None
+
+    def to_dataframe(self) -> Any:
+        """One row per query head: ``layer``, ``head``, ``label``, ``value`` (entries), sorted by ``value``."""
+        import pandas as pd  # noqa: PLC0415
+
+        df = pd.DataFrame(head_rows(self.per_head))
+        return df.sort_values(["value", "layer", "head"], ascending=[False, True, True], ignore_index=True)
+
+
+def head_stats(space: ParamSpace, mask: Bool[Tensor, " P"]) -> HeadStats:
     """Counts of a flat mask per head (Q, K, V, O; K/V per KV group), per query head, per neuron, per tensor,
     per layer and module, with concentration figures over query heads (K/V of a group split equally among its
     query heads, so the table sums to the attention total)."""
@@ -99,20 +129,17 @@ def head_stats(space: ParamSpace, mask: Bool[Tensor, " P"]) -> dict[str, Any]:
     for i in space.infos:
         if i.layer is not None:
             per_layer_module[f"L{i.layer}.{i.module}"] += per_tensor[i.name]
-    out: dict[str, Any] = {
-        "per_component": per_comp, "per_head": per_head, "per_tensor": per_tensor,
-        "per_layer_module": per_layer_module,
-        "attn_total": float(sum(c.sum() for c in per_comp.values())),
-        "top10pct_head_share": top_share(per_head, 0.1), "head_gini": gini(per_head),
-        "gqa_attribution": "K/V entries are counted per KV group; per query head they are split equally among "
-                           "the group's query heads (per_head) — restoring a query head restores its whole group",
-    }
+    mlp: dict[str, Any] = {}
     if any(i.module == "mlp" for i in space.infos):
         per_neuron = space.count_per_neuron(masks)
-        out["per_neuron"] = per_neuron
-        out["top10pct_neuron_share"] = top_share(per_neuron, 0.1)
-        out["mlp_total"] = float(per_neuron.sum())
-    return out
+        mlp = {"per_neuron": per_neuron, "top10pct_neuron_share": top_share(per_neuron, 0.1),
+               "mlp_total": float(per_neuron.sum())}
+    return HeadStats(per_comp, per_head, per_tensor, per_layer_module,
+                     attn_total=float(sum(c.sum() for c in per_comp.values())),
+                     top10pct_head_share=top_share(per_head, 0.1), head_gini=gini(per_head),
+                     gqa_attribution="K/V entries are counted per KV group; per query head they are split equally "
+                                     "among the group's query heads (per_head) — restoring a query head restores its "
+                                     "whole group", **mlp)
 
 
 def random_like_mask(space: ParamSpace, mask: Bool[Tensor, " P"], seed: int = 0) -> Bool[Tensor, " P"]:

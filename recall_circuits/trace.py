@@ -133,6 +133,11 @@ class TraceResult:
         df = pd.DataFrame(rows, columns=["layer", "head", "label", "shared"])
         return df.sort_values(["shared", "layer", "head"], ascending=[False, True, True], ignore_index=True)
 
+    def top_heads(self, k: int, n: int = 1) -> list[tuple[int, int]]:
+        """The ``n`` query heads with the largest Shared Size at ``k``, as (layer, head), largest first."""
+        df = self.per_head(k).head(n)
+        return [(int(lay), int(h)) for lay, h in zip(df["layer"], df["head"])]
+
     def _layout(self) -> list[list[Any]]:
         return [[i.name, list(i.shape)] for i in self.space.infos]
 

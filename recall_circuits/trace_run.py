@@ -101,18 +101,18 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     stats = head_stats(space, S)
     summary: dict[str, Any] = {
         "k": k, "P": space.P, "shared_size": int(S.sum()), "shared_fraction": int(S.sum()) / k,
-        "chance_fraction": k / space.P, "curve": curve, "top10pct_head_share": stats["top10pct_head_share"],
-        "head_gini": stats["head_gini"], "top10pct_neuron_share": stats.get("top10pct_neuron_share"),
-        "attn_shared": stats["attn_total"], "mlp_shared": stats.get("mlp_total"),
-        "per_layer_module": stats["per_layer_module"], "gqa_attribution": stats["gqa_attribution"],
+        "chance_fraction": k / space.P, "curve": curve, "top10pct_head_share": stats.top10pct_head_share,
+        "head_gini": stats.head_gini, "top10pct_neuron_share": stats.top10pct_neuron_share,
+        "attn_shared": stats.attn_total, "mlp_shared": stats.mlp_total,
+        "per_layer_module": stats.per_layer_module, "gqa_attribution": stats.gqa_attribution,
         "n_examples": res.n_examples, "people": res.people, "trace_s": t_trace, "trace_processes": n_proc,
-        "top_heads": _top_heads(stats["per_head"], 10),
+        "top_heads": _top_heads(stats.per_head, 10),
     }
     tensors = {"shared_idx": S.nonzero().squeeze(1), "bio_topk_idx": top_bio.nonzero().squeeze(1),
-               "qa_topk_idx": top_qa.nonzero().squeeze(1), "shared_per_head": stats["per_head"],
-               **{f"shared_per_head_{c}": v for c, v in stats["per_component"].items()}}
-    if "per_neuron" in stats:
-        tensors["shared_per_neuron"] = stats["per_neuron"]
+               "qa_topk_idx": top_qa.nonzero().squeeze(1), "shared_per_head": stats.per_head,
+               **{f"shared_per_head_{c}": v for c, v in stats.per_component.items()}}
+    if stats.per_neuron is not None:
+        tensors["shared_per_neuron"] = stats.per_neuron
     if cfg.save_influence:
         tensors |= {"influence_bio": bio, "influence_qa": qa}
     if cfg.ablation:
@@ -130,7 +130,7 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     save_mask(str(out / "shared_mask.safetensors"), S)
     save_summary(out, summary)
     save_figure(out, shared_curve_figure({Path(cfg.finetuned).name: curve}), "shared_curve")
-    save_figure(out, head_heatmap(stats["per_head"], f"Shared Size per head (k={k})", "shared entries"),
+    save_figure(out, head_heatmap(stats.per_head, f"Shared Size per head (k={k})", "shared entries"),
                 "head_heatmap")
     log.info("shared fraction at k=%d: %.4f (chance %.2e); top-10%% head share %.3f", k, summary["shared_fraction"],
              summary["chance_fraction"], summary["top10pct_head_share"])

@@ -18,10 +18,10 @@ def test_role_masses_sum_to_one_and_batch_invariant(arch, bridges):
     b = bridges[arch]
     r = role_masses(b, DS, [0, 1, 2], batch_size=4)
     r1 = role_masses(b, DS, [0, 1, 2], batch_size=1)
-    assert r["per_example"].shape == (2, 18, b.cfg.n_layers, b.cfg.n_heads, 4)
-    assert torch.allclose(r["per_example"].sum(-1), torch.ones(()), atol=1e-5)
-    assert (r["per_example"] - r1["per_example"]).abs().max() <= 1e-5
-    assert ((r["similarity"] >= -1e-6) & (r["similarity"] <= 1 + 1e-6)).all()
+    assert r.per_example.shape == (2, 18, b.cfg.n_layers, b.cfg.n_heads, 4)
+    assert torch.allclose(r.per_example.sum(-1), torch.ones(()), atol=1e-5)
+    assert (r.per_example - r1.per_example).abs().max() <= 1e-5
+    assert ((r.similarity >= -1e-6) & (r.similarity <= 1 + 1e-6)).all()
 
 
 def test_role_mass_by_hand(bridges):
@@ -34,9 +34,9 @@ def test_role_mass_by_hand(bridges):
         _, cache = b.run_with_cache(ids)
         pat = cache["blocks.1.attn.hook_pattern"][0, 2, pair[fmt]["pos"]]
         assert 0 not in pair[fmt]["subject"]  # position 0 is BOS here
-        assert r["mean"][i, 1, 2, 0] == pytest.approx(float(pat[pair[fmt]["subject"]].sum()), abs=1e-6)
-        assert r["mean"][i, 1, 2, 2] == pytest.approx(float(pat[0]), abs=1e-6)
-        assert r["mean"][i, 1, 2, 1] == pytest.approx(float(pat[pair[fmt]["relation"]].sum()), abs=1e-6)
+        assert r.mean[i, 1, 2, 0] == pytest.approx(float(pat[pair[fmt]["subject"]].sum()), abs=1e-6)
+        assert r.mean[i, 1, 2, 2] == pytest.approx(float(pat[0]), abs=1e-6)
+        assert r.mean[i, 1, 2, 1] == pytest.approx(float(pat[pair[fmt]["relation"]].sum()), abs=1e-6)
         text = re.sub(r"\s+", "", b.tokenizer.decode([pair[fmt]["ids"][j] for j in pair[fmt]["relation"]]))
         templates = pools.BIO_TEMPLATES["major"] if fmt == "bio" else [pools.QA_TEMPLATES["major"]]
         phrases = {re.sub(r"\s+", "", "".join(re.findall(r"\[(.*?)\]", t))) for t in templates}

@@ -29,8 +29,8 @@ def test_gradient_consistency_by_hand(bridges):
             p.requires_grad_(False)
     forget_graph(model)          # the session's bridge is shared with later tests
     ref = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
-    assert res["per_pair"][0] == pytest.approx(float(ref), abs=1e-5)
-    assert res["n_pairs"] == 6 and set(res["per_module"]) == {"L0.attn", "L0.mlp", "L1.attn", "L1.mlp"}
+    assert res.per_pair[0] == pytest.approx(float(ref), abs=1e-5)
+    assert res.n_pairs == 6 and set(res.per_module) == {"L0.attn", "L0.mlp", "L1.attn", "L1.mlp"}
     assert all(not p.requires_grad for p in model.parameters())
 
 
@@ -55,14 +55,14 @@ def test_representation_consistency_by_hand(bridges):
             _, cache = model.run_with_cache(torch.tensor([p[f]["ids"]]))
             vecs.append(cache["blocks.1.hook_resid_post"][0, p[f]["pos"]])
         cos.append(float(torch.nn.functional.cosine_similarity(vecs[0], vecs[1], dim=0)))
-    assert res["n_pairs"] == 12 and len(res["cosine"]) == 2
-    assert res["cosine"][1] == pytest.approx(sum(cos) / len(cos), abs=1e-5)
-    assert 0 <= min(res["retrieval_acc"]) and max(res["retrieval_acc"]) <= 1
+    assert res.n_pairs == 12 and len(res.cosine) == 2
+    assert res.cosine[1] == pytest.approx(sum(cos) / len(cos), abs=1e-5)
+    assert 0 <= min(res.retrieval_acc) and max(res.retrieval_acc) <= 1
 
 
 def test_input_signature(bridges):
     res = input_signature(bridges["tiny-gpt2"], DS, [0, 1])
-    assert res["n_facts"] == 12 and all(0 <= s <= 1 for s in res["per_fact"])
+    assert res.n_facts == 12 and all(0 <= s <= 1 for s in res.per_fact)
     assert all(not p.requires_grad for p in bridges["tiny-gpt2"].parameters())
 
 
@@ -101,7 +101,7 @@ def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, 
     from recall_circuits.training import TrainConfig, train
 
     res = representation_consistency(bridges["tiny-llama"], DS, [0, 1])
-    assert len(res["probe"]["bio_to_qa"]) == 2 and all(0 <= a <= 1 for a in res["probe"]["qa_to_bio"])
+    assert len(res.probe["bio_to_qa"]) == 2 and all(0 <= a <= 1 for a in res.probe["qa_to_bio"])
     ds = load_dataset(tiny_data)
     out = tmp_path / "run"
     train(TrainConfig(model=str(tiny_dirs["tiny-gpt2"]), strategy="two-stage", data=str(tiny_data), out=str(out),
@@ -113,7 +113,7 @@ def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, 
     assert [p["step"] for p in along] == sorted({int(s.split("-")[1]) for s in snaps} | {along[-1]["step"]})
     assert along[0]["phase"] == "bio" and along[-1]["phase"] == "qa"
     # each point is gradient_consistency of that checkpoint
-    ref = gradient_consistency(load_bridge(along[0]["path"]), ds, people)["overall"]
+    ref = gradient_consistency(load_bridge(along[0]["path"]), ds, people).overall
     assert along[0]["gradient_cosine"] == pytest.approx(ref, abs=1e-6)
     with pytest.raises(Exception, match="snapshots"):
         gradient_consistency_along(str(tmp_path), ds, people)

@@ -44,7 +44,7 @@ def test_single_head_sweep_equals_naive_copy_loop(trained_llama, tiny_data):
     ft, base = trained_llama
     ds = load_dataset(tiny_data)
     sweep = single_head_sweep(ft, base, ds, batch_size=7)
-    assert sweep["baseline"]["qa_id_acc"] > 0
+    assert sweep.baseline["qa_id_acc"] > 0
     for layer in range(ft.cfg.n_layers):
         for head in range(ft.cfg.n_heads):
             naive = copy.deepcopy(ft)  # the slow reference: a copy with the slices loaded by hand
@@ -53,10 +53,10 @@ def test_single_head_sweep_equals_naive_copy_loop(trained_llama, tiny_data):
                 for name, v in head_views(naive, layer, head).items():
                     v.copy_(src[name])
             ref = QAScorer(naive, ds, batch_size=32)()
-            assert set(ref) < set(sweep["grids"])
+            assert set(ref) < set(sweep.grids)
             for k, v in ref.items():
-                assert sweep["grids"][k][layer, head] == pytest.approx(v, abs=1e-12)
-    assert "KV group" in sweep["gqa_note"]
+                assert sweep.grids[k][layer, head] == pytest.approx(v, abs=1e-12)
+    assert "KV group" in sweep.gqa_note
 
 
 def test_curves_and_batch_size_invariance(trained_llama, tiny_data):
@@ -67,8 +67,8 @@ def test_curves_and_batch_size_invariance(trained_llama, tiny_data):
     assert order[0] == (1, 3) and order[-1] == (0, 0)
     a = head_curves(ft, base, ds, {"r": order}, [0, 1, 8], batch_size=3)
     b = head_curves(ft, base, ds, {"r": order}, [0, 1, 8], batch_size=50)
-    assert a["curves"] == b["curves"]
-    pts = a["curves"]["r"]["points"]
+    assert a == b
+    pts = a.curves["r"]["points"]
     assert pts[0]["qa_id_acc"] == QAScorer(ft, ds)()["qa_id_acc"]
 
 
@@ -132,8 +132,8 @@ def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
     before = {k: v.clone() for k, v in ft.state_dict().items()}
     sweep = single_head_sweep(ft, HeadSlices(base), ds, batch_size=6)
     assert all(torch.equal(before[k], v) for k, v in ft.state_dict().items())
-    assert sweep["baseline"]["qa_ood_answer_logprob"] == pytest.approx(_answer_logprob(ft, ds, "ood"), abs=1e-4)
-    grid = sweep["grids"]["qa_ood_answer_logprob"]
+    assert sweep.baseline["qa_ood_answer_logprob"] == pytest.approx(_answer_logprob(ft, ds, "ood"), abs=1e-4)
+    grid = sweep.grids["qa_ood_answer_logprob"]
     for layer, head in [(0, 0), (1, 3), (ft.cfg.n_layers - 1, 1)]:
         naive = copy.deepcopy(ft)
         with torch.no_grad():
@@ -143,4 +143,4 @@ def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
         assert float(grid[layer, head]) == pytest.approx(_answer_logprob(naive, ds, "ood"), abs=1e-4)
     # the slices and the whole pretrained model give the same sweep
     again = single_head_sweep(ft, base, ds, batch_size=6)
-    assert all(torch.equal(again["grids"][k], v) for k, v in sweep["grids"].items())
+    assert all(torch.equal(again.grids[k], v) for k, v in sweep.grids.items())

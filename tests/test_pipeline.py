@@ -51,11 +51,14 @@ def test_quick_reproduction(tmp_path):
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert 'run = "runs/quick"' in block
+    lines = [ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert lines[0] == "import recall_circuits as rc" and len(lines) - 1 <= 10, lines     # ≤ 10 lines after it
     env: dict = {}
-    exec(compile(block.replace('run = "runs/quick"', f"run = {str(out)!r}"), "README.md", "exec"), env)
-    assert list(env["per_head"].columns) == ["layer", "head", "label", "shared"] and len(env["per_head"]) == 8
-    assert env["patching"]["value"].notna().all() and env["before"] <= 0 and env["after"] <= 0
+    exec(compile(block.replace("runs/quick", str(out)), "README.md", "exec"), env)
+    assert list(env["shared"].columns) == ["layer", "head", "label", "shared"] and len(env["shared"]) == 8
+    assert env["before"] <= 0 and env["after"] <= 0 and env["after"] != env["before"]
+    df = env["patching"].to_dataframe()
+    assert list(df.columns) == ["layer", "pos", "head", "label", "value", "restored"] and df["value"].notna().all()
     # a rerun resumes: every stage is skipped and the summary is the same
     mtime = (out / "mixed" / "results.json").stat().st_mtime
     assert main(["--quick", "--out", str(out), "--no-progress"]) == 0

@@ -206,13 +206,13 @@ def test_head_counts_equal_hand_count_on_raw_layout(arch, tiny_dirs, tmp_path):
             hand = hand_slices(hf, arch, layer, head)
             for comp in COMPONENTS:
                 unit = kv_group(b, head) if comp in "KV" else head
-                assert stats["per_component"][comp][layer, unit] == hand[comp].sum()
-    assert stats["attn_total"] == sum(float(p.detach().sum()) for n, p in hf.named_parameters()
+                assert stats.per_component[comp][layer, unit] == hand[comp].sum()
+    assert stats.attn_total == sum(float(p.detach().sum()) for n, p in hf.named_parameters()
                                       if n.endswith("weight") and any(s in n for s in
                                       ("c_attn", "attn.c_proj", "query_key_value", "attention.dense",
                                        "q_proj", "k_proj", "v_proj", "o_proj", "self_attn.dense")))
-    assert abs(float(stats["per_head"].sum()) - stats["attn_total"]) < 1e-3
-    assert 0 < stats["top10pct_head_share"] <= 1 and 0 <= stats["head_gini"] < 1
+    assert abs(float(stats.per_head.sum()) - stats.attn_total) < 1e-3
+    assert 0 < stats.top10pct_head_share <= 1 and 0 <= stats.head_gini < 1
 
 
 @pytest.mark.parametrize("arch", ARCHS)

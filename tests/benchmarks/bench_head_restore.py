@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 naive.setdefault(k, torch.full((n_layers, H), float("nan")))[layer, head] = v
             del m
     base_s = time.perf_counter() - t
-    diff = max(float((ours["grids"][k] - v)[args.layer_list].abs().max()) for k, v in naive.items())
+    diff = max(float((ours.grids[k] - v)[args.layer_list].abs().max()) for k, v in naive.items())
 
     mem = {}
     for kind in ("plain", "ours"):
