@@ -2,6 +2,9 @@
 
     python analyses/make_data.py --people 100 --seed 0 --out data/generated/p100
     python analyses/make_data.py --preset cpu --out data/generated/cpu
+    python analyses/make_data.py --people 100 --pools my_pools --out data/generated/mine   # your own values
+
+The names, values and templates come from data/pools/ (plain files; see data/README.md), or from --pools DIR.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="shuffle the sentences of each biography")
     ap.add_argument("--fullname", action=argparse.BooleanOptionalAction, default=False,
                     help="the full name in every sentence instead of a pronoun")
+    ap.add_argument("--pools", help="directory of value pools and templates (default: data/pools)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     return ap
 
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["n_people"] = args.people
     if args.seed is not None:
         cfg["seed"] = args.seed
-    ds = generate(DataConfig(**cfg, multi=args.multi, permute=args.permute, fullname=args.fullname))
+    ds = generate(DataConfig(**cfg, multi=args.multi, permute=args.permute, fullname=args.fullname, pools=args.pools))
     out = write_dataset(ds, args.out, overwrite=args.overwrite)
     log.info("wrote %s: %s", out, ds.manifest["counts"])
     return 0

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recall_circuits import pools
+from recall_circuits.pools import load_pools
 from recall_circuits.errors import RecallCircuitsError
 
 Split = Literal["id", "ood"]
@@ -39,7 +40,8 @@ PEOPLE_FILE, BIO_FILE, QA_FILE, MANIFEST_FILE = "people.jsonl", "bio.jsonl", "qa
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """What to generate. ``multi``: BIO texts per person; ``permute``: shuffle sentence order; ``fullname``: the
-    name instead of a pronoun in every sentence; ``attributes``: which of the six attributes to use."""
+    name instead of a pronoun in every sentence; ``attributes``: which of the six attributes to use; ``pools``: a
+    directory of value pools and templates (:mod:`recall_circuits.pools`; default: the project's ``data/pools``)."""
 
     n_people: int = 100
     seed: int = 0
@@ -48,11 +50,13 @@ class DataConfig:
     fullname: bool = False
     attributes: tuple[str, ...] = pools.ATTRIBUTES
     n_templates: int = 10
+    pools: str | None = None
 
     def __post_init__(self) -> None:
+        P = load_pools(self.pools)
         if self.n_people < 2:
             raise RecallCircuitsError(f"--people must be at least 2 (one ID and one OOD person), got {self.n_people}")
-        max_people = len(pools.FIRST_NAMES) * len(pools.MIDDLE_NAMES) * len(pools.LAST_NAMES)
+        max_people = len(P.first_names) * len(P.middle_names) * len(P.last_names)
         if self.n_people > max_people:
             raise RecallCircuitsError(f"at most {max_people} unique names exist, asked for {self.n_people}")
         if self.multi < 1:
@@ -60,12 +64,15 @@ class DataConfig:
         bad = [a for a in self.attributes if a not in pools.ATTRIBUTES]
         if bad or not self.attributes:
             raise RecallCircuitsError(f"unknown attributes {bad}; choose from {list(pools.ATTRIBUTES)}")
-        if not 1 <= self.n_templates <= min(len(t) for t in pools.BIO_TEMPLATES.values()):
-            raise RecallCircuitsError(f"n_templates must be in 1..10, got {self.n_templates}")
+        most = min(len(t) for t in P.bio_templates.values())
+        if not 1 <= self.n_templates <= most:
+            raise RecallCircuitsError(f"n_templates must be in 1..{most}, got {self.n_templates}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["attributes"] = list(self.attributes)
+        if self.pools is None:      # the project's pools: manifests stay as they were before pools were files
+            del d["pools"]
         return d
 
     @classmethod
@@ -127,21 +134,22 @@ def _shift(spans: dict[str, list[list[int]]], offset: int) -> dict[str, list[lis
 
 
 def _draw_people(cfg: DataConfig, rng: random.Random) -> list[dict[str, Any]]:
+    P = load_pools(cfg.pools)
     names: set[str] = set()
     people = []
     while len(people) < cfg.n_people:
-        name = f"{rng.choice(pools.FIRST_NAMES)} {rng.choice(pools.MIDDLE_NAMES)} {rng.choice(pools.LAST_NAMES)}"
+        name = f"{rng.choice(P.first_names)} {rng.choice(P.middle_names)} {rng.choice(P.last_names)}"
         if name in names:
             continue
         names.add(name)
-        company = rng.choice(pools.COMPANIES)
+        company = rng.choice(P.companies)
         attrs = {
-            "birth_date": f"{rng.choice(pools.MONTHS)} {rng.randint(1, 28)}, {rng.randint(1950, 2005)}",
-            "birth_city": rng.choice(pools.CITIES),
-            "university": rng.choice(pools.UNIVERSITIES),
-            "major": rng.choice(pools.MAJORS),
+            "birth_date": f"{rng.choice(P.months)} {rng.randint(1, 28)}, {rng.randint(1950, 2005)}",
+            "birth_city": rng.choice(P.cities),
+            "university": rng.choice(P.universities),
+            "major": rng.choice(P.majors),
             "company": company,
-            "company_city": pools.COMPANY_CITY[company],
+            "company_city": P.company_city[company],
         }
         people.append({"id": len(people), "name": name, "gender": rng.choice(["male", "female"]),
                        **{a: attrs[a] for a in cfg.attributes}})
@@ -157,10 +165,11 @@ def _bio_text(cfg: DataConfig, person: dict[str, Any], rng: random.Random, copy:
     attrs = list(cfg.attributes)
     if cfg.permute:
         rng.shuffle(attrs)
-    pron, poss = pools.PRONOUNS[person["gender"]]
+    P = load_pools(cfg.pools)
+    pron, poss = P.pronouns[person["gender"]]
     text, facts = "", []
     for i, attr in enumerate(attrs):
-        template = rng.choice(pools.BIO_TEMPLATES[attr][: cfg.n_templates])
+        template = rng.choice(P.bio_templates[attr][: cfg.n_templates])
         subj = person["name"] if (i == 0 or cfg.fullname) else pron
         slots = {"S": subj, "P": f"{person['name']}'s" if subj == person["name"] else poss, "V": person[attr]}
         sentence, spans = _fill(template, slots)
@@ -173,9 +182,9 @@ def _bio_text(cfg: DataConfig, person: dict[str, Any], rng: random.Random, copy:
             "text": text, "facts": facts}
 
 
-def _qa_example(person: dict[str, Any], attr: str) -> dict[str, Any]:
-    question, spans = _fill(pools.QA_TEMPLATES[attr], {"N": person["name"]})
-    prompt = question + pools.QA_ANSWER_PREFIX.rstrip(" ")
+def _qa_example(person: dict[str, Any], attr: str, P: pools.Pools) -> dict[str, Any]:
+    question, spans = _fill(P.qa_templates[attr], {"N": person["name"]})
+    prompt = question + P.answer_prefix.rstrip(" ")
     text = f"{prompt} {person[attr]}"
     start = len(prompt) + 1
     return {"person": person["id"], "name": person["name"], "split": person["split"], "attribute": attr,
@@ -188,7 +197,7 @@ def generate(cfg: DataConfig) -> Dataset:
     rng = random.Random(cfg.seed)
     people = _draw_people(cfg, rng)
     bio = [_bio_text(cfg, p, rng, c) for c in range(cfg.multi) for p in people]
-    qa = [_qa_example(p, a) for p in people for a in cfg.attributes]
+    qa = [_qa_example(p, a, load_pools(cfg.pools)) for p in people for a in cfg.attributes]
     manifest = {
         "generator": "recall_circuits.data", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
         "seed": cfg.seed, "counts": {
@@ -433,11 +442,7 @@ def pack_batch(items: list[dict[str, Any]], per_row: int, pad_id: int) -> Packed
 
 def vocabulary_words() -> list[str]:
     """Every word and punctuation mark the generator can emit (for word-level tokenizers of the tiny models)."""
-    texts: list[str] = []
-    texts += pools.FIRST_NAMES + pools.MIDDLE_NAMES + pools.LAST_NAMES + pools.CITIES + pools.UNIVERSITIES
-    texts += pools.MAJORS + pools.COMPANIES + pools.MONTHS + [str(i) for i in range(0, 2100)]
-    texts += [t for ts in pools.BIO_TEMPLATES.values() for t in ts] + list(pools.QA_TEMPLATES.values())
-    texts += [w for pair in pools.PRONOUNS.values() for w in pair] + [pools.QA_ANSWER_PREFIX, "'s"]
+    texts = [*load_pools().words(), *(str(i) for i in range(0, 2100)), "'s"]
     words: set[str] = set()
     for t in texts:
         t = re.sub(r"\{[A-Z]\}|\[|\]", " ", t)

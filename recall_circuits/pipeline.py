@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recall_circuits.artefacts import check_same, model_identity, read_json, write_json, write_text_atomic
+from recall_circuits.viz import share_circuitsvis
 from recall_circuits.data import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.regime import TARGET_GAP
@@ -582,4 +583,4 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>recall_circuits report</title>"
            f"<style>{style}</style></head><body><h1>recall_circuits reproduction ({summary.get('preset', '')})</h1>"
            + "".join(parts) + "</body></html>")
-    write_text_atomic(path, doc)
+    write_text_atomic(path, share_circuitsvis(doc))

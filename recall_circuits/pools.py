@@ -1,159 +1,144 @@
-"""Value pools and templates of the bioS-style data (written for this project; see docs/paper.md §1).
+"""Value pools and templates of the bioS-style data, read from plain files a user can edit.
 
-Names are built from syllables so that the pools are large, deterministic and free of real people. Cities,
-universities, majors and companies are plain lists; a company's city is fixed by the company.
+The project's pools live in ``data/pools/`` (see ``data/README.md``): one value per line for names, cities,
+universities, majors and months, ``companies.tsv`` (a company and the city it is in), ``bio_templates.json`` (per
+attribute, the BIO sentences) and ``qa_templates.json`` (the questions, the answer prefix and the pronouns).
+:func:`load_pools` reads a directory of such files and checks them; ``DataConfig(pools=DIR)`` generates from your own.
+
+Names are syllable compositions (large, deterministic, free of real people); a company's city is fixed by the
+company. Template syntax: ``{S}`` the subject (full name or pronoun), ``{P}`` its possessive, ``{V}`` the value,
+``{N}`` the full name in a question, ``[...]`` the relation words; in a BIO template the value comes after the
+relation, so the position before it predicts it.
+
+Example::
+
+    from recall_circuits.pools import load_pools
+    pools = load_pools()                         # data/pools
+    len(pools.first_names), pools.company_city["Northwind Systems"]
 """
 
 from __future__ import annotations
 
-import itertools
-import random
+import csv
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recall_circuits.errors import RecallCircuitsError
 
 GENERATOR_VERSION = "1"
-
-_FIRST_A = ["Al", "Bel", "Cor", "Dar", "El", "Fen", "Gar", "Hal", "Is", "Jor", "Kel", "Lor", "Mar", "Nor", "Or",
-            "Per", "Quin", "Ros", "Sel", "Tam", "Ul", "Val", "Wen", "Yar", "Zel"]
-_FIRST_B = ["a", "en", "ia", "on", "is", "ric", "ina", "ton", "ley", "vin", "ette", "ard"]
-_MIDDLE_A = ["Ash", "Brook", "Clay", "Dale", "Ever", "Fair", "Glen", "Hart", "Ivy", "June", "Kent", "Lane", "Moss",
-             "Nash", "Oak", "Pine", "Reed", "Sage", "Tate", "Wade"]
-_MIDDLE_B = ["ley", "ton", "wood", "ford", "well", "by", "more", "er", "ridge", "field", "worth", "lin"]
-_LAST_A = ["Ab", "Bran", "Cal", "Dun", "Ester", "Fal", "Grim", "Hol", "Ingle", "Jen", "Kirk", "Lang", "Mel", "Nor",
-           "Oster", "Pem", "Quar", "Rad", "Stan", "Thorn", "Ux", "Vos", "Whit", "Yor", "Zan"]
-_LAST_B = ["bury", "dale", "field", "gate", "holm", "ington", "kins", "man", "more", "ridge", "son", "stead",
-           "stone", "ward", "well", "wick", "worth", "ley"]
-
-
-def _compose(first: list[str], second: list[str], n: int, seed: int) -> list[str]:
-    names = sorted({a + b for a, b in itertools.product(first, second)})
-    random.Random(seed).shuffle(names)
-    return sorted(names[:n])
-
-
-FIRST_NAMES = _compose(_FIRST_A, _FIRST_B, 200, 11)
-MIDDLE_NAMES = _compose(_MIDDLE_A, _MIDDLE_B, 200, 12)
-LAST_NAMES = _compose(_LAST_A, _LAST_B, 400, 13)
-
-CITIES = [
-    "Princeton, NJ", "Boston, MA", "Austin, TX", "Denver, CO", "Seattle, WA", "Portland, OR", "Phoenix, AZ",
-    "Chicago, IL", "Atlanta, GA", "Miami, FL", "Dallas, TX", "Houston, TX", "Detroit, MI", "Madison, WI",
-    "Columbus, OH", "Cleveland, OH", "Nashville, TN", "Memphis, TN", "Louisville, KY", "Raleigh, NC",
-    "Charlotte, NC", "Richmond, VA", "Baltimore, MD", "Newark, NJ", "Hartford, CT", "Providence, RI",
-    "Burlington, VT", "Portland, ME", "Albany, NY", "Buffalo, NY", "Rochester, NY", "Pittsburgh, PA",
-    "Philadelphia, PA", "Wilmington, DE", "Charleston, SC", "Savannah, GA", "Tampa, FL", "Orlando, FL",
-    "Birmingham, AL", "Jackson, MS", "Omaha, NE", "Wichita, KS", "Tulsa, OK", "Fresno, CA", "Oakland, CA",
-    "Sacramento, CA", "San Diego, CA", "San Jose, CA", "Irvine, CA", "Pasadena, CA", "Reno, NV",
-    "Las Vegas, NV", "Boise, ID", "Spokane, WA", "Tacoma, WA", "Eugene, OR", "Salem, OR", "Tucson, AZ",
-    "Albuquerque, NM", "Santa Fe, NM", "El Paso, TX", "Lubbock, TX", "Laredo, TX", "Plano, TX",
-    "Baton Rouge, LA", "Shreveport, LA", "Little Rock, AR", "Springfield, MO", "Kansas City, MO",
-    "St. Louis, MO", "Des Moines, IA", "Cedar Rapids, IA", "Fargo, ND", "Sioux Falls, SD", "Billings, MT",
-    "Cheyenne, WY", "Provo, UT", "Ogden, UT", "Anchorage, AK", "Honolulu, HI", "Duluth, MN", "Rochester, MN",
-    "Lansing, MI", "Ann Arbor, MI", "Toledo, OH", "Dayton, OH", "Akron, OH", "Erie, PA", "Scranton, PA",
-    "Trenton, NJ", "Camden, NJ", "Stamford, CT", "Worcester, MA", "Lowell, MA", "Manchester, NH",
-    "Concord, NH", "Bangor, ME", "Knoxville, TN", "Chattanooga, TN", "Lexington, KY",
-]
-
-UNIVERSITIES = [
-    "Harbor State University", "Northfield College", "Westbrook University", "Eastlake Institute of Technology",
-    "Southmoor University", "Clearwater College", "Redstone University", "Silverpine University",
-    "Maplewood College", "Ironbridge University", "Lakeshore University", "Stonegate College",
-    "Riverbend University", "Cedar Hill University", "Brightwater Institute", "Highland State University",
-    "Oakridge University", "Fairview College", "Greenfield University", "Kingsport University",
-    "Amberly College", "Bayside University", "Crescent University", "Driftwood College", "Elmhurst Institute",
-    "Foxglove University", "Goldcrest College", "Hawthorne University", "Ivory Coast College",
-    "Juniper State University", "Kestrel University", "Larkspur College", "Meadowbrook University",
-    "Northgate Institute", "Oceanview University", "Pinecrest College", "Quarry Hill University",
-    "Rosewood College", "Summit State University", "Timberline University", "Union Valley College",
-    "Vista Ridge University", "Willowdale College", "Yellowstone Institute", "Zenith University",
-    "Alder Park University", "Birchwood College", "Copperfield University", "Dunmore Institute",
-    "Evergreen State College", "Falcon Ridge University", "Granite Falls College", "Hollow Creek University",
-    "Indigo Bay College", "Jasper Institute", "Kingsley University", "Lowland State University",
-    "Marble Arch College", "Newport Institute of Science", "Old Mill University", "Prairie View College",
-    "Queensbury University", "Ravenwood College", "Sandstone University", "Thistle Institute",
-    "Upland University", "Valemont College", "Westfield Institute", "Yarrow University", "Ashford University",
-    "Blue Mesa College", "Cobalt Institute", "Deer Park University", "Eagle Rock College",
-    "Fernhill University", "Glacier Point Institute", "Heron Bay University", "Iron Range College",
-    "Jade Valley University", "Kinross Institute", "Lantern Hill College", "Mistral University",
-    "North Star College", "Orchard Institute", "Pebble Beach University", "Quill College",
-    "Red Maple University", "Sierra Vista Institute", "Tidewater University", "Umber College",
-    "Violet Ridge University", "Windmere Institute", "Yorkshire College", "Zephyr University",
-    "Aurora State University", "Beacon Institute", "Canyon College", "Delta State Institute",
-    "Emerald Coast University", "Frontier College",
-]
-
-MAJORS = [
-    "Computer Science", "Mathematics", "Physics", "Chemistry", "Biology", "Economics", "History", "Philosophy",
-    "Psychology", "Sociology", "Political Science", "Linguistics", "English Literature", "Art History",
-    "Music", "Architecture", "Civil Engineering", "Mechanical Engineering", "Electrical Engineering",
-    "Chemical Engineering", "Aerospace Engineering", "Materials Science", "Statistics", "Astronomy",
-    "Geology", "Oceanography", "Environmental Science", "Neuroscience", "Biochemistry", "Nursing",
-    "Public Health", "Pharmacy", "Accounting", "Finance", "Marketing", "Business Administration",
-    "Anthropology", "Archaeology", "Journalism", "Communications", "Education", "Theatre", "Film Studies",
-    "Graphic Design", "Industrial Design", "Urban Planning", "Agriculture", "Forestry", "Nutrition",
-    "Kinesiology", "Criminology", "Social Work", "International Relations", "Religious Studies",
-    "Classics", "Data Science", "Robotics", "Genetics", "Zoology", "Botany",
-]
-
-_COMPANY_A = ["Northwind", "Bluepeak", "Ironclad", "Silverline", "Brightpath", "Cobalt", "Evermore", "Falconer",
-              "Granite", "Harborview", "Keystone", "Lumen", "Meridian", "Nimbus", "Orion", "Pinnacle", "Quantum",
-              "Redwood", "Sterling", "Tristar", "Vanguard", "Westgate", "Zenith", "Apex", "Beacon"]
-_COMPANY_B = ["Systems", "Industries", "Labs", "Holdings"]
-COMPANIES = [f"{a} {b}" for a, b in itertools.product(_COMPANY_A, _COMPANY_B)]
-_rng = random.Random(14)
-COMPANY_CITY = {c: _rng.choice(CITIES) for c in COMPANIES}
-
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "pools"
+LISTS = ("first_names", "middle_names", "last_names", "cities", "universities", "majors", "months")
+MIN_TEMPLATES = 1
 
-# BIO templates: "{S}" is the subject (full name or pronoun), "{P}" its possessive, "[...]" marks the relation
-# words, "{V}" the value, which always comes after the relation so the position before it predicts it.
-BIO_TEMPLATES: dict[str, list[str]] = {
-    "birth_date": [
-        "{S} [was born on] {V}.", "{S} [came into the world on] {V}.", "{P} [birthday is] {V}.",
-        "{S} [celebrates a birthday on] {V}.", "{S} [was born on the day of] {V}.", "{P} [date of birth is] {V}.",
-        "{S} [entered life on] {V}.", "{P} [life began on] {V}.", "{S} [has a birth date of] {V}.",
-        "{S} [first saw the light of day on] {V}.",
-    ],
-    "birth_city": [
-        "{S} [was born in] {V}.", "{S} [spent early years in] {V}.", "{P} [birthplace is] {V}.",
-        "{S} [came into the world in] {V}.", "{P} [hometown is] {V}.", "{S} [was raised in] {V}.",
-        "{S} [grew up in] {V}.", "{P} [life began in] {V}.", "{S} [has roots in] {V}.",
-        "{P} [place of birth is] {V}.",
-    ],
-    "university": [
-        "{S} [studied at] {V}.", "{S} [graduated from] {V}.", "{S} [received an education at] {V}.",
-        "{S} [attended] {V}.", "{P} [alma mater is] {V}.", "{S} [earned a degree from] {V}.",
-        "{S} [completed a degree at] {V}.", "{S} [was a student at] {V}.", "{S} [enrolled at] {V}.",
-        "{P} [university was] {V}.",
-    ],
-    "major": [
-        "{S} [majored in] {V}.", "{S} [focused on the study of] {V}.", "{P} [field of study was] {V}.",
-        "{S} [specialized in] {V}.", "{P} [major was] {V}.", "{S} [earned a degree in] {V}.",
-        "{S} [pursued studies in] {V}.", "{S} [concentrated on] {V}.", "{P} [academic focus was] {V}.",
-        "{S} [completed coursework in] {V}.",
-    ],
-    "company": [
-        "{S} [works for] {V}.", "{S} [is employed by] {V}.", "{P} [employer is] {V}.", "{S} [has a job at] {V}.",
-        "{S} [joined the staff of] {V}.", "{S} [builds a career at] {V}.", "{S} [is on the payroll of] {V}.",
-        "{P} [company is] {V}.", "{S} [was hired by] {V}.", "{S} [took a position at] {V}.",
-    ],
-    "company_city": [
-        "{S} [works in] {V}.", "{S} [is based in] {V}.", "{P} [workplace is in] {V}.", "{S} [commutes to] {V}.",
-        "{P} [office is located in] {V}.", "{S} [has an office in] {V}.", "{S} [reports to work in] {V}.",
-        "{P} [job is in] {V}.", "{S} [spends work days in] {V}.", "{P} [place of work is] {V}.",
-    ],
-}
 
-# QA questions (Physics of LM 3.1 wording); "[...]" marks the relation words, "{N}" the full name.
-QA_TEMPLATES: dict[str, str] = {
-    "birth_date": "What is the [birth date] of {N}?",
-    "birth_city": "What is the [birth city] of {N}?",
-    "university": "Which [university] did {N} [study]?",
-    "major": "What [major] did {N} [study]?",
-    "company": "Which [company] did {N} [work for]?",
-    "company_city": "[Where] did {N} [work]?",
-}
-QA_ANSWER_PREFIX = "\nAnswer: "
+@dataclass(frozen=True)
+class Pools:
+    """The generator's pools (tuples in file order: the order decides what a seed draws)."""
 
-PRONOUNS = {"male": ("He", "His"), "female": ("She", "Her")}
+    first_names: tuple[str, ...]
+    middle_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    cities: tuple[str, ...]
+    universities: tuple[str, ...]
+    majors: tuple[str, ...]
+    months: tuple[str, ...]
+    company_city: dict[str, str]
+    bio_templates: dict[str, tuple[str, ...]]
+    qa_templates: dict[str, str]
+    answer_prefix: str
+    pronouns: dict[str, tuple[str, str]]
+    directory: str
+
+    @property
+    def companies(self) -> tuple[str, ...]:
+        return tuple(self.company_city)
+
+    def words(self) -> list[str]:
+        """Every text the generator can emit a piece of (names, values, templates, pronouns)."""
+        return [*self.first_names, *self.middle_names, *self.last_names, *self.cities, *self.universities,
+                *self.majors, *self.companies, *self.months, *(t for ts in self.bio_templates.values() for t in ts),
+                *self.qa_templates.values(), *(w for pair in self.pronouns.values() for w in pair), self.answer_prefix]
+
+
+def _lines(path: Path) -> tuple[str, ...]:
+    values = tuple(ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
+    if not values:
+        raise RecallCircuitsError(f"{path}: no values")
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        raise RecallCircuitsError(f"{path}: repeated values {dup[:3]}")
+    return values
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecallCircuitsError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+
+
+def _check_template(path: Path, where: str, template: str, slots: set[str], value_last: bool) -> None:
+    used = set(re.findall(r"\{([A-Z])\}", template))
+    if not used <= slots or not re.search(r"\[[^\]]+\]", template):
+        raise RecallCircuitsError(f"{path}: {where}: {template!r} must mark its relation words with [...] and use "
+                                  f"only {sorted('{' + s + '}' for s in slots)}")
+    if value_last and ("{V}" not in template or template.index("{V}") < template.index("]")):
+        raise RecallCircuitsError(f"{path}: {where}: {template!r} must hold {{V}} after the relation words")
+
+
+def load_pools(directory: str | None = None) -> Pools:
+    """Read and check the pools in ``directory`` (default: the project's ``data/pools``); a one-line error names
+    the file and what is wrong. Read again whenever a file there changes."""
+    d = Path(directory) if directory is not None else DEFAULT_DIR
+    stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(d.glob("*"))) if d.is_dir() else ()
+    return _load(str(d), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(directory: str, stamp: tuple[Any, ...]) -> Pools:
+    d = Path(directory)
+    missing = [f for f in (*(f"{n}.txt" for n in LISTS), "companies.tsv", "bio_templates.json", "qa_templates.json")
+               if not (d / f).is_file()]
+    if missing:
+        raise RecallCircuitsError(f"{d} is not a pools directory: missing {', '.join(missing)}")
+    lists = {n: _lines(d / f"{n}.txt") for n in LISTS}
+    if len(lists["months"]) != 12:
+        raise RecallCircuitsError(f"{d / 'months.txt'}: 12 months expected, found {len(lists['months'])}")
+    with open(d / "companies.tsv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or rows[0] != ["company", "city"] or len(rows) < 2 or any(len(r) != 2 or not all(r) for r in rows[1:]):
+        raise RecallCircuitsError(f"{d / 'companies.tsv'}: expected a 'company<TAB>city' header and one company "
+                                  "and its city per line")
+    company_city = {c: city for c, city in rows[1:]}
+    if len(company_city) != len(rows) - 1:
+        raise RecallCircuitsError(f"{d / 'companies.tsv'}: a company is listed twice")
+    bio = _json(d / "bio_templates.json")
+    if not isinstance(bio, dict) or set(bio) != set(ATTRIBUTES) or not all(
+            isinstance(ts, list) and len(ts) >= MIN_TEMPLATES and all(isinstance(t, str) for t in ts)
+            for ts in bio.values()):
+        raise RecallCircuitsError(f"{d / 'bio_templates.json'}: expected a list of templates for each of "
+                                  f"{list(ATTRIBUTES)}")
+    for attr, ts in bio.items():
+        for t in ts:
+            _check_template(d / "bio_templates.json", attr, t, {"S", "P", "V"}, value_last=True)
+    qa = _json(d / "qa_templates.json")
+    questions = qa.get("questions") if isinstance(qa, dict) else None
+    pronouns = qa.get("pronouns") if isinstance(qa, dict) else None
+    if (not isinstance(questions, dict) or set(questions) != set(ATTRIBUTES) or not isinstance(qa.get("answer_prefix"), str)
+            or not isinstance(pronouns, dict) or set(pronouns) != {"male", "female"}
+            or not all(isinstance(p, list) and len(p) == 2 for p in pronouns.values())):
+        raise RecallCircuitsError(f"{d / 'qa_templates.json'}: expected 'questions' (one per attribute of "
+                                  f"{list(ATTRIBUTES)}), 'answer_prefix' and 'pronouns' (male and female: "
+                                  "[subject, possessive])")
+    for attr, t in questions.items():
+        _check_template(d / "qa_templates.json", attr, t, {"N"}, value_last=False)
+        if "{N}" not in t:
+            raise RecallCircuitsError(f"{d / 'qa_templates.json'}: {attr}: {t!r} must name the person with {{N}}")
+    return Pools(**lists, company_city=company_city, bio_templates={a: tuple(bio[a]) for a in ATTRIBUTES},
+                 qa_templates={a: questions[a] for a in ATTRIBUTES}, answer_prefix=qa["answer_prefix"],
+                 pronouns={k: (v[0], v[1]) for k, v in pronouns.items()}, directory=str(d))

@@ -33,6 +33,34 @@ def head_heatmap(values: torch.Tensor, title: str, zlabel: str = "count") -> Any
     return fig
 
 
+_CV_OPEN = '<script crossorigin type="module">'
+_CV_CALL = "CircuitsVis.render("
+
+
+def share_circuitsvis(doc: str) -> str:
+    """One copy of the circuitsvis bundle in a page with several circuitsvis views.
+
+    Each view from ``circuitsvis``'s ``local_src`` is a module script holding the whole bundle (~2.4 MB) followed by
+    its ``CircuitsVis.render(...)`` call. The first bundle moves into one classic script that makes ``CircuitsVis``
+    global; every view keeps only its render call (module scripts run after classic ones). Views whose bundle
+    differs from the first keep their own. The page stays self-contained."""
+    pieces = doc.split(_CV_OPEN)
+    if len(pieces) < 3:
+        return doc
+    bundle, out = None, [pieces[0]]
+    for piece in pieces[1:]:
+        end = piece.find("</script>")
+        body, rest = piece[:end], piece[end:]
+        cut = body.rfind(_CV_CALL)
+        head, call = (body[:cut], body[cut:]) if cut >= 0 else (body, "")
+        if bundle is None:
+            bundle = head
+        out.append(body + rest if head != bundle or not call else call + rest)
+    shared = f"<script>{bundle}\nwindow.CircuitsVis = CircuitsVis;</script>"
+    first = doc.index(_CV_OPEN)
+    return doc[:first] + shared + _CV_OPEN.join(out)[first:]
+
+
 def offline_notebook_figures() -> None:
     """Make plotly figures in notebooks self-contained: plotly.js inlined, no MathJax (plotly's own notebook
     renderer adds a MathJax ``<script src=...cdnjs...>``). Sets the default renderer to ``recall_circuits``."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import ARCHS
-from recall_circuits import pools
+from recall_circuits.pools import load_pools
 from recall_circuits.attention import aligned_pairs, js_divergence, role_masses
 from recall_circuits.data import DataConfig, generate
 from recall_circuits.errors import RecallCircuitsError
@@ -38,7 +38,7 @@ def test_role_mass_by_hand(bridges):
         assert r.mean[i, 1, 2, 2] == pytest.approx(float(pat[0]), abs=1e-6)
         assert r.mean[i, 1, 2, 1] == pytest.approx(float(pat[pair[fmt]["relation"]].sum()), abs=1e-6)
         text = re.sub(r"\s+", "", b.tokenizer.decode([pair[fmt]["ids"][j] for j in pair[fmt]["relation"]]))
-        templates = pools.BIO_TEMPLATES["major"] if fmt == "bio" else [pools.QA_TEMPLATES["major"]]
+        templates = load_pools().bio_templates["major"] if fmt == "bio" else [load_pools().qa_templates["major"]]
         phrases = {re.sub(r"\s+", "", "".join(re.findall(r"\[(.*?)\]", t))) for t in templates}
         assert text in phrases
 

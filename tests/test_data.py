@@ -5,7 +5,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
 from transformers import PreTrainedTokenizerFast
 
-from recall_circuits import pools
+from recall_circuits.pools import ATTRIBUTES, DEFAULT_DIR, load_pools
 from recall_circuits.data import (DataConfig, generate, load_dataset, tokenize_bio, tokenize_qa, write_dataset)
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models import build_word_tokenizer
@@ -22,11 +22,54 @@ def _bpe_tokenizer(ds):
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")
 
 
+pools = load_pools()
+
+
 def test_pools_sizes():
-    assert len(set(pools.FIRST_NAMES)) >= 200 and len(set(pools.MIDDLE_NAMES)) >= 200
-    assert len(set(pools.LAST_NAMES)) >= 400 and len(set(pools.CITIES)) >= 100
-    assert len(set(pools.UNIVERSITIES)) >= 100 and len(set(pools.MAJORS)) >= 60 and len(set(pools.COMPANIES)) >= 100
-    assert all(len(t) >= 10 for t in pools.BIO_TEMPLATES.values()) and len(pools.QA_TEMPLATES) == 6
+    assert pools.directory == str(DEFAULT_DIR) and DEFAULT_DIR.parts[-2:] == ("data", "pools")
+    assert len(set(pools.first_names)) >= 200 and len(set(pools.middle_names)) >= 200
+    assert len(set(pools.last_names)) >= 400 and len(set(pools.cities)) >= 100
+    assert len(set(pools.universities)) >= 100 and len(set(pools.majors)) >= 60 and len(set(pools.companies)) >= 100
+    assert all(len(t) >= 10 for t in pools.bio_templates.values()) and len(pools.qa_templates) == 6
+
+
+def _copy_pools(tmp_path):
+    d = tmp_path / "pools"
+    d.mkdir()
+    for f in DEFAULT_DIR.iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    return d
+
+
+def test_your_own_pools_are_used_and_recorded(tmp_path):
+    d = _copy_pools(tmp_path)
+    (d / "majors.txt").write_text("Alchemy\nAstrology\n")
+    ds = generate(DataConfig(n_people=20, seed=0, pools=str(d)))
+    assert {p["major"] for p in ds.people} == {"Alchemy", "Astrology"}
+    assert ds.manifest["config"]["pools"] == str(d)
+    assert "pools" not in generate(DataConfig(n_people=4, seed=0)).manifest["config"]   # default: as before
+    again = DataConfig.from_dict(ds.manifest["config"])
+    assert generate(again).people == ds.people
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: (d / "cities.txt").unlink(), "missing cities.txt"),
+    (lambda d: (d / "majors.txt").write_text("Art\nArt\n"), "repeated values ['Art']"),
+    (lambda d: (d / "months.txt").write_text("May\n"), "12 months expected"),
+    (lambda d: (d / "companies.tsv").write_text("company\tcity\nAcme\n"), "companies.tsv"),
+    (lambda d: (d / "bio_templates.json").write_text("{"), "not valid JSON"),
+    (lambda d: (d / "bio_templates.json").write_text(
+        (d / "bio_templates.json").read_text().replace("[was born on] {V}", "{V} [was born on]")),
+     "must hold {V} after the relation words"),
+    (lambda d: (d / "qa_templates.json").write_text(
+        (d / "qa_templates.json").read_text().replace("of {N}?", "of them?")), "must name the person"),
+])
+def test_bad_pools_are_one_line_errors(tmp_path, change, message):
+    d = _copy_pools(tmp_path)
+    change(d)
+    with pytest.raises(RecallCircuitsError, match=None) as ex:
+        DataConfig(n_people=4, pools=str(d))
+    assert message in str(ex.value) and "\n" not in str(ex.value)
 
 
 def test_same_seed_byte_identical(tmp_path):
@@ -46,9 +89,9 @@ def test_split_disjoint_and_names_unique(tmp_path):
     assert {e["person"] for e in ds.qa("id")} == ids and {e["person"] for e in ds.qa("ood")} == ood
     assert {e["person"] for e in ds.bio()} == ids | ood  # BIO of everyone
     for p in ds.people:  # company city fixed by the company
-        assert p["company_city"] == pools.COMPANY_CITY[p["company"]]
+        assert p["company_city"] == pools.company_city[p["company"]]
     people = [json.loads(x) for x in open(write_dataset(ds, tmp_path / "d") / "people.jsonl")]
-    assert {"name", "split", *pools.ATTRIBUTES} <= set(people[0])
+    assert {"name", "split", *ATTRIBUTES} <= set(people[0])
 
 
 def test_char_spans_are_right():
@@ -60,7 +103,7 @@ def test_char_spans_are_right():
             subj = [e["text"][s:t] for s, t in f["subject"]]
             assert subj and all(x in (person["name"], "He", "She", "His", "Her") for x in subj)
             rel = " ".join(e["text"][s:t] for s, t in f["relation"])
-            assert any(rel == re.search(r"\[(.*?)\]", t).group(1) for t in pools.BIO_TEMPLATES[f["attribute"]])
+            assert any(rel == re.search(r"\[(.*?)\]", t).group(1) for t in pools.bio_templates[f["attribute"]])
     for e in ds.qa():
         assert e["text"][slice(*e["value"])] == e["answer"] and e["text"].startswith(e["prompt"])
         assert [e["text"][s:t] for s, t in e["subject"]] == [e["name"]]

@@ -1,7 +1,29 @@
 import json
 import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
 
 from analyses.reproduce import main
+
+
+def _check_views_render(report, n_views):
+    """In headless Chromium (Debian's package) every circuitsvis view of the report renders its React tree from
+    the one shared bundle."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium to render the report")
+    page = report.parent / "report_open.html"
+    page.write_text(report.read_text().replace("<details>", "<details open>"))
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                              f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom",
+                              page.as_uri()], capture_output=True, text=True, timeout=300).stdout
+    views = re.findall(r'<div id="circuits-vis-[^"]+"[^>]*>(<div)?', dom)
+    assert len(views) == n_views and all(views), views      # each view's div holds what React drew
 
 
 def test_quick_reproduction(tmp_path):
@@ -33,6 +55,9 @@ def test_quick_reproduction(tmp_path):
     assert [p["step"] for p in summary["gradient_consistency_along"]["mixed"]][-1] == \
         json.loads((out / "mixed" / "recall_circuits_train.json").read_text())["steps"]
     assert "<h2>Activation patching" in doc and "Single-head restores" in doc
+    # circuitsvis's bundle once, a render call per view (three models, BIO and QA each); plotly.js once
+    assert doc.count("var CircuitsVis=") == 1 and doc.count("CircuitsVis.render(") == 6
+    assert doc.count("plotly.js v") == 1 and len(doc.encode()) < 8_000_000
     for st in ("mixed", "two-stage"):
         pt = summary["patching"][st]
         assert len(pt["cross_format_by_layer_role"]) == 2 and -1 <= pt["attribution_vs_exact_corr"] <= 1
@@ -65,6 +90,7 @@ def test_quick_reproduction(tmp_path):
     assert (out / "mixed" / "results.json").stat().st_mtime == mtime
     again = json.loads((out / "summary.json").read_text())
     assert again["directions"] == summary["directions"]
+    _check_views_render(out / "report.html", 6)      # last: it skips where no Chromium is installed
 
 
 def _synthetic(mixed_ood, learned=True):
