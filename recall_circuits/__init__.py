@@ -35,6 +35,7 @@ _ENTRY_POINTS = {
                                  "cross_format_patch", "logit_diff_metric", "qa_patching_pairs", "grid_to_dataframe",
                                  "patching_sweep", "PatchingResult"),
     "recall_circuits.results": ("Result",),
+    "recall_circuits.grafting": ("GraftConfig", "graft", "GraftResult"),
     "recall_circuits.intervals": ("accuracy_interval", "gap_interval"),
     "recall_circuits.pipeline": ("reproduce",),
 }

@@ -23,6 +23,7 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.evaluation import evaluate_qa
 from recall_circuits.heads import ParamSpace
 from recall_circuits.loading import forget_graph
+from recall_circuits.results import Result, equal_values
 from recall_circuits.shared import top_k_mask
 from recall_circuits.trace import per_example_loss
 
@@ -64,13 +66,49 @@ class GraftConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class GraftResult:
+@dataclass(frozen=True, eq=False)
+class GraftResult(Result):
+    """The learned graft (:func:`graft`): ``mask`` over ``space``'s flat layout, its density ``alpha`` = |γ|₀ / P,
+    the validation accuracy of the kept (best rounded) mask, and the evaluations along the way (``history``).
+    ``save(dir)`` / ``load(dir, model)`` round-trip it; the model rebuilds the parameter layout, which must match."""
+
     mask: Bool[Tensor, " P"]
     space: ParamSpace
-    alpha: float                      # |γ|₀ / P
+    alpha: float
     val_acc: float
     history: list[dict[str, float]]
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is type(self) and self._layout() == other._layout()
+                and all(equal_values(getattr(self, f), getattr(other, f)) for f in ("mask", "alpha", "val_acc", "history")))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _layout(self) -> list[list[Any]]:
+        return [[i.name, list(i.shape)] for i in self.space.infos]
+
+    def to_dataframe(self) -> Any:
+        """The evaluations along the optimisation: one row per evaluation (step, val_acc, size)."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame(self.history)
+
+    def _split(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, meta = super()._split()
+        meta["space"] = self._layout()      # checked on load
+        return tensors, meta
+
+    @classmethod
+    def load(cls, out: Any, model: Any = None) -> GraftResult:   # type: ignore[override]
+        if model is None:
+            raise RecallCircuitsError("GraftResult.load needs the model (a bridge of the grafted architecture)")
+        from recall_circuits.artefacts import read_json  # noqa: PLC0415
+
+        space = graft_space(model)
+        saved = read_json(Path(out) / "result.json").get("fields", {}).get("space")
+        if saved != [[i.name, list(i.shape)] for i in space.infos]:
+            raise RecallCircuitsError(f"{out} was grafted on another parameter layout than this model's")
+        return cls._from_saved(out, space=space)
 
 
 def _write(space: ParamSpace, model: Any, flat: Tensor) -> None:

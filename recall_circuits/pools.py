@@ -31,7 +31,9 @@ from recall_circuits.errors import RecallCircuitsError
 
 GENERATOR_VERSION = "1"
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "pools"
+# the project's data/pools in a checkout; the same files packaged as recall_circuits/pooldata in an installed wheel
+_CHECKOUT_DIR = Path(__file__).resolve().parents[1] / "data" / "pools"
+DEFAULT_DIR = _CHECKOUT_DIR if _CHECKOUT_DIR.is_dir() else Path(__file__).resolve().parent / "pooldata"
 LISTS = ("first_names", "middle_names", "last_names", "cities", "universities", "majors", "months")
 MIN_TEMPLATES = 1
 

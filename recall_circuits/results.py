@@ -30,7 +30,7 @@ TENSORS = "result.safetensors"
 META = "result.json"
 
 
-def _same(a: Any, b: Any) -> bool:
+def equal_values(a: Any, b: Any) -> bool:
     """Equality that treats tensors bit for bit (NaN equal to NaN) and floats with NaN equal to NaN."""
     if isinstance(a, Tensor) or isinstance(b, Tensor):
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.dtype != b.dtype or a.shape != b.shape:
@@ -40,9 +40,9 @@ def _same(a: Any, b: Any) -> bool:
             return torch.equal(nan, b.isnan()) and torch.equal(a.masked_fill(nan, 0), b.masked_fill(nan, 0))
         return torch.equal(a, b)
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(equal_values(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(equal_values(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b
@@ -56,7 +56,7 @@ class Result:
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(
-            _same(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
+            equal_values(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -97,6 +97,11 @@ class Result:
     @classmethod
     def load(cls: type[R], out: str | Path) -> R:
         """Read a result written by ``save``; the folder must hold this type at this schema version."""
+        return cls._from_saved(out)
+
+    @classmethod
+    def _from_saved(cls: type[R], out: str | Path, **given: Any) -> R:
+        """``load``, with the fields in ``given`` taken as they are instead of from the files."""
         from safetensors.torch import load_file  # noqa: PLC0415
 
         from recall_circuits.artefacts import read_json  # noqa: PLC0415
@@ -109,6 +114,9 @@ class Result:
         tensors = load_file(str(out / TENSORS)) if (out / TENSORS).is_file() else {}
         values = {}
         for f in dataclasses.fields(cls):
+            if f.name in given:
+                values[f.name] = given[f.name]
+                continue
             v = meta["fields"].get(f.name)
             if isinstance(v, dict) and "__tensor__" in v:
                 v = tensors[v["__tensor__"]]

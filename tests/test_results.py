@@ -65,6 +65,24 @@ def test_save_load_round_trips_bit_for_bit(results, tmp_path):
                 assert (out / f).read_bytes() == (again / f).read_bytes(), (name, f)
 
 
+def test_trace_and_graft_round_trip_with_their_model(bridges, tmp_path):
+    """The two results over a model's flat parameter layout load with the model, which must have that layout."""
+    from recall_circuits.grafting import GraftConfig, GraftResult, graft
+
+    model, other = bridges["tiny-neox"], bridges["tiny-gpt2"]
+    trace = rc.cross_task_trace(model, DS, rc.TraceConfig(n_people=2))
+    again = rc.TraceResult.load(trace.save(tmp_path / "t"), model)
+    assert all(torch.equal(again.influence[k], trace.influence[k]) for k in ("bio", "qa"))
+    assert again.per_head(50).equals(trace.per_head(50)) and again.top_heads(50, 2) == trace.top_heads(50, 2)
+    g = graft(model, model, DS, GraftConfig(steps=2, eval_every=1, init_frac=1e-2))
+    back = GraftResult.load(g.save(tmp_path / "g"), model)
+    assert back == g and list(back.to_dataframe().columns) == ["val_acc", "size", "step"]
+    with pytest.raises(RecallCircuitsError, match="another parameter layout"):
+        GraftResult.load(tmp_path / "g", other)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        g.alpha = 0.5
+
+
 def test_equality_sees_a_changed_value(results):
     sweep = results["SingleHeadSweep"]
     grids = {k: v.clone() for k, v in sweep.grids.items()}
