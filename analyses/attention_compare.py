@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import comma_list, model_set_parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import comma_list, model_set_parser, script
 
 log = logging.getLogger("attention_compare")
 
@@ -29,9 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     from recall_circuits.loading import parse_model_specs
 
     models = parse_model_specs(args.models)

@@ -15,8 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from recall_circuits.cli import add_device_args, add_progress_arg, parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import add_device_args, add_progress_arg, parser, script
 from recall_circuits.presets import TRAIN_PRESETS, preset
 
 log = logging.getLogger("finetune")
@@ -64,9 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     from recall_circuits.finetune_run import run_finetune  # heavy imports after argument errors
 
     cfg = preset(TRAIN_PRESETS, args.preset)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args, parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import (SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args,
+                                 parser, script)
 
 log = logging.getLogger("gradient_trace")
 
@@ -47,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     from recall_circuits.trace import TraceConfig
     from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace
 

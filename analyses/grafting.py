@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("grafting")
 
@@ -36,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     from recall_circuits.grafting import GraftConfig, run_grafting
 
     cfg = GraftConfig(init_frac=args.init_frac, steps=args.steps, lr=args.lr, batch_size=args.batch_size,

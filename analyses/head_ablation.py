@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, comma_list, parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import (add_device_args, add_pair_args, add_progress_arg, add_run_args, comma_list,
+                                 parser, script)
 
 log = logging.getLogger("head_ablation")
 COMPONENTS = ("Q", "K", "V", "O")
@@ -47,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     from recall_circuits.head_ablation import run_head_ablation
 
     run_head_ablation(args.base, args.finetuned, args.data, args.out, trace_dir=args.trace_dir,

@@ -13,8 +13,7 @@ import argparse
 import logging
 
 from recall_circuits.data import DataConfig, generate, write_dataset
-from recall_circuits.cli import parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import parser, script
 from recall_circuits.presets import DATA_PRESETS, preset
 
 log = logging.getLogger("make_data")
@@ -36,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = preset(DATA_PRESETS, args.preset) if args.preset else {"n_people": 100, "seed": 0}
     if args.people is not None:
         cfg["n_people"] = args.people

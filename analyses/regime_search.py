@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from recall_circuits.artefacts import read_json, write_json
-from recall_circuits.cli import add_device_args, comma_list, parser
-from recall_circuits.errors import RecallCircuitsError, cli_entry
+from recall_circuits.cli import add_device_args, comma_list, parser, script
+from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
 
 log = logging.getLogger("regime_search")
@@ -131,9 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     record = Path(args.record) if args.record else (out / "record" if args.model else ROOT / "docs" / "search")
     done = _load_done(out, record)

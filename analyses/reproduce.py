@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args, add_progress_arg, parser
-from recall_circuits.errors import cli_entry
+from recall_circuits.cli import add_device_args, add_progress_arg, parser, script
 
 log = logging.getLogger("reproduce")
 
@@ -33,9 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
     from recall_circuits.pipeline import check_out, reproduce
 
     check_out(args.out, quick=args.quick, model=args.model, overwrite=args.overwrite)   # before any work

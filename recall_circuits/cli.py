@@ -13,13 +13,23 @@ One spelling for one thing, on every script:
 - every script that loads a model takes ``--device`` and ``--dtype``; every script with long work takes
   ``--progress / --no-progress``;
 - ``--help`` shows every option's default. ``tests/test_cli.py`` holds the scripts to this.
+
+A script is ``@script(build_parser)`` over ``main(args) -> int``: the arguments are parsed before anything else
+(argparse's errors exit 2), a :class:`~recall_circuits.errors.RecallCircuitsError` becomes one ``error: ...`` line
+and exit code 2, Ctrl-C one line saying how to resume and exit code 130; log lines go to stderr. The library itself
+never configures logging or prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+import sys
 from collections.abc import Callable
 from typing import Any
+
+from recall_circuits.errors import RecallCircuitsError
 
 DTYPES = ("float32", "bfloat16", "float16")
 SPLITS = ("id", "ood", "all")
@@ -93,3 +103,30 @@ def model_set_parser(description: str | None, *, people: int = 10) -> argparse.A
     add_device_args(ap)
     add_progress_arg(ap)
     return ap
+
+
+def script(build_parser: Callable[[], argparse.ArgumentParser]
+           ) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[list[str] | None], int]]:
+    """Make ``run(args) -> int`` a script's ``main(argv=None) -> int`` (see the module docstring)."""
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[list[str] | None], int]:
+        @functools.wraps(run)
+        def main(argv: list[str] | None = None) -> int:
+            args = build_parser().parse_args(argv)
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                                    datefmt="%H:%M:%S")
+            try:
+                return run(args)
+            except RecallCircuitsError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print("interrupted: run the same command again to resume (completed stages and checkpoints are "
+                      "kept)", file=sys.stderr)
+                return 130
+
+        main.build_parser = build_parser  # type: ignore[attr-defined]
+        return main
+
+    return decorate
