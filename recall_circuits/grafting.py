@@ -76,7 +76,7 @@ class GraftResult(Result):
     space: ParamSpace
     alpha: float
     val_acc: float
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
 
     def __eq__(self, other: object) -> bool:
         return (type(other) is type(self) and self._layout() == other._layout()

@@ -254,7 +254,7 @@ class ParamSpace:
                                           f"expected {i.shape}")
 
     # -- per-head / per-neuron index sets ------------------------------------------------------------------
-    def _view_and_param(self, layer: int, attr: str) -> tuple[Tensor, str, int]:
+    def _view_and_param(self, layer: int, attr: str) -> tuple[Tensor | None, str, int]:
         """(stacked view, state_dict name, unit axis) for attention component letters or MLP view names."""
         if attr in _ATTN:
             w_attr, name, _, _, _ = _ATTN[attr]

@@ -166,7 +166,7 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
 
 
 @torch.inference_mode()
-def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
                        metric: Metric, *, cells_per_batch: int = 36, skip_positions: bool = True,
                        skip_identical: bool = True) -> Float[Tensor, "n_layers pos n_heads"]:
     """Exact per-(layer, pos, head) patching of clean ``hook_z`` into the corrupted run.
@@ -195,7 +195,7 @@ def metric_rows(metric: Metric, logits: Tensor, B: int) -> Tensor:
 
 
 @torch.inference_mode()
-def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
                        metric: Metric, component: str = "resid_pre", *, cells_per_batch: int = 8,
                        skip_positions: bool = True, skip_identical: bool = True) -> Float[Tensor, "n_layers pos"]:
     """Exact per-(layer, pos) patching of ``resid_pre``, ``attn_out`` or ``mlp_out`` (batching, ``skip_positions``
@@ -242,7 +242,7 @@ def cross_format_patch(model: Any, source: Int[Tensor, "1 src_pos"], target: Int
     return out
 
 
-def attribution_patch_heads(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+def attribution_patch_heads(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
                             metric: Metric) -> Float[Tensor, "n_layers pos n_heads"]:
     """Attribution patching: (∂ mean metric / ∂ z)|corrupted · (z_clean − z_corrupted), summed over d_head."""
     _check(model, clean, corrupted)

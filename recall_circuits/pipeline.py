@@ -314,7 +314,7 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
     return rows
 
 
-def _rel_drop(abl: dict[str, dict[str, float]], cond: str, key: str = "qa_ood_acc") -> float:
+def _rel_drop(abl: dict[str, dict[str, Any]], cond: str, key: str = "qa_ood_acc") -> float:
     """Share of the unablated accuracy lost when ``cond`` is restored (0 when the unablated accuracy is 0)."""
     before = abl["none"][key]
     return 0.0 if before == 0 else (before - abl[cond][key]) / before

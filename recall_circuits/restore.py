@@ -76,7 +76,7 @@ def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
 
 
 def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
-                     batch_size: int = 32, max_people: int | None = None) -> dict[str, dict[str, float]]:
+                     batch_size: int = 32, max_people: int | None = None) -> dict[str, dict[str, Any]]:
     """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
     from recall_circuits.evaluation import evaluate  # noqa: PLC0415
 

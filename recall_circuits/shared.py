@@ -62,8 +62,9 @@ def log_grid(P: int, start: int = 10, per_decade: int = 2, max_frac: float = 0.5
     return [k for k in ks if 1 <= k <= P]
 
 
-def shared_curve(bio: Tensor, qa: Tensor, ks: list[int]) -> dict[str, list[float]]:
-    """For each k: |S_k|/k and the chance overlap k/P of two random k-sets."""
+def shared_curve(bio: Tensor, qa: Tensor, ks: list[int]) -> dict[str, list[Any]]:
+    """For each k: |S_k|/k and the chance overlap k/P of two random k-sets (keys ``k``, ``shared_fraction``,
+    ``chance_fraction``)."""
     P = bio.numel()
     frac = [float(shared_mask(bio, qa, k).sum()) / k for k in ks]
     return {"k": [int(k) for k in ks], "shared_fraction": frac, "chance_fraction": [k / P for k in ks]}

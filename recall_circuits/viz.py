@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 
-def shared_curve_figure(curves: dict[str, dict[str, list[float]]], title: str = "Shared parameters |S_k|/k") -> Any:
+def shared_curve_figure(curves: dict[str, dict[str, list[Any]]], title: str = "Shared parameters |S_k|/k") -> Any:
     import plotly.graph_objects as go  # noqa: PLC0415
 
     fig = go.Figure()
