@@ -127,7 +127,8 @@ def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any]) -> 
         "stage_after_bio_bio": [stage["after_bio"]["bio_recall_id"], stage["after_bio"]["bio_recall_ood"]],
         "stage_bio": [stage["bio_recall_id"], stage["bio_recall_ood"]],
         "steps": int(mixed["steps"]) + int(stage["steps"]),
-        "wall_s": {"mixed": mixed["wall_s"], "two-stage": stage["wall_s"]},
+        "wall_s": {"mixed": mixed["wall_s"], "two-stage": stage["wall_s"]},          # the last invocation
+        "train_wall_s": {"mixed": mixed.get("train_wall_s"), "two-stage": stage.get("train_wall_s")},  # all of it
         "torch_threads": {"mixed": mixed.get("torch_threads"), "two-stage": stage.get("torch_threads")},
         "premise_ok": ok,
         "qualifies": ok and gap["value"] >= TARGET_GAP,
