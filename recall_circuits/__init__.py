@@ -30,7 +30,7 @@ _ENTRY_POINTS = {
                                     "GradientConsistency", "RepresentationConsistency", "InputSignature"),
     "recall_circuits.trace": ("TraceConfig", "cross_task_trace", "TraceResult"),
     "recall_circuits.shared": ("shared_mask", "top_k_mask", "head_stats", "HeadStats"),
-    "recall_circuits.restore": ("restore_heads", "restore_params"),
+    "recall_circuits.restore": ("restore_heads", "restore_params", "restore_ablation", "RestoreAblation"),
     "recall_circuits.patching": ("patch_heads_by_pos", "patch_resid_by_pos", "attribution_patch_heads",
                                  "cross_format_patch", "logit_diff_metric", "qa_patching_pairs", "grid_to_dataframe",
                                  "patching_sweep", "PatchingResult"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.heads import COMPONENTS, Component, ParamSpace, check_head, head_views, source_views
+from recall_circuits.results import Result
 
 
 @contextlib.contextmanager
@@ -75,8 +77,28 @@ def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
                 view.copy_(old)
 
 
+@dataclass(frozen=True, eq=False)
+class RestoreAblation(Result):
+    """QA accuracy with each named parameter set restored to pretrained values (:func:`restore_ablation`):
+    ``scores[condition]`` holds ``qa_{split}_acc``, ``qa_{split}_first_token_acc`` and ``n_restored``;
+    condition ``none`` is the fine-tuned model as it is."""
+
+    scores: dict[str, dict[str, Any]]
+
+    def relative_drop(self, condition: str, metric: str = "qa_ood_acc") -> float:
+        """The share of ``metric`` lost when ``condition`` is restored (NaN where the unrestored model scores 0)."""
+        before = self.scores["none"][metric]
+        return (before - self.scores[condition][metric]) / before if before else float("nan")
+
+    def to_dataframe(self) -> Any:
+        """One row per condition: ``condition``, ``n_restored`` and the scores."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame([{"condition": c, **s} for c, s in self.scores.items()])
+
+
 def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
-                     batch_size: int = 32, max_people: int | None = None) -> dict[str, dict[str, Any]]:
+                     batch_size: int = 32, max_people: int | None = None) -> RestoreAblation:
     """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
     from recall_circuits.evaluation import evaluate  # noqa: PLC0415
 
@@ -86,7 +108,7 @@ def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks:
             r = evaluate(ft, ft.tokenizer, dataset, batch_size=batch_size, bio=False, max_people=max_people)
         out[name] = {k: r[k] for k in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc")}
         out[name]["n_restored"] = int(m.sum())
-    return out
+    return RestoreAblation(out)
 
 
 def save_mask(path: str, mask: Tensor) -> None:

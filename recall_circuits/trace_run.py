@@ -122,7 +122,7 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
                  **{f"random{s}": random_like_mask(space, S, seed=s) for s in range(cfg.n_random)}}
         t1 = time.time()
         summary["ablation"] = restore_ablation(pair.finetuned, pair.base, space, ds, masks,
-                                               batch_size=cfg.eval_batch_size, max_people=cfg.max_eval_people)
+                                               batch_size=cfg.eval_batch_size, max_people=cfg.max_eval_people).scores
         summary["ablation_s"] = time.time() - t1
         summary["ablation_note"] = ("shared = S_k restored to pretrained values; random{i} = same count per tensor, "
                                     "seed i; bio_top / qa_top = the |S_k| largest entries of one task alone")

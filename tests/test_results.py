@@ -17,13 +17,17 @@ from recall_circuits.heads import ParamSpace
 DS = generate(DataConfig(n_people=4, seed=0))
 
 
+def _mask(space):
+    return torch.rand(space.P, generator=torch.Generator().manual_seed(0)) < 0.01
+
+
 def _results(bridges):
     """One result of every analysis type, on tiny models (the pretrained side is another architecture-mate)."""
     llama, gpt2 = bridges["tiny-llama"], bridges["tiny-gpt2"]
     order = rc.ranking(torch.arange(llama.cfg.n_layers * llama.cfg.n_heads, dtype=torch.float).reshape(
         llama.cfg.n_layers, llama.cfg.n_heads))
     space = ParamSpace(gpt2)
-    mask = torch.rand(space.P, generator=torch.Generator().manual_seed(0)) < 0.01
+    mask = _mask(space)
     pair = rc.qa_patching_pairs(gpt2.tokenizer, DS, 1, "all")[0]
     return {
         "HeadCurves": rc.head_curves(llama, llama, DS, {"r": order}, [0, 1, 2], batch_size=8),
@@ -37,6 +41,7 @@ def _results(bridges):
                                                     torch.zeros(ParamSpace(gpt2, include=("attn",)).P, dtype=torch.bool)),
         "PatchingResult": rc.patching_sweep(gpt2, pair),
         "PatchingResult (resid)": rc.patching_sweep(gpt2, pair, "resid"),
+        "RestoreAblation": rc.restore_ablation(gpt2, bridges["tiny-gpt2"], space, DS, {"some": mask}, batch_size=8),
     }
 
 
@@ -112,6 +117,10 @@ def test_dataframes(results, bridges):
         results["HeadStats"].attn_total)
     roles = results["RoleMasses"].to_dataframe()
     assert len(roles) == 2 * 4 * L * H and set(roles["role"]) == {"subject", "relation", "first", "other"}
+    abl = results["RestoreAblation"]
+    assert list(abl.to_dataframe()["condition"]) == ["none", "some"]
+    assert abl.scores["some"]["n_restored"] == int(_mask(ParamSpace(bridges["tiny-gpt2"])).sum()) > 0
+    assert abl.scores["none"]["n_restored"] == 0
     sweep = results["SingleHeadSweep"].to_dataframe()
     assert sweep.query("layer == 0")["value"].isna().all() and sweep.query("layer == 1")["value"].notna().all()
     p = results["PatchingResult"]
