@@ -31,3 +31,13 @@ def test_loading_leaves_no_global_state_behind(tiny_dirs, monkeypatch):
     load_bridge(tiny_dirs["tiny-gpt2"])
     load_hf(tiny_dirs["tiny-llama"])
     assert (dict(os.environ), tlog.get_verbosity(), tlog.is_progress_bar_enabled()) == before
+
+
+def test_every_rc_name_the_readme_uses_exists():
+    import re
+
+    from conftest import ROOT
+
+    names = set(re.findall(r"\brc\.([A-Za-z_]\w*)", (ROOT / "README.md").read_text()))
+    assert {"cross_task_trace", "patching_sweep", "restore_ablation"} <= names
+    assert not {n for n in names if not hasattr(rc, n)}
