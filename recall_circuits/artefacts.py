@@ -158,7 +158,10 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def save_tensors(out: Path, tensors: dict[str, torch.Tensor], name: str = TENSORS_FILE) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(out / name))
+    """Write ``tensors`` as safetensors under a temporary name, then rename: the file is complete or absent."""
+    tmp = Path(out) / (name + ".partial")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(Path(out) / name)
 
 
 def load_tensors(out: Path, name: str = TENSORS_FILE) -> dict[str, torch.Tensor]:

@@ -85,8 +85,6 @@ def comma_list(item: Callable[[str], Any], what: str) -> Callable[[str], list[An
             values = [item(x.strip()) for x in text.split(",")]
         except (ValueError, KeyError) as exc:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from exc
-        if not values:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
         return values
     parse.__name__ = what       # argparse names the type in its error message
     return parse

@@ -133,8 +133,7 @@ def _shift(spans: dict[str, list[list[int]]], offset: int) -> dict[str, list[lis
     return {k: [[s + offset, e + offset] for s, e in v] for k, v in spans.items()}
 
 
-def _draw_people(cfg: DataConfig, rng: random.Random) -> list[dict[str, Any]]:
-    P = load_pools(cfg.pools)
+def _draw_people(cfg: DataConfig, rng: random.Random, P: pools.Pools) -> list[dict[str, Any]]:
     names: set[str] = set()
     people = []
     while len(people) < cfg.n_people:
@@ -161,11 +160,11 @@ def _draw_people(cfg: DataConfig, rng: random.Random) -> list[dict[str, Any]]:
     return people
 
 
-def _bio_text(cfg: DataConfig, person: dict[str, Any], rng: random.Random, copy: int) -> dict[str, Any]:
+def _bio_text(cfg: DataConfig, person: dict[str, Any], rng: random.Random, copy: int,
+              P: pools.Pools) -> dict[str, Any]:
     attrs = list(cfg.attributes)
     if cfg.permute:
         rng.shuffle(attrs)
-    P = load_pools(cfg.pools)
     pron, poss = P.pronouns[person["gender"]]
     text, facts = "", []
     for i, attr in enumerate(attrs):
@@ -195,9 +194,10 @@ def _qa_example(person: dict[str, Any], attr: str, P: pools.Pools) -> dict[str, 
 def generate(cfg: DataConfig) -> Dataset:
     """Generate people, BIO and QA examples; the same config always gives the same data."""
     rng = random.Random(cfg.seed)
-    people = _draw_people(cfg, rng)
-    bio = [_bio_text(cfg, p, rng, c) for c in range(cfg.multi) for p in people]
-    qa = [_qa_example(p, a, load_pools(cfg.pools)) for p in people for a in cfg.attributes]
+    P = load_pools(cfg.pools)
+    people = _draw_people(cfg, rng, P)
+    bio = [_bio_text(cfg, p, rng, c, P) for c in range(cfg.multi) for p in people]
+    qa = [_qa_example(p, a, P) for p in people for a in cfg.attributes]
     manifest = {
         "generator": "recall_circuits.data", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
         "seed": cfg.seed, "counts": {

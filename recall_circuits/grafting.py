@@ -79,13 +79,10 @@ class GraftResult(Result):
     history: list[dict[str, Any]]
 
     def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and self._layout() == other._layout()
+        return (type(other) is type(self) and self.space.layout() == other.space.layout()
                 and all(equal_values(getattr(self, f), getattr(other, f)) for f in ("mask", "alpha", "val_acc", "history")))
 
     __hash__ = None  # type: ignore[assignment]
-
-    def _layout(self) -> list[list[Any]]:
-        return [[i.name, list(i.shape)] for i in self.space.infos]
 
     def to_dataframe(self) -> Any:
         """The evaluations along the optimisation: one row per evaluation (step, val_acc, size)."""
@@ -95,7 +92,7 @@ class GraftResult(Result):
 
     def _split(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super()._split()
-        meta["space"] = self._layout()      # checked on load
+        meta["space"] = self.space.layout()      # checked on load
         return tensors, meta
 
     @classmethod
@@ -106,7 +103,7 @@ class GraftResult(Result):
 
         space = graft_space(model)
         saved = read_json(Path(out) / "result.json").get("fields", {}).get("space")
-        if saved != [[i.name, list(i.shape)] for i in space.infos]:
+        if saved != space.layout():
             raise RecallCircuitsError(f"{out} was grafted on another parameter layout than this model's")
         return cls._from_saved(out, space=space)
 

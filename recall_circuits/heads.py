@@ -228,6 +228,11 @@ class ParamSpace:
         return ("other", None) if "other" in self.include else (None, None)
 
     # -- tensors ----------------------------------------------------------------------------------------------
+    def layout(self) -> list[list[Any]]:
+        """The flat layout as JSON data: ``[name, shape]`` of each analysed tensor, in order (saved results record
+        it, and check it against the model they are loaded with)."""
+        return [[i.name, list(i.shape)] for i in self.infos]
+
     def params(self, model: Any | None = None) -> dict[str, Tensor]:
         """The analysed tensors of ``model`` (default: the model the space was built on), by name."""
         sd = (model or self.model).state_dict(keep_vars=True)

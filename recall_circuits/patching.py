@@ -36,6 +36,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.heads import head_label
 from recall_circuits.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
 from recall_circuits.results import Result
 
@@ -297,7 +298,7 @@ class PatchingResult(Result):
         ``restored`` (the share of the clean − corrupted effect the cell brings back)."""
         df = grid_to_dataframe(self.values, tuple(self.axes))
         if "head" in self.axes:
-            df.insert(len(self.axes), "label", [f"L{lay}H{h}" for lay, h in zip(df["layer"], df["head"])])
+            df.insert(len(self.axes), "label", [head_label(lay, h) for lay, h in zip(df["layer"], df["head"])])
         span = self.clean - self.corrupted
         df["restored"] = (df["value"] - self.corrupted) / span if span else float("nan")
         return df

@@ -23,10 +23,10 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from recall_circuits.artefacts import TENSORS_FILE, load_tensors, read_json, save_tensors, write_json
 from recall_circuits.errors import RecallCircuitsError
 
 R = TypeVar("R", bound="Result")
-TENSORS = "result.safetensors"
 META = "result.json"
 
 
@@ -80,16 +80,10 @@ class Result:
 
     def save(self, out: str | Path) -> Path:
         """Write ``result.safetensors`` and ``result.json`` into the folder ``out`` (made if needed)."""
-        from safetensors.torch import save_file  # noqa: PLC0415
-
-        from recall_circuits.artefacts import write_json  # noqa: PLC0415
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         tensors, meta = self._split()
-        tmp = out / (TENSORS + ".partial")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        tmp.replace(out / TENSORS)
+        save_tensors(out, tensors)
         write_json(out / META, {"type": type(self).__name__, "schema_version": self.SCHEMA_VERSION,
                                 "fields": meta}, indent=2)
         return out
@@ -102,16 +96,12 @@ class Result:
     @classmethod
     def _from_saved(cls: type[R], out: str | Path, **given: Any) -> R:
         """``load``, with the fields in ``given`` taken as they are instead of from the files."""
-        from safetensors.torch import load_file  # noqa: PLC0415
-
-        from recall_circuits.artefacts import read_json  # noqa: PLC0415
-
         out = Path(out)
         meta = read_json(out / META)
         if meta.get("type") != cls.__name__ or meta.get("schema_version") != cls.SCHEMA_VERSION:
             raise RecallCircuitsError(f"{out / META} holds {meta.get('type')} (schema {meta.get('schema_version')}), "
                                       f"not {cls.__name__} (schema {cls.SCHEMA_VERSION})")
-        tensors = load_file(str(out / TENSORS)) if (out / TENSORS).is_file() else {}
+        tensors = load_tensors(out) if (out / TENSORS_FILE).is_file() else {}
         values = {}
         for f in dataclasses.fields(cls):
             if f.name in given:

@@ -138,9 +138,6 @@ class TraceResult:
         df = self.per_head(k).head(n)
         return [(int(lay), int(h)) for lay, h in zip(df["layer"], df["head"])]
 
-    def _layout(self) -> list[list[Any]]:
-        return [[i.name, list(i.shape)] for i in self.space.infos]
-
     def save(self, out: str | Any) -> Any:
         """Write ``influence.safetensors`` and ``trace.json`` into the folder ``out`` (made if needed)."""
         from pathlib import Path  # noqa: PLC0415
@@ -154,7 +151,7 @@ class TraceResult:
         save_file({k: v.contiguous() for k, v in self.influence.items()}, str(out / "influence.safetensors"))
         write_json(out / "trace.json", {"schema_version": TRACE_SCHEMA_VERSION, "config": self.config.to_dict(),
                                         "n_examples": self.n_examples, "people": self.people,
-                                        "layout": self._layout()}, indent=2)
+                                        "layout": self.space.layout()}, indent=2)
         return out
 
     @classmethod
@@ -174,7 +171,7 @@ class TraceResult:
         cfg = TraceConfig(**{**meta["config"], "include": tuple(meta["config"]["include"])})
         space = ParamSpace(model, include=cfg.include, biases=cfg.biases)
         res = cls(load_file(str(out / "influence.safetensors")), space, cfg, meta["n_examples"], meta["people"])
-        if res._layout() != meta["layout"]:
+        if res.space.layout() != meta["layout"]:
             raise RecallCircuitsError(f"{out} was traced on another parameter layout than this model's")
         return res
 
