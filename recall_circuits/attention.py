@@ -12,8 +12,7 @@ first token of the name). Heads are labelled "subject linking" or "relation focu
 
 Example::
 
-    from recall_circuits.attention import role_masses
-    res = role_masses(model, dataset, people=[0, 1, 2])
+    res = rc.role_masses(model, dataset, people=[0, 1, 2])   # a RoleMasses
     res.mean.shape      # [2 formats, n_layers, n_heads, 4 roles]
 """
 
@@ -192,6 +191,7 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     from recall_circuits.artefacts import FIGURES_DIR, check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
@@ -205,7 +205,7 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
             raise RecallCircuitsError(f"model {k} has a different shape of heads")
     run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split,
                           "attributes": attributes, "threshold": threshold}, overwrite=overwrite,
-                    checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
+                    checkpoints={k: str(resolve_model(v)) for k, v in models.items()})
     summary: dict[str, Any] = {"roles": list(ROLES), "people": people, "models": {}}
     tensors = {}
     from tqdm.auto import tqdm  # noqa: PLC0415

@@ -15,9 +15,9 @@
 
 Example::
 
-    from recall_circuits.consistency import gradient_consistency, representation_consistency, input_signature
-    g = gradient_consistency(model, dataset, people)      # GradientConsistency: g.overall, g.per_module
-    representation_consistency(model, dataset, people).to_dataframe()   # per layer: cosine, CKA, retrieval
+    g = rc.gradient_consistency(model, dataset, people)      # GradientConsistency: g.overall, g.per_module
+    rc.representation_consistency(model, dataset, people).to_dataframe()   # per layer: cosine, CKA, retrieval
+    rc.input_signature(model, dataset, people).to_dataframe()              # input × gradient share by role
 """
 
 from __future__ import annotations
@@ -159,9 +159,32 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
     return GradientConsistency(sum(cos_all) / n_pairs, cos_all, per_module, n_pairs)
 
 
+@dataclass(frozen=True, eq=False)
+class ConsistencyAlong(Result):
+    """Gradient consistency along a training run (:func:`gradient_consistency_along`): at each kept ``step``, the
+    ``phase`` it was in (``bio``, ``qa``, ``mixed`` or None when unknown), the mean cosine of ∇L_BIO and ∇L_QA over
+    the pairs, and the checkpoint it was measured on."""
+
+    step: list[int]
+    phase: list[str | None]
+    gradient_cosine: list[float]
+    path: list[str]
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame({"step": self.step, "phase": self.phase, "gradient_cosine": self.gradient_cosine,
+                             "path": self.path})
+
+    def to_points(self) -> list[dict[str, Any]]:
+        """One dict per step (``step``, ``phase``, ``gradient_cosine``, ``path``): the form summaries keep."""
+        return [{"step": s, "phase": p, "gradient_cosine": c, "path": q}
+                for s, p, c, q in zip(self.step, self.phase, self.gradient_cosine, self.path)]
+
+
 def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int],
                                include: tuple[str, ...] = ("attn", "mlp"), *, device: str = "cpu",
-                               dtype: str = "float32") -> list[dict[str, Any]]:
+                               dtype: str = "float32") -> ConsistencyAlong:
     """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
     in step order, each with the phase it was taken in."""
     import json  # noqa: PLC0415
@@ -184,13 +207,13 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
         for line in (run / METRICS_FILE).read_text().splitlines():
             r = json.loads(line)
             phase[r["step"]] = r["phase"]
-    out = []
+    cosines = []
     for step in sorted(points):
         log.info("gradient consistency along %s: step %d", run_dir, step)
         g = gradient_consistency(load_bridge(str(points[step]), device=device, dtype=dtype), dataset, people, include)
-        out.append({"step": step, "phase": phase.get(step), "gradient_cosine": g.overall,
-                    "path": str(points[step])})
-    return out
+        cosines.append(g.overall)
+    steps = sorted(points)
+    return ConsistencyAlong(steps, [phase.get(s) for s in steps], cosines, [str(points[s]) for s in steps])
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
@@ -324,6 +347,7 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, start_run  # noqa: PLC0415
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
@@ -335,7 +359,7 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
     run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split, "along": along},
                     overwrite=overwrite,
-                    checkpoints={k: str(b.checkpoint_path) for k, b in bridges.items()})
+                    checkpoints={k: str(resolve_model(v)) for k, v in models.items()})
     summary: dict[str, Any] = {"people": people, "models": {}}
     fig = go.Figure()
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -367,7 +391,7 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
                       xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1])
     save_figure(run, fig, "probe")
     if along:
-        summary["along"] = {name: gradient_consistency_along(d, ds, people, device=device, dtype=dtype)
+        summary["along"] = {name: gradient_consistency_along(d, ds, people, device=device, dtype=dtype).to_points()
                             for name, d in along.items()}
         fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
                                     mode="lines+markers", name=name) for name, pts in summary["along"].items()])

@@ -10,10 +10,9 @@ for any fast tokenizer.
 
 Example::
 
-    from recall_circuits.data import DataConfig, generate, write_dataset, load_dataset
-    ds = generate(DataConfig(n_people=100, seed=0))
-    write_dataset(ds, "data/generated/p100")
-    ds = load_dataset("data/generated/p100")
+    ds = rc.generate(rc.DataConfig(n_people=100, seed=0))
+    rc.write_dataset(ds, "data/generated/p100")
+    ds = rc.load_dataset("data/generated/p100")
     ds.qa(split="ood")[0]["text"]   # 'What is the birth date of ...?\\nAnswer: October 2, 1996'
 """
 

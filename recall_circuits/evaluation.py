@@ -8,19 +8,22 @@ to check this equivalence in the tests. BIO recall is the same check on each att
 
 Example::
 
-    from recall_circuits.evaluation import evaluate
-    res = evaluate(hf_model, tokenizer, dataset)      # {'qa_id_acc': ..., 'qa_ood_acc': ..., 'bio_recall_id': ...}
+    res = rc.evaluate(hf_model, tokenizer, dataset)   # an Evaluation
+    res.accuracy["qa_ood"], res.interval("qa_ood")      # exact match, and its bootstrap interval over people
+    res.to_dataframe()                                  # measure × attribute: acc, first_token_acc, n
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from recall_circuits.data import Dataset, length_batches, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.results import Result
 
 
 def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,31 +138,95 @@ def _summarise(scores: list[tuple[bool, bool]], attrs: list[str], people: list[A
     }
 
 
+@dataclass(frozen=True, eq=False)
+class Evaluation(Result):
+    """What :func:`evaluate` measured. Measures are ``qa_id``, ``qa_ood`` (greedy exact match on the QA of ID and
+    OOD people) and, when BIO was evaluated, ``bio_id``, ``bio_ood`` (BIO recall). For each measure:
+    ``accuracy`` (exact match), ``first_token`` (first-token accuracy), ``per_attribute[m][attr]`` (``acc``,
+    ``first_token_acc``, ``n``) and ``per_person[m][person id]`` = [exact matches, questions or facts], the table
+    the bootstrap intervals resample."""
+
+    MEASURES: ClassVar[tuple[str, ...]] = ("qa_id", "qa_ood", "bio_id", "bio_ood")
+
+    accuracy: dict[str, float]
+    first_token: dict[str, float]
+    per_attribute: dict[str, dict[str, dict[str, Any]]]
+    per_person: dict[str, dict[str, list[int]]]
+
+    def interval(self, measure: str, *, n_draws: int = 2000, seed: int = 0) -> Any:
+        """The 95% percentile-bootstrap interval over people of ``accuracy[measure]`` (an ``Interval``)."""
+        from recall_circuits.intervals import accuracy_interval  # noqa: PLC0415
+
+        if measure not in self.per_person:
+            raise RecallCircuitsError(f"no measure {measure!r} here (have: {', '.join(self.per_person)})")
+        return accuracy_interval(self.per_person[measure], n_draws=n_draws, seed=seed)
+
+    def to_dataframe(self) -> Any:
+        """One row per measure and attribute, plus an ``all`` row per measure."""
+        import pandas as pd  # noqa: PLC0415
+
+        rows = []
+        for m, acc in self.accuracy.items():
+            n = sum(v["n"] for v in self.per_attribute[m].values())
+            rows.append({"measure": m, "attribute": "all", "acc": acc, "first_token_acc": self.first_token[m], "n": n})
+            rows += [{"measure": m, "attribute": a, **v} for a, v in self.per_attribute[m].items()]
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form fine-tuning writes to ``results.json`` (``qa_id_acc``, ``bio_recall_ood_per_person``, …)."""
+        out: dict[str, Any] = {}
+        for m in self.accuracy:
+            kind, split = m.split("_")
+            if kind == "qa":
+                key, first = f"qa_{split}_acc", f"qa_{split}_first_token_acc"
+                base = f"qa_{split}"
+            else:
+                key, first = f"bio_recall_{split}", f"bio_recall_{split}_first_token"
+                base = key
+            out[key], out[first] = self.accuracy[m], self.first_token[m]
+            out[f"{base}_per_attribute"] = self.per_attribute[m]
+            out[f"{base}_per_person"] = self.per_person[m]
+        return out
+
+    @classmethod
+    def from_dict(cls, flat: dict[str, Any]) -> Evaluation:
+        """Read the flat form back (a fine-tuning run's ``results.json``)."""
+        acc, first, per_attr, per_person = {}, {}, {}, {}
+        for m in cls.MEASURES:
+            kind, split = m.split("_")
+            key, fkey, base = ((f"qa_{split}_acc", f"qa_{split}_first_token_acc", f"qa_{split}") if kind == "qa" else
+                               (f"bio_recall_{split}", f"bio_recall_{split}_first_token", f"bio_recall_{split}"))
+            if key in flat:
+                acc[m], first[m] = flat[key], flat[fkey]
+                per_attr[m], per_person[m] = flat[f"{base}_per_attribute"], flat[f"{base}_per_person"]
+        return cls(acc, first, per_attr, per_person)
+
+
 def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 32, bio: bool = True,
-             max_people: int | None = None) -> dict[str, Any]:
+             max_people: int | None = None) -> Evaluation:
     """The headline metrics: QA exact match / first token for ID and OOD people, BIO recall for both."""
     keep = None
     if max_people is not None:
         keep = set(dataset.person_ids("id")[:max_people]) | set(dataset.person_ids("ood")[:max_people])
     was_training = getattr(model, "training", False)
     model.eval()
-    res: dict[str, Any] = {}
+    acc, first, per_attr, per_person = {}, {}, {}, {}
     try:
-        for split in ("id", "ood"):
-            qa = [e for e in dataset.qa(split) if keep is None or e["person"] in keep]
-            r = evaluate_qa(model, tokenizer, qa, batch_size)
-            res[f"qa_{split}_acc"], res[f"qa_{split}_first_token_acc"] = r["acc"], r["first_token_acc"]
-            res[f"qa_{split}_per_attribute"] = r["per_attribute"]
-            res[f"qa_{split}_per_person"] = r["per_person"]
-            if bio:
-                texts = [e for e in dataset.bio(split) if e.get("copy", 0) == 0 and (keep is None or e["person"] in keep)]
-                b = evaluate_bio(model, tokenizer, texts, max(1, batch_size // 2))
-                res[f"bio_recall_{split}"], res[f"bio_recall_{split}_first_token"] = b["acc"], b["first_token_acc"]
-                res[f"bio_recall_{split}_per_attribute"] = b["per_attribute"]
-                res[f"bio_recall_{split}_per_person"] = b["per_person"]
+        for kind in ("qa", "bio") if bio else ("qa",):
+            for split in ("id", "ood"):
+                if kind == "qa":
+                    r = evaluate_qa(model, tokenizer, [e for e in dataset.qa(split) if keep is None or
+                                                       e["person"] in keep], batch_size)
+                else:
+                    texts = [e for e in dataset.bio(split) if e.get("copy", 0) == 0 and
+                             (keep is None or e["person"] in keep)]
+                    r = evaluate_bio(model, tokenizer, texts, max(1, batch_size // 2))
+                m = f"{kind}_{split}"
+                acc[m], first[m], per_attr[m], per_person[m] = (r["acc"], r["first_token_acc"], r["per_attribute"],
+                                                                r["per_person"])
     finally:
         model.train(was_training)
-    return res
+    return Evaluation(acc, first, per_attr, per_person)
 
 
 @torch.inference_mode()

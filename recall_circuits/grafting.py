@@ -10,8 +10,7 @@ best rounded mask is kept (ties: the sparser).
 
 Example::
 
-    from recall_circuits.grafting import GraftConfig, graft
-    res = graft(ft, base, dataset, GraftConfig(init_frac=1e-3))
+    res = rc.graft(ft, base, dataset, rc.GraftConfig(init_frac=1e-3))   # a GraftResult
     res.alpha, res.mask.sum()
 """
 

@@ -8,10 +8,9 @@ exactly (:func:`recall_circuits.restore.restore_heads`); no model copies.
 
 Example::
 
-    from recall_circuits.head_ablation import head_curves, ranking, single_head_sweep
-    curves = head_curves(ft, base, dataset, {"shared": ranking(shared_per_head)}, grid=[1, 2, 4, 8])
+    curves = rc.head_curves(ft, base, dataset, {"shared": rc.ranking(shared_per_head)}, grid=[1, 2, 4, 8])
     curves.to_dataframe()                                  # ranking, n, metric, value
-    sweep = single_head_sweep(ft, base, dataset)           # every head alone
+    sweep = rc.single_head_sweep(ft, base, dataset)        # every head alone
     sweep.drop("qa_ood_acc")                               # [n_layers, n_heads]
 """
 

@@ -7,11 +7,10 @@ Llama's grouped K/V all come out right. The analysed parameter space is a list o
 
 Example::
 
-    from recall_circuits.heads import ParamSpace, head_views
-    space = ParamSpace(model)                         # attention + MLP weights
-    idx = space.head_flat_indices(layer=3, head=2, component="K")   # K of the KV group serving query head 2
-    space.locate(int(idx[0]))                         # Location(tensor='blocks.3.attn.k.weight', ..., component='K')
-    counts = space.count_per_head(mask)               # {'Q': [L, H], 'K': [L, n_kv], 'V': [L, n_kv], 'O': [L, H]}
+    space = rc.ParamSpace(model)                      # attention + MLP weights
+    idx = space.head_flat_indices(layer=1, head=2, component="K")   # K of the KV group serving query head 2
+    space.locate(int(idx[0]))                         # Location(tensor='blocks.1.attn.k.weight', ..., component='K')
+    counts = space.count_per_head(space.unflatten(mask))   # {'Q': [L, H], 'K': [L, n_kv], 'V': [L, n_kv], 'O': [L, H]}
 """
 
 from __future__ import annotations

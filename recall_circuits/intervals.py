@@ -7,9 +7,8 @@ matches over its questions. The gap between two models resamples the same people
 
 Example::
 
-    from recall_circuits.intervals import accuracy_interval, gap_interval
-    accuracy_interval({"0": [5, 6], "1": [1, 6]})          # (0.5, low, high)
-    gap_interval(mixed_per_person, stage_per_person)        # mixed - two-stage, paired over people
+    rc.accuracy_interval({"0": [5, 6], "1": [1, 6]})          # Interval(value=0.5, low=..., high=...)
+    rc.gap_interval(mixed_per_person, stage_per_person)        # mixed - two-stage, paired over people
 """
 
 from __future__ import annotations

@@ -5,9 +5,8 @@ No ``fold_ln`` or other weight processing: base and fine-tuned weights stay comp
 
 Example::
 
-    from recall_circuits.loading import load_bridge, load_pair
-    model = load_bridge("tiny-llama")                        # registry name or checkpoint directory
-    base, ft = load_pair("smollm2-135m", "runs/finetune/mixed/model")
+    model = rc.load_bridge("tiny-llama")                       # registry name or checkpoint directory
+    pair = rc.load_pair("tiny-llama", "runs/quick/mixed/model")  # a ModelPair: pair.base, pair.finetuned
 """
 
 from __future__ import annotations
@@ -89,7 +88,6 @@ def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
-    bridge.checkpoint_path = str(path)
     return bridge
 
 

@@ -19,8 +19,8 @@ A metric maps last-position logits ``[n, d_vocab]`` of n prompts to ``[n]``; gri
 
 Example::
 
-    from recall_circuits.patching import patch_heads_by_pos, logit_diff_metric
-    grid = patch_heads_by_pos(model, clean, corrupted, logit_diff_metric(correct_ids, wrong_ids))
+    grid = rc.patch_heads_by_pos(model, clean, corrupted, rc.logit_diff_metric(correct_ids, wrong_ids))
+    rc.patching_sweep(model, rc.qa_patching_pairs(model.tokenizer, dataset, 1)[0]).to_dataframe()
 """
 
 from __future__ import annotations
@@ -364,6 +364,7 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
     from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
     from recall_circuits.data import load_dataset  # noqa: PLC0415
     from recall_circuits.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.models import resolve_model  # noqa: PLC0415
     from recall_circuits.viz import head_heatmap  # noqa: PLC0415
 
     from recall_circuits.loading import load_tokenizer  # noqa: PLC0415
@@ -378,7 +379,7 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
                                   "(clean, corrupted) pairs of equal length with different answers")
     model = load_bridge(model_path, device=device, dtype=dtype)
     run = start_run(out, {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split},
-                    overwrite=overwrite, checkpoints={"model": str(model.checkpoint_path)})
+                    overwrite=overwrite, checkpoints={"model": str(resolve_model(model_path))})
     heads, resid, attr, cross = [], [], [], []
     from tqdm.auto import tqdm  # noqa: PLC0415
 

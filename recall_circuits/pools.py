@@ -13,7 +13,7 @@ relation, so the position before it predicts it.
 Example::
 
     from recall_circuits.pools import load_pools
-    pools = load_pools()                         # data/pools
+    pools = load_pools()                         # the shipped pools (data/pools in a checkout)
     len(pools.first_names), pools.company_city["Northwind Systems"]
 """
 

@@ -7,8 +7,9 @@ afterwards. ``restore_ablation`` evaluates QA ID/OOD under several such sets.
 
 Example::
 
-    from recall_circuits.restore import restore_params
-    with restore_params(ft, base, space, S):
+    with rc.restore_params(ft, base, space, S):       # S restored to pretrained values inside the block
+        logits = ft(tokens)
+    with rc.restore_heads(ft, base, [(0, 1)]):        # or whole heads: (layer, head)
         logits = ft(tokens)
 """
 
@@ -106,7 +107,8 @@ def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks:
     for name, m in {"none": torch.zeros(space.P, dtype=torch.bool), **masks}.items():
         with restore_params(ft, base, space, m):
             r = evaluate(ft, ft.tokenizer, dataset, batch_size=batch_size, bio=False, max_people=max_people)
-        out[name] = {k: r[k] for k in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc")}
+        out[name] = {f"{s}_acc": r.accuracy[s] for s in ("qa_id", "qa_ood")}
+        out[name].update({f"{s}_first_token_acc": r.first_token[s] for s in ("qa_id", "qa_ood")})
         out[name]["n_restored"] = int(m.sum())
     return RestoreAblation(out)
 

@@ -10,7 +10,7 @@ Example::
 
     sweep = rc.single_head_sweep(ft, base, ds)          # a SingleHeadSweep
     sweep.to_dataframe().query("metric == 'qa_ood_acc'")
-    sweep.save("runs/sweep"); SingleHeadSweep.load("runs/sweep") == sweep
+    sweep.save("runs/sweep"); rc.SingleHeadSweep.load("runs/sweep") == sweep
 """
 
 from __future__ import annotations

@@ -6,10 +6,9 @@ lowest flat index, so the set is deterministic.
 
 Example::
 
-    from recall_circuits.shared import shared_curve, shared_mask, head_stats
-    curve = shared_curve(res.influence["bio"], res.influence["qa"], ks)   # |S_k|/k and chance k/P
-    S = shared_mask(res.influence["bio"], res.influence["qa"], k=10**5)
-    stats = head_stats(res.space, S)                                      # HeadStats: per head / neuron / tensor
+    curve = rc.shared_curve(res.influence["bio"], res.influence["qa"], ks)   # a SharedCurve: |S_k|/k, chance k/P
+    S = rc.shared_mask(res.influence["bio"], res.influence["qa"], k=100)
+    stats = rc.head_stats(res.space, S)                                      # HeadStats: per head / neuron / tensor
     stats.to_dataframe()                                                  # per query head, largest first
 """
 
@@ -62,12 +61,37 @@ def log_grid(P: int, start: int = 10, per_decade: int = 2, max_frac: float = 0.5
     return [k for k in ks if 1 <= k <= P]
 
 
-def shared_curve(bio: Tensor, qa: Tensor, ks: list[int]) -> dict[str, list[Any]]:
-    """For each k: |S_k|/k and the chance overlap k/P of two random k-sets (keys ``k``, ``shared_fraction``,
-    ``chance_fraction``)."""
+@dataclass(frozen=True, eq=False)
+class SharedCurve(Result):
+    """|S_k|/k along a grid of k (:func:`shared_curve`): ``shared_fraction[i]`` = |Top_k(BIO) ∩ Top_k(QA)| / k at
+    ``k[i]``, and ``chance_fraction[i]`` = k / P, the expected overlap of two independent random k-sets."""
+
+    k: list[int]
+    shared_fraction: list[float]
+    chance_fraction: list[float]
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame({"k": self.k, "shared_fraction": self.shared_fraction,
+                             "chance_fraction": self.chance_fraction})
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """The form a trace's ``summary.json`` keeps (``k``, ``shared_fraction``, ``chance_fraction``)."""
+        return {"k": list(self.k), "shared_fraction": list(self.shared_fraction),
+                "chance_fraction": list(self.chance_fraction)}
+
+
+def shared_curve(bio: Float[Tensor, " P"], qa: Float[Tensor, " P"], ks: list[int]) -> SharedCurve:
+    """|S_k|/k and the chance overlap k/P for each k in ``ks``.
+
+    Example::
+
+        rc.shared_curve(res.influence["bio"], res.influence["qa"], [10, 100, 1000]).to_dataframe()
+    """
     P = bio.numel()
     frac = [float(shared_mask(bio, qa, k).sum()) / k for k in ks]
-    return {"k": [int(k) for k in ks], "shared_fraction": frac, "chance_fraction": [k / P for k in ks]}
+    return SharedCurve([int(k) for k in ks], frac, [k / P for k in ks])
 
 
 def gini(values: Tensor) -> float:

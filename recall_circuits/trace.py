@@ -33,9 +33,9 @@ signed sums are reduced before the absolute value).
 
 Example::
 
-    from recall_circuits.trace import TraceConfig, trace
-    res = trace(ft_bridge, dataset, TraceConfig(n_people=20))
-    res.influence["bio"].shape          # (P,) over ParamSpace(ft_bridge) (attention + MLP weights)
+    res = rc.cross_task_trace(ft, dataset, rc.TraceConfig(n_people=4))   # a TraceResult
+    res.influence["bio"].shape          # (P,) over ParamSpace(ft) (attention + MLP weights)
+    res.per_head(k=100)                 # Shared Size per head as a DataFrame
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     stats = head_stats(space, S)
     summary: dict[str, Any] = {
         "k": k, "P": space.P, "shared_size": int(S.sum()), "shared_fraction": int(S.sum()) / k,
-        "chance_fraction": k / space.P, "curve": curve, "top10pct_head_share": stats.top10pct_head_share,
+        "chance_fraction": k / space.P, "curve": curve.to_dict(), "top10pct_head_share": stats.top10pct_head_share,
         "head_gini": stats.head_gini, "top10pct_neuron_share": stats.top10pct_neuron_share,
         "attn_shared": stats.attn_total, "mlp_shared": stats.mlp_total,
         "per_layer_module": stats.per_layer_module, "gqa_attribution": stats.gqa_attribution,

@@ -17,8 +17,8 @@ bit-identical weights on CPU.
 
 Example::
 
-    from recall_circuits.training import TrainConfig, train
-    train(TrainConfig(model="tiny-llama", strategy="mixed", data="data/generated/tiny", out="runs/ft/mixed"))
+    rc.train(rc.TrainConfig(model="tiny-llama", strategy="mixed", data="runs/quick/data", out="runs/ft/mixed",
+                            epochs=2))     # returns the saved model's directory
 """
 
 from __future__ import annotations

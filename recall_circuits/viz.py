@@ -7,9 +7,12 @@ from typing import Any
 import torch
 
 
-def shared_curve_figure(curves: dict[str, dict[str, list[Any]]], title: str = "Shared parameters |S_k|/k") -> Any:
+def shared_curve_figure(curves: dict[str, Any], title: str = "Shared parameters |S_k|/k") -> Any:
+    """|S_k|/k against k on log axes, one line per named curve (a ``SharedCurve`` or its ``to_dict()``), with the
+    chance line k/P."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
+    curves = {name: c if isinstance(c, dict) else c.to_dict() for name, c in curves.items()}
     fig = go.Figure()
     for name, c in curves.items():
         # a log axis has no 0: a k with no shared entry is left out of the line (the tables keep it)

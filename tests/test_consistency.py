@@ -110,11 +110,12 @@ def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, 
     assert snaps and all(int(s.split("-")[1]) % 2 == 0 for s in snaps)
     people = ds.person_ids("ood")[:1]
     along = gradient_consistency_along(str(out), ds, people)
-    assert [p["step"] for p in along] == sorted({int(s.split("-")[1]) for s in snaps} | {along[-1]["step"]})
-    assert along[0]["phase"] == "bio" and along[-1]["phase"] == "qa"
+    assert along.step == sorted({int(s.split("-")[1]) for s in snaps} | {along.step[-1]})
+    assert along.phase[0] == "bio" and along.phase[-1] == "qa"
     # each point is gradient_consistency of that checkpoint
-    ref = gradient_consistency(load_bridge(along[0]["path"]), ds, people).overall
-    assert along[0]["gradient_cosine"] == pytest.approx(ref, abs=1e-6)
+    ref = gradient_consistency(load_bridge(along.path[0]), ds, people).overall
+    assert along.gradient_cosine[0] == pytest.approx(ref, abs=1e-6)
+    assert list(along.to_dataframe()["step"]) == along.step and along.to_points()[0]["path"] == along.path[0]
     with pytest.raises(Exception, match="snapshots"):
         gradient_consistency_along(str(tmp_path), ds, people)
 

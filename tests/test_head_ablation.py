@@ -19,7 +19,7 @@ def trained_llama(tmp_path_factory, tiny_dirs, tiny_data):
     path = train(TrainConfig(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data), out=str(out),
                              epochs=25, lr=3e-3, batch_size=8, checkpoint_every=0, mix_bio_repeat=0),
                  verbose=False)
-    return load_bridge(path), load_bridge(tiny_dirs["tiny-llama"])
+    return load_bridge(path), load_bridge(tiny_dirs["tiny-llama"]), str(path)
 
 
 @pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-neox", "tiny-llama"])
@@ -41,7 +41,7 @@ def test_restoring_unchanged_head_is_bit_identical(arch, bridges):
 
 
 def test_single_head_sweep_equals_naive_copy_loop(trained_llama, tiny_data):
-    ft, base = trained_llama
+    ft, base, _ = trained_llama
     ds = load_dataset(tiny_data)
     sweep = single_head_sweep(ft, base, ds, batch_size=7)
     assert sweep.baseline["qa_id_acc"] > 0
@@ -60,7 +60,7 @@ def test_single_head_sweep_equals_naive_copy_loop(trained_llama, tiny_data):
 
 
 def test_curves_and_batch_size_invariance(trained_llama, tiny_data):
-    ft, base = trained_llama
+    ft, base, _ = trained_llama
     ds = load_dataset(tiny_data)
     scores = torch.arange(8.0).view(2, 4)
     order = ranking(scores)
@@ -76,7 +76,7 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     from analyses.gradient_trace import main as trace_main
     from analyses.head_ablation import main
 
-    ft_dir = trained_llama[0].checkpoint_path
+    ft_dir = trained_llama[2]
     common = ["--base", str(tiny_dirs["tiny-llama"]), "--finetuned", ft_dir, "--data", str(tiny_data), "--no-progress"]
     from analyses.activation_patching import main as patch_main
 

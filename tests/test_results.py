@@ -42,6 +42,13 @@ def _results(bridges):
         "PatchingResult": rc.patching_sweep(gpt2, pair),
         "PatchingResult (resid)": rc.patching_sweep(gpt2, pair, "resid"),
         "RestoreAblation": rc.restore_ablation(gpt2, bridges["tiny-gpt2"], space, DS, {"some": mask}, batch_size=8),
+        "Evaluation": rc.evaluate(gpt2, gpt2.tokenizer, DS, batch_size=8),
+        "Evaluation (QA only)": rc.evaluate(llama, llama.tokenizer, DS, batch_size=8, bio=False, max_people=1),
+        "SharedCurve": rc.shared_curve(torch.rand(space.P, generator=torch.Generator().manual_seed(1)),
+                                       torch.rand(space.P, generator=torch.Generator().manual_seed(2)), [10, 100]),
+        # measured along a real run in test_consistency; here the type itself, with a phase that was not logged
+        "ConsistencyAlong": rc.ConsistencyAlong([2, 4], ["bio", None], [0.25, 1 / 3], ["run/snapshots/step-2",
+                                                                                      "run/model"]),
     }
 
 
@@ -123,6 +130,9 @@ def test_dataframes(results, bridges):
     assert abl.scores["none"]["n_restored"] == 0
     sweep = results["SingleHeadSweep"].to_dataframe()
     assert sweep.query("layer == 0")["value"].isna().all() and sweep.query("layer == 1")["value"].notna().all()
+    ev = results["Evaluation (QA only)"]
+    assert set(ev.accuracy) == {"qa_id", "qa_ood"} and sum(ev.to_dataframe().query("attribute == 'all'")["n"]) == 12
+    assert list(results["SharedCurve"].to_dataframe()["k"]) == [10, 100]
     p = results["PatchingResult"]
     df = p.to_dataframe()
     assert list(df.columns) == ["layer", "pos", "head", "label", "value", "restored"]

@@ -174,10 +174,11 @@ def test_shared_curve_and_chance():
     g = torch.Generator().manual_seed(1)
     a = torch.rand(20_000, generator=g)
     curve = shared_curve(a, a, [10, 100, 1000])
-    assert curve["shared_fraction"] == [1.0, 1.0, 1.0]
+    assert curve.shared_fraction == [1.0, 1.0, 1.0] and curve.chance_fraction == [10 / 20_000, 100 / 20_000,
+                                                                                  1000 / 20_000]
     b = torch.rand(20_000, generator=g)
     far = shared_curve(a, b, [2000, 10_000])
-    for f, c in zip(far["shared_fraction"], far["chance_fraction"]):  # independent rankings: near chance
+    for f, c in zip(far.shared_fraction, far.chance_fraction):  # independent rankings: near chance
         assert abs(f - c) < 0.05
     k = 500
     S = shared_mask(a, b, k)

@@ -105,9 +105,16 @@ def test_evaluation_oracles(tiny_dirs, tiny_data):
     ds = load_dataset(tiny_data)
     good = evaluate(_Oracle(len(tok), True), tok, ds)
     bad = evaluate(_Oracle(len(tok), False), tok, ds)
-    for key in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "bio_recall_id", "bio_recall_ood"):
-        assert good[key] == 1.0 and bad[key] == 0.0
-    assert set(good["qa_ood_per_attribute"]) == {e["attribute"] for e in ds.qa()}
+    for m in ("qa_id", "qa_ood", "bio_id", "bio_ood"):
+        assert good.accuracy[m] == good.first_token[m] == 1.0 and bad.accuracy[m] == bad.first_token[m] == 0.0
+        assert good.interval(m).low == 1.0 and bad.interval(m).high == 0.0
+    assert set(good.per_attribute["qa_ood"]) == {e["attribute"] for e in ds.qa()}
+    # the flat form fine-tuning writes to results.json reads back to the same result
+    flat = good.to_dict()
+    assert flat["qa_id_acc"] == 1.0 and flat["bio_recall_ood_first_token"] == 1.0
+    assert type(good).from_dict(flat) == good
+    df = good.to_dataframe()
+    assert set(df["measure"]) == {"qa_id", "qa_ood", "bio_id", "bio_ood"} and (df["acc"] == 1.0).all()
     with pytest.raises(RecallCircuitsError, match="no QA"):
         evaluate_qa(_Oracle(len(tok), True), tok, [])
 
