@@ -15,8 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from recall_circuits.cli import add_device_args, add_progress_arg, parser, script
-from recall_circuits.presets import TRAIN_PRESETS, preset
+from recall_circuits.runs.cli import add_device_args, add_progress_arg, parser, script
+from recall_circuits.training.presets import TRAIN_PRESETS, preset
 
 log = logging.getLogger("finetune")
 # the preset's value is the default of each of these
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.finetune_run import run_finetune  # heavy imports after argument errors
+    from recall_circuits.training.run import run_finetune  # heavy imports after argument errors
 
     cfg = preset(TRAIN_PRESETS, args.preset)
     for key in ("model", "epochs", "bio_epochs", "lr", "qa_lr", "batch_size", "grad_accum", "seed", "checkpoint_every",
@@ -85,6 +85,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from recall_circuits.parallel import exit_process
+    from recall_circuits.training.parallel import exit_process
 
     exit_process(main())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import (SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args,
+from recall_circuits.runs.cli import (SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args,
                                  parser, script)
 
 log = logging.getLogger("gradient_trace")
@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.trace import TraceConfig
-    from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace
+    from recall_circuits.attribution.trace import TraceConfig
+    from recall_circuits.runs.gradient_trace import TraceRunConfig, run_gradient_trace
 
     tcfg = TraceConfig(n_people=args.people, split=args.split, mode=args.mode, bio_loss=args.bio_loss,
                        scale=args.scale, batch_size=args.batch_size,
@@ -66,6 +66,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from recall_circuits.parallel import exit_process
+    from recall_circuits.training.parallel import exit_process
 
     exit_process(main())

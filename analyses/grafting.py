@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser, script
+from recall_circuits.runs.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("grafting")
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.grafting import GraftConfig, run_grafting
+    from recall_circuits.interventions.grafting import GraftConfig, run_grafting
 
     cfg = GraftConfig(init_frac=args.init_frac, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                       eval_every=args.eval_every, sparsity=args.sparsity, seed=args.seed)

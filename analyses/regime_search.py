@@ -1,4 +1,4 @@
-"""Run the pre-registered regime search (recall_circuits.regime.PLAN; the rule is in docs/results.md).
+"""Run the pre-registered regime search (recall_circuits.runs.regime.PLAN; the rule is in docs/results.md).
 
     python analyses/regime_search.py --out runs/search            # every pair not yet done, in the plan's order
     python analyses/regime_search.py --out runs/search --only A1   # one pair
@@ -24,10 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from recall_circuits.artefacts import read_json, write_json
-from recall_circuits.cli import add_device_args, comma_list, parser, script
+from recall_circuits.runs.artefacts import read_json, write_json
+from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
+from recall_circuits.runs.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
 
 log = logging.getLogger("regime_search")
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
 
 
 def _ensure_data(out: Path, setting) -> Path:
-    from recall_circuits.data import DataConfig, generate, write_dataset  # noqa: PLC0415
+    from recall_circuits.data.bios import DataConfig, generate, write_dataset  # noqa: PLC0415
 
     path = out / "data" / data_name(setting)
     if not (path / "manifest.json").is_file():
@@ -149,12 +149,12 @@ def main(args: argparse.Namespace) -> int:
         chosen, _ = choose(done)
         if chosen is None:
             raise RecallCircuitsError("no pair meets the premise yet: nothing to repeat with a second seed")
-        from recall_circuits.regime import Setting  # noqa: PLC0415
+        from recall_circuits.runs.regime import Setting  # noqa: PLC0415
         todo = [dataclasses.replace(Setting(**chosen["setting"]), id=f"{chosen['setting']['id']}-seed{SECOND_SEED}",
                                     seed=SECOND_SEED)]
     if todo:   # build or convert the model once, before two arms would race to do it
-        from recall_circuits.models import resolve_model  # noqa: PLC0415
-        from recall_circuits.presets import TRAIN_PRESETS  # noqa: PLC0415
+        from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
+        from recall_circuits.training.presets import TRAIN_PRESETS  # noqa: PLC0415
         resolve_model(args.model or TRAIN_PRESETS["cpu"]["model"])
     for raw in todo:
         s = resolve(raw, done)

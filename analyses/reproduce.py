@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import add_device_args, add_progress_arg, parser, script
+from recall_circuits.runs.cli import add_device_args, add_progress_arg, parser, script
 
 log = logging.getLogger("reproduce")
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.pipeline import check_out, reproduce
+    from recall_circuits.runs.pipeline import check_out, reproduce
 
     check_out(args.out, quick=args.quick, model=args.model, overwrite=args.overwrite)   # before any work
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-from recall_circuits.artefacts import TENSORS_FILE, load_tensors, read_json, save_tensors, write_json
+from recall_circuits.runs.artefacts import TENSORS_FILE, load_tensors, read_json, save_tensors, write_json
 from recall_circuits.errors import RecallCircuitsError
 
 R = TypeVar("R", bound="Result")
@@ -118,7 +118,7 @@ class Result:
 
 def head_rows(grid: Tensor, **columns: Any) -> list[dict[str, Any]]:
     """Long-table rows of a [layers, heads] grid: layer, head, label, the given constant columns, value."""
-    from recall_circuits.heads import head_label  # noqa: PLC0415
+    from recall_circuits.models.params import head_label  # noqa: PLC0415
 
     return [{"layer": lay, "head": h, "label": head_label(lay, h), **columns, "value": float(grid[lay, h])}
             for lay in range(grid.shape[0]) for h in range(grid.shape[1])]

@@ -52,14 +52,14 @@ def isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_dirs(isolated_cache):
-    from recall_circuits.models import ensure_tiny
+    from recall_circuits.models.registry import ensure_tiny
 
     return {a: ensure_tiny(a) for a in ARCHS}
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    from recall_circuits.data import DataConfig, generate, write_dataset
+    from recall_circuits.data.bios import DataConfig, generate, write_dataset
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     write_dataset(generate(DataConfig(n_people=12, seed=0)), out)
@@ -68,6 +68,6 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bridges(tiny_dirs):
-    from recall_circuits.loading import load_bridge
+    from recall_circuits.models.loading import load_bridge
 
     return {a: load_bridge(tiny_dirs[a]) for a in ARCHS}

@@ -1,4 +1,4 @@
-"""The command-line grammar (recall_circuits.cli): every script in analyses/ spells the same things the same way,
+"""The command-line grammar (recall_circuits.runs.cli): every script in analyses/ spells the same things the same way,
 shows its defaults, documents every flag, and its docstring's example lines parse."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_lists_are_comma_separated():
 
 def test_model_sets_are_named_and_distinct():
     from recall_circuits.errors import RecallCircuitsError
-    from recall_circuits.loading import parse_model_specs
+    from recall_circuits.models.loading import parse_model_specs
 
     assert parse_model_specs(["a=x", "b=y"]) == {"a": "x", "b": "y"}
     for bad in (["a=x", "a=y"], ["=x"], ["a="], ["x"]):

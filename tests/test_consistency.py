@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from recall_circuits.consistency import (_pair_examples, gradient_consistency, input_signature, linear_cka,
+from recall_circuits.compare.consistency import (_pair_examples, gradient_consistency, input_signature, linear_cka,
                                          representation_consistency)
-from recall_circuits.data import DataConfig, generate
-from recall_circuits.heads import ParamSpace
-from recall_circuits.loading import forget_graph
-from recall_circuits.trace import pad_batch, per_example_loss
+from recall_circuits.data.bios import DataConfig, generate
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.loading import forget_graph
+from recall_circuits.attribution.trace import pad_batch, per_example_loss
 
 DS = generate(DataConfig(n_people=4, seed=0))
 
@@ -46,7 +46,7 @@ def test_linear_cka_properties():
 def test_representation_consistency_by_hand(bridges):
     model = bridges["tiny-llama"]
     res = representation_consistency(model, DS, [0, 1])
-    from recall_circuits.attention import aligned_pairs
+    from recall_circuits.compare.attention import aligned_pairs
 
     cos = []
     for p in aligned_pairs(model.tokenizer, DS, [0, 1]):
@@ -78,7 +78,7 @@ def test_consistency_script_bad_input(tiny_data, tmp_path, capsys):
 
 
 def test_cross_format_probe_transfers_only_when_the_formats_share_a_readout():
-    from recall_circuits.consistency import cross_format_probe
+    from recall_circuits.compare.consistency import cross_format_probe
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(40) % 8
@@ -95,10 +95,10 @@ def test_cross_format_probe_transfers_only_when_the_formats_share_a_readout():
 
 
 def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, tiny_dirs, tiny_data, tmp_path):
-    from recall_circuits.consistency import gradient_consistency_along
-    from recall_circuits.data import load_dataset
-    from recall_circuits.loading import load_bridge
-    from recall_circuits.training import TrainConfig, train
+    from recall_circuits.compare.consistency import gradient_consistency_along
+    from recall_circuits.data.bios import load_dataset
+    from recall_circuits.models.loading import load_bridge
+    from recall_circuits.training.loop import TrainConfig, train
 
     res = representation_consistency(bridges["tiny-llama"], DS, [0, 1])
     assert len(res.probe["bio_to_qa"]) == 2 and all(0 <= a <= 1 for a in res.probe["qa_to_bio"])
@@ -126,10 +126,10 @@ def test_gradient_passes_leave_no_graph_on_the_model(arch, tiny_dirs, tiny_data)
     functions drop it, so the bridge holds no autograd graph and can still be deep-copied."""
     import copy
 
-    from recall_circuits.consistency import gradient_consistency, input_signature
-    from recall_circuits.data import load_dataset
-    from recall_circuits.loading import load_bridge
-    from recall_circuits.patching import attribution_patch_heads, logit_diff_metric
+    from recall_circuits.compare.consistency import gradient_consistency, input_signature
+    from recall_circuits.data.bios import load_dataset
+    from recall_circuits.models.loading import load_bridge
+    from recall_circuits.interventions.patching import attribution_patch_heads, logit_diff_metric
 
     model = load_bridge(tiny_dirs[arch])
     ds = load_dataset(tiny_data)

@@ -52,14 +52,14 @@ EXAMPLES = _examples()
 def test_the_examples_are_found():
     """The collector sees the examples (so the test below cannot pass by finding none)."""
     modules = {name.split(":")[0] for name, _ in EXAMPLES}
-    assert len(EXAMPLES) >= 18 and {"recall_circuits/__init__.py", "recall_circuits/trace.py",
-                                     "recall_circuits/loading.py", "recall_circuits/evaluation.py"} <= modules
+    assert len(EXAMPLES) >= 18 and {"recall_circuits/__init__.py", "recall_circuits/attribution/trace.py",
+                                     "recall_circuits/models/loading.py", "recall_circuits/training/evaluation.py"} <= modules
 
 
 @pytest.fixture(scope="module")
 def namespace(tmp_path_factory, tiny_dirs):
-    from recall_circuits.data import DataConfig, generate, write_dataset
-    from recall_circuits.loading import load_hf
+    from recall_circuits.data.bios import DataConfig, generate, write_dataset
+    from recall_circuits.models.loading import load_hf
 
     root = tmp_path_factory.mktemp("examples")
     ds = generate(DataConfig(n_people=12, seed=0))

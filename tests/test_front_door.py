@@ -7,7 +7,7 @@ import recall_circuits as rc
 def test_every_entry_point_resolves_and_importing_loads_no_torch():
     import types
 
-    import recall_circuits.trace  # noqa: F401  (binds the submodule on the package, as any import of it does)
+    import recall_circuits.attribution.trace  # noqa: F401  (imported subpackages bind on the package too)
 
     for name in rc.__all__:
         value = getattr(rc, name)
@@ -24,7 +24,7 @@ def test_loading_leaves_no_global_state_behind(tiny_dirs, monkeypatch):
     import transformer_lens.model_bridge  # noqa: F401  (its import may set transformers' verbosity itself)
     import transformers.utils.logging as tlog
 
-    from recall_circuits.loading import load_bridge, load_hf
+    from recall_circuits.models.loading import load_bridge, load_hf
 
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     before = (dict(os.environ), tlog.get_verbosity(), tlog.is_progress_bar_enabled())

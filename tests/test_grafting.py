@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from conftest import ARCHS
-from recall_circuits.data import load_dataset
+from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.grafting import GraftConfig, graft, graft_report, graft_space, grafted, transfer_mask
-from recall_circuits.heads import ParamSpace
-from recall_circuits.loading import load_bridge
-from recall_circuits.models import build_tiny
+from recall_circuits.interventions.grafting import GraftConfig, graft, graft_report, graft_space, grafted, transfer_mask
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.registry import build_tiny
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -32,7 +32,7 @@ def test_graft_all_ones_is_finetuned_and_zero_is_base(arch, bridges, tmp_path):
 
 
 def test_graft_learns_and_restores(tiny_dirs, tiny_data, tmp_path):
-    from recall_circuits.training import TrainConfig, train
+    from recall_circuits.training.loop import TrainConfig, train
 
     out = train(TrainConfig(model=str(tiny_dirs["tiny-neox"]), strategy="mixed", data=str(tiny_data),
                             out=str(tmp_path / "m"), epochs=8, lr=3e-3, batch_size=8, checkpoint_every=0),
@@ -61,7 +61,7 @@ def test_grafting_script(tiny_dirs, tiny_data, tmp_path, capsys):
 
     from analyses.gradient_trace import main as trace_main
     from analyses.grafting import main
-    from recall_circuits.training import TrainConfig, train
+    from recall_circuits.training.loop import TrainConfig, train
 
     ft = train(TrainConfig(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data),
                            out=str(tmp_path / "m"), epochs=4, lr=3e-3, batch_size=8, checkpoint_every=0), verbose=False)

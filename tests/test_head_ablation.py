@@ -4,16 +4,16 @@ import json
 import pytest
 import torch
 
-from recall_circuits.data import load_dataset
-from recall_circuits.head_ablation import QAScorer, head_curves, ranking, single_head_sweep
-from recall_circuits.heads import head_views, kv_group
-from recall_circuits.loading import load_bridge
-from recall_circuits.restore import restore_heads
+from recall_circuits.data.bios import load_dataset
+from recall_circuits.interventions.head_ablation import QAScorer, head_curves, ranking, single_head_sweep
+from recall_circuits.models.params import head_views, kv_group
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.interventions.restore import restore_heads
 
 
 @pytest.fixture(scope="module")
 def trained_llama(tmp_path_factory, tiny_dirs, tiny_data):
-    from recall_circuits.training import TrainConfig, train
+    from recall_circuits.training.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("ft") / "mixed"
     path = train(TrainConfig(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data), out=str(out),
@@ -90,7 +90,7 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     assert len(s["single_head_top_ood_drop"]) == 8
     assert (tmp_path / "h" / "figures" / "head_curves.html").is_file()
     # a gradient-trace directory from another model
-    from recall_circuits.artefacts import save_tensors
+    from recall_circuits.runs.artefacts import save_tensors
     (tmp_path / "other").mkdir()
     save_tensors(tmp_path / "other", {"shared_per_head": torch.zeros(3, 4)})
     assert main([*common, "--out", str(tmp_path / "h2"), "--trace-dir", str(tmp_path / "other")]) == 2
@@ -105,7 +105,7 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
 
 def _answer_logprob(model, ds, split):
     """Mean over questions of log P(answer | prompt), one question at a time (the slow reference)."""
-    from recall_circuits.data import tokenize_qa
+    from recall_circuits.data.bios import tokenize_qa
 
     total, n = 0.0, 0
     with torch.no_grad():
@@ -121,7 +121,7 @@ def _answer_logprob(model, ds, split):
 @pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-neox", "tiny-llama"])
 def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
     """Random-weight models score 0 accuracy, so compare the continuous answer log-probability per head."""
-    from recall_circuits.heads import HeadSlices
+    from recall_circuits.models.params import HeadSlices
 
     base = bridges[arch]
     ft = copy.deepcopy(base)

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import ARCHS
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import COMPONENTS, ParamSpace, head_views, kv_group, query_heads_of_group
+from recall_circuits.models.params import COMPONENTS, ParamSpace, head_views, kv_group, query_heads_of_group
 
 
 def hand_slices(hf, arch, layer, head):

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.intervals import accuracy_interval, gap_interval
+from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
 
 def _slow_bootstrap(tables, n_draws, seed_people):

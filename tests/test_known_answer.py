@@ -19,14 +19,14 @@ import copy
 import pytest
 import torch
 
-from recall_circuits.data import load_dataset
-from recall_circuits.heads import _ATTN, ParamSpace, kv_group
-from recall_circuits.loading import load_bridge
-from recall_circuits.patching import attribution_patch_heads, logit_diff_metric, patch_heads_by_pos, qa_patching_pairs
-from recall_circuits.restore import restore_heads
-from recall_circuits.shared import shared_mask
-from recall_circuits.trace import TraceConfig, trace
-from recall_circuits.training import token_loss_sum, tokenize_dataset
+from recall_circuits.data.bios import load_dataset
+from recall_circuits.models.params import _ATTN, ParamSpace, kv_group
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.interventions.patching import attribution_patch_heads, logit_diff_metric, patch_heads_by_pos, qa_patching_pairs
+from recall_circuits.interventions.restore import restore_heads
+from recall_circuits.attribution.shared import shared_mask
+from recall_circuits.attribution.trace import TraceConfig, trace
+from recall_circuits.training.loop import token_loss_sum, tokenize_dataset
 from test_head_ablation import _answer_logprob as _logprob
 
 CHOSEN = [(1, 0), (1, 1)]
@@ -89,7 +89,7 @@ def plant(arch, model_dir, data_dir):
     masks = _live_mask(ft, CHOSEN)
     ds = load_dataset(data_dir)
     bio, qa = tokenize_dataset(ft.tokenizer, ds)
-    from recall_circuits.training import _collate
+    from recall_circuits.training.loop import _collate
 
     hf = ft.original_model
     hf.eval()                     # no dropout: the plant is the same on every run

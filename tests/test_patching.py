@@ -4,7 +4,7 @@ import transformer_lens.patching as tlp
 
 from conftest import ARCHS
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.patching import (answer_prob_metric, attribution_patch_heads, cross_format_patch,
+from recall_circuits.interventions.patching import (answer_prob_metric, attribution_patch_heads, cross_format_patch,
                                       logit_diff_metric, patch_heads_by_pos, patch_resid_by_pos)
 
 
@@ -124,7 +124,7 @@ def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):
     import json
 
     from analyses.activation_patching import main
-    from recall_circuits.patching import grid_to_dataframe
+    from recall_circuits.interventions.patching import grid_to_dataframe
 
     assert main(["--model", str(tiny_dirs["tiny-llama"]), "--data", str(tiny_data), "--out", str(tmp_path / "p"),
                  "--pairs", "2", "--split", "all"]) == 0
@@ -147,7 +147,7 @@ def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):
 
 @pytest.mark.parametrize("per_pos,cpb", [(4, 3), (4, 4), (4, 9), (1, 5), (9, 36)])
 def test_position_chunks_cover_every_cell_once_in_whole_positions(per_pos, cpb):
-    from recall_circuits.patching import _position_chunks
+    from recall_circuits.interventions.patching import _position_chunks
 
     cells = [(p, i) for p in (0, 2, 3, 5, 6, 7, 9) for i in range(per_pos)]
     chunks = _position_chunks(list(reversed(cells)), cpb)
@@ -174,7 +174,8 @@ def test_key_value_cache_probe(arch, bridges, monkeypatch):
     """The probe finds the keyword form under which each bridge fills and reads a cache (so patching keeps its
     position skipping on the locked versions), and finds none when the cache is ignored; patching is then exact
     through every position."""
-    from recall_circuits import loading, patching
+    from recall_circuits.interventions import patching
+    from recall_circuits.models import loading
 
     model = bridges[arch]
     names = loading.kv_cache_kwargs(model)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recall_circuits.regime import PLAN, Setting, arm_options, choose, pair_row, premise_ok, resolve
+from recall_circuits.runs.regime import PLAN, Setting, arm_options, choose, pair_row, premise_ok, resolve
 
 
 def _res(qa_id, qa_ood, bio, steps=100, people=10, after_bio=None):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import recall_circuits as rc
-from recall_circuits.data import DataConfig, generate
+from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import ParamSpace
+from recall_circuits.models.params import ParamSpace
 
 DS = generate(DataConfig(n_people=4, seed=0))
 
@@ -79,7 +79,7 @@ def test_save_load_round_trips_bit_for_bit(results, tmp_path):
 
 def test_trace_and_graft_round_trip_with_their_model(bridges, tmp_path):
     """The two results over a model's flat parameter layout load with the model, which must have that layout."""
-    from recall_circuits.grafting import GraftConfig, GraftResult, graft
+    from recall_circuits.interventions.grafting import GraftConfig, GraftResult, graft
 
     model, other = bridges["tiny-neox"], bridges["tiny-gpt2"]
     trace = rc.cross_task_trace(model, DS, rc.TraceConfig(n_people=2))

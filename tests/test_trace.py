@@ -5,14 +5,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import ARCHS
-from recall_circuits.data import DataConfig, PackedBatch, generate, length_batches, pack_batch
+from recall_circuits.data.bios import DataConfig, PackedBatch, generate, length_batches, pack_batch
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
-from recall_circuits.loading import load_bridge
-from recall_circuits.models import build_tiny
-from recall_circuits.restore import restore_heads, restore_params
-from recall_circuits.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
-from recall_circuits.trace import (TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop,
+from recall_circuits.models.params import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.registry import build_tiny
+from recall_circuits.interventions.restore import restore_heads, restore_params
+from recall_circuits.attribution.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
+from recall_circuits.attribution.trace import (TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop,
                                    packing_works,
                                    transpose_into)
 from test_heads import hand_slices
@@ -109,7 +109,7 @@ def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypat
     assert not any("pads its batches" in r.message for r in caplog.records)
     monkeypatch.setattr(PackedBatch, "attention_mask", causal_only)
     assert not packing_works(b, ex[:3], b.tokenizer.pad_token_id)
-    with caplog.at_level("INFO", logger="recall_circuits.trace"):
+    with caplog.at_level("INFO", logger="recall_circuits.attribution.trace"):
         fallback = trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
     assert any("does not keep packed examples apart" in r.message for r in caplog.records)
     assert torch.equal(fallback, padded)        # the fallback is the padded trace, not the broken packed one
@@ -294,7 +294,7 @@ def test_trace_restores_the_garbage_collector(bridges):
 
 
 def test_trace_result_round_trips_and_its_head_table(bridges, tmp_path):
-    from recall_circuits.trace import TraceResult
+    from recall_circuits.attribution.trace import TraceResult
 
     b = bridges["tiny-llama"]
     res = trace(b, DS, TraceConfig(n_people=2, batch_size=4))

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_dirs, tiny_data):
-    from recall_circuits.training import TrainConfig, train
+    from recall_circuits.training.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("ft") / "mixed"
     return train(TrainConfig(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data), out=str(out),

@@ -10,16 +10,16 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT
-from recall_circuits.data import load_dataset, tokenize_qa
+from recall_circuits.data.bios import load_dataset, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.evaluation import evaluate, evaluate_qa, generate_answers
-from recall_circuits.loading import load_hf
-from recall_circuits.training import TrainConfig, _collate, token_loss_sum, train
+from recall_circuits.training.evaluation import evaluate, evaluate_qa, generate_answers
+from recall_circuits.models.loading import load_hf
+from recall_circuits.training.loop import TrainConfig, _collate, token_loss_sum, train
 
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-phi"])
 def test_answer_only_loss_mask(arch, tiny_dirs, tiny_data):
-    from recall_circuits.training import label_rows_exact
+    from recall_circuits.training.loop import label_rows_exact
 
     model, tok = load_hf(tiny_dirs[arch])
     ds = load_dataset(tiny_data)
@@ -181,7 +181,7 @@ def test_finetune_bad_input(tiny_dirs, tiny_data, tmp_path, capsys):
         assert ex.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
     short = tmp_path / "short"
-    from recall_circuits.models import build_tiny
+    from recall_circuits.models.registry import build_tiny
     build_tiny("tiny-gpt2", short)
     cfg = json.loads((short / "config.json").read_text())
     cfg["n_positions"] = 8

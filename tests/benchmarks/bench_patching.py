@@ -20,9 +20,9 @@ import torch
 from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 import transformer_lens.patching as tlp
 
-from recall_circuits.data import DataConfig, generate
-from recall_circuits.loading import load_bridge
-from recall_circuits.patching import logit_diff_metric, patch_heads_by_pos
+from recall_circuits.data.bios import DataConfig, generate
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.interventions.patching import logit_diff_metric, patch_heads_by_pos
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,9 @@ import time
 import torch
 from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
-from recall_circuits.data import DataConfig, generate
-from recall_circuits.loading import load_hf
-from recall_circuits.training import _collate, token_loss_sum, tokenize_dataset
+from recall_circuits.data.bios import DataConfig, generate
+from recall_circuits.models.loading import load_hf
+from recall_circuits.training.loop import _collate, token_loss_sum, tokenize_dataset
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Rank heads (by Shared Size from a gradient-trace run, by Grafted Size from a gra
 top-n heads of each ranking to their pretrained slices for n on a grid, and measure QA accuracy ID/OOD; and sweep
 every head alone. A head's restore covers its Q and O slices and the K and V slices of its KV group (under GQA the
 whole group, i.e. every query head sharing it: reported in the output), via in-place view swaps that are undone
-exactly (:func:`recall_circuits.restore.restore_heads`); no model copies.
+exactly (:func:`recall_circuits.interventions.restore.restore_heads`); no model copies.
 
 Example::
 
@@ -25,12 +25,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, tokenize_qa
+from recall_circuits.data.bios import Dataset, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.evaluation import score_targets
-from recall_circuits.heads import COMPONENTS, Component, head_label, n_kv_heads
-from recall_circuits.loading import logits_from_layer, run_from_layer
-from recall_circuits.restore import restore_heads
+from recall_circuits.training.evaluation import score_targets
+from recall_circuits.models.params import COMPONENTS, Component, head_label, n_kv_heads
+from recall_circuits.models.loading import logits_from_layer, run_from_layer
+from recall_circuits.interventions.restore import restore_heads
 from recall_circuits.results import Result, head_rows
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple
                       verbose: bool = False) -> SingleHeadSweep:
     """QA accuracy with each head restored alone → tensors [n_layers, n_heads] per metric.
 
-    ``base`` is the pretrained model or its :class:`~recall_circuits.heads.HeadSlices` (attention weights only:
+    ``base`` is the pretrained model or its :class:`~recall_circuits.models.params.HeadSlices` (attention weights only:
     the sweep then holds one model plus the slices). Each head is swapped in place and back, and its evaluation
     starts at its own layer from the kept fine-tuned residual stream (:class:`LayerwiseScorer`). ``layers``
     limits the sweep to some layers (the other rows of the grids are NaN).
@@ -250,7 +250,7 @@ def gqa_note(model: Any) -> str:
 def _per_head_table(run_dir: str, key: str, model: Any, what: str) -> Tensor:
     from pathlib import Path  # noqa: PLC0415
 
-    from recall_circuits.artefacts import load_tensors  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import load_tensors  # noqa: PLC0415
 
     f = Path(run_dir) / "result.safetensors"
     if not f.is_file():
@@ -274,14 +274,14 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     """The run behind ``analyses/head_ablation.py``."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
-    from recall_circuits.data import load_dataset  # noqa: PLC0415
-    from recall_circuits.loading import load_pair  # noqa: PLC0415
-    from recall_circuits.viz import head_heatmap  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.models.loading import load_pair  # noqa: PLC0415
+    from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
 
     from transformers import AutoConfig  # noqa: PLC0415
 
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
     bad = [c for c in components if c not in COMPONENTS]
     if bad or not components:

@@ -25,7 +25,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import COMPONENTS, Component, ParamSpace, check_head, head_views, source_views
+from recall_circuits.models.params import COMPONENTS, Component, ParamSpace, check_head, head_views, source_views
 from recall_circuits.results import Result
 
 
@@ -61,7 +61,7 @@ def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
                   components: tuple[Component, ...] = COMPONENTS, biases: bool = True) -> Iterator[Any]:
     """Within the block, the listed (layer, head)s of ``ft`` hold ``base``'s slices: Q and O of the head, K and V
     of its KV group (under GQA this restores K/V for every query head of the group), and their biases.
-    ``base`` is the pretrained model or its :class:`~recall_circuits.heads.HeadSlices`."""
+    ``base`` is the pretrained model or its :class:`~recall_circuits.models.params.HeadSlices`."""
     saved: list[tuple[Tensor, Tensor]] = []
     try:
         with torch.no_grad():
@@ -101,7 +101,7 @@ class RestoreAblation(Result):
 def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
                      batch_size: int = 32, max_people: int | None = None) -> RestoreAblation:
     """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
-    from recall_circuits.evaluation import evaluate  # noqa: PLC0415
+    from recall_circuits.training.evaluation import evaluate  # noqa: PLC0415
 
     out = {}
     for name, m in {"none": torch.zeros(space.P, dtype=torch.bool), **masks}.items():

@@ -39,10 +39,10 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from recall_circuits.artefacts import atomic_dir, check_same, model_identity, read_json, write_json
-from recall_circuits.data import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.runs.artefacts import atomic_dir, check_same, model_identity, read_json, write_json
+from recall_circuits.data.bios import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.parallel import is_main, world as _world
+from recall_circuits.training.parallel import is_main, world as _world
 
 log = logging.getLogger(__name__)
 Strategy = Literal["two-stage", "mixed"]
@@ -255,8 +255,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
 
 
 def _save_model(model: Any, tok: Any, dest: Path) -> None:
-    """``save_pretrained`` through :func:`~recall_circuits.artefacts.atomic_dir`: ``dest`` is complete or absent."""
-    from recall_circuits.models import offline_and_quiet  # noqa: PLC0415
+    """``save_pretrained`` through :func:`~recall_circuits.runs.artefacts.atomic_dir`: ``dest`` is complete or absent."""
+    from recall_circuits.models.registry import offline_and_quiet  # noqa: PLC0415
 
     with atomic_dir(dest) as tmp, offline_and_quiet():
         model.save_pretrained(tmp)
@@ -272,7 +272,7 @@ def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, A
                    ) -> dict[str, Any]:
     """What a fine-tuning run is computed from: the base model's weights (``base_identity`` when the caller has
     already hashed them), the data, the options."""
-    from recall_circuits.data import data_identity  # noqa: PLC0415
+    from recall_circuits.data.bios import data_identity  # noqa: PLC0415
 
     return {"base_model": base_identity or model_identity(model_dir), "data": data_identity(cfg.data),
             "options": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IDENTITY}}
@@ -287,8 +287,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     """
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    from recall_circuits.loading import load_tokenizer, parse_dtype  # noqa: PLC0415
-    from recall_circuits.models import offline_and_quiet, resolve_model  # noqa: PLC0415
+    from recall_circuits.models.loading import load_tokenizer, parse_dtype  # noqa: PLC0415
+    from recall_circuits.models.registry import offline_and_quiet, resolve_model  # noqa: PLC0415
 
     rank, world = _world()
     out = Path(cfg.out)

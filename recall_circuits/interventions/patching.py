@@ -36,8 +36,8 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import head_label
-from recall_circuits.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
+from recall_circuits.models.params import head_label
+from recall_circuits.models.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
 from recall_circuits.results import Result
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def patching_sweep(model: Any, pair: dict[str, Any], what: Literal["heads", "res
 def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "ood") -> list[dict[str, Any]]:
     """(clean, corrupted) QA prompts of the same attribute and token length, for different people with different
     first answer tokens; and, for the clean person, the BIO prefix up to the value with role positions."""
-    from recall_circuits.data import tokenize_bio, tokenize_qa  # noqa: PLC0415
+    from recall_circuits.data.bios import tokenize_bio, tokenize_qa  # noqa: PLC0415
 
     qa = dataset.qa(None if split == "all" else split)
     toks = [tokenize_qa(tokenizer, e) for e in qa]
@@ -361,13 +361,13 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
                             overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
                             verbose: bool = True) -> dict[str, Any]:
     """The run behind ``analyses/activation_patching.py``."""
-    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
-    from recall_circuits.data import load_dataset  # noqa: PLC0415
-    from recall_circuits.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
-    from recall_circuits.viz import head_heatmap  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
+    from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
 
-    from recall_circuits.loading import load_tokenizer  # noqa: PLC0415
+    from recall_circuits.models.loading import load_tokenizer  # noqa: PLC0415
 
     if n_pairs < 1:
         raise RecallCircuitsError(f"--pairs must be >= 1, got {n_pairs}")

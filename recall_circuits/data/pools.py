@@ -12,7 +12,7 @@ relation, so the position before it predicts it.
 
 Example::
 
-    from recall_circuits.pools import load_pools
+    from recall_circuits.data.pools import load_pools
     pools = load_pools()                         # the shipped pools (data/pools in a checkout)
     len(pools.first_names), pools.company_city["Northwind Systems"]
 """
@@ -32,8 +32,8 @@ from recall_circuits.errors import RecallCircuitsError
 GENERATOR_VERSION = "1"
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
 # the project's data/pools in a checkout; the same files packaged as recall_circuits/pooldata in an installed wheel
-_CHECKOUT_DIR = Path(__file__).resolve().parents[1] / "data" / "pools"
-DEFAULT_DIR = _CHECKOUT_DIR if _CHECKOUT_DIR.is_dir() else Path(__file__).resolve().parent / "pooldata"
+_CHECKOUT_DIR = Path(__file__).resolve().parents[2] / "data" / "pools"
+DEFAULT_DIR = _CHECKOUT_DIR if _CHECKOUT_DIR.is_dir() else Path(__file__).resolve().parents[1] / "pooldata"
 LISTS = ("first_names", "middle_names", "last_names", "cities", "universities", "majors", "months")
 MIN_TEMPLATES = 1
 

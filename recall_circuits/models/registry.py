@@ -157,7 +157,7 @@ def build_word_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: PLC0415
     from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
-    from recall_circuits.data import vocabulary_words  # noqa: PLC0415
+    from recall_circuits.data.bios import vocabulary_words  # noqa: PLC0415
 
     specials = list(SPECIAL_TOKENS.values())
     vocab = {t: i for i, t in enumerate(specials + vocabulary_words())}

@@ -23,7 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import ParamSpace
+from recall_circuits.models.params import ParamSpace
 from recall_circuits.results import Result, head_rows
 
 

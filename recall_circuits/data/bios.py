@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from recall_circuits import pools
-from recall_circuits.pools import load_pools
+from recall_circuits.data import pools
+from recall_circuits.data.pools import load_pools
 from recall_circuits.errors import RecallCircuitsError
 
 Split = Literal["id", "ood"]
@@ -40,7 +40,7 @@ PEOPLE_FILE, BIO_FILE, QA_FILE, MANIFEST_FILE = "people.jsonl", "bio.jsonl", "qa
 class DataConfig:
     """What to generate. ``multi``: BIO texts per person; ``permute``: shuffle sentence order; ``fullname``: the
     name instead of a pronoun in every sentence; ``attributes``: which of the six attributes to use; ``pools``: a
-    directory of value pools and templates (:mod:`recall_circuits.pools`; default: the project's ``data/pools``)."""
+    directory of value pools and templates (:mod:`recall_circuits.data.pools`; default: the project's ``data/pools``)."""
 
     n_people: int = 100
     seed: int = 0
@@ -198,7 +198,7 @@ def generate(cfg: DataConfig) -> Dataset:
     bio = [_bio_text(cfg, p, rng, c, P) for c in range(cfg.multi) for p in people]
     qa = [_qa_example(p, a, P) for p in people for a in cfg.attributes]
     manifest = {
-        "generator": "recall_circuits.data", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
+        "generator": "recall_circuits.data.bios", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
         "seed": cfg.seed, "counts": {
             "people": len(people), "people_id": sum(p["split"] == "id" for p in people),
             "people_ood": sum(p["split"] == "ood" for p in people), "bio": len(bio), "qa": len(qa),
@@ -273,7 +273,7 @@ def load_dataset(path: str | Path, *, require_qa: bool = True) -> Dataset:
     if not (path / MANIFEST_FILE).is_file() or not (path / PEOPLE_FILE).is_file():
         raise RecallCircuitsError(f"{path} is not a recall_circuits data directory (no {MANIFEST_FILE}/{PEOPLE_FILE}; "
                                   "make one with analyses/make_data.py)")
-    from recall_circuits.artefacts import read_json  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import read_json  # noqa: PLC0415
 
     manifest = read_json(path / MANIFEST_FILE)
     people = _load_jsonl(path / PEOPLE_FILE)

@@ -29,14 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recall_circuits.artefacts import read_json
-from recall_circuits.attention import aligned_pairs
-from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.runs.artefacts import read_json
+from recall_circuits.compare.attention import aligned_pairs
+from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import ParamSpace
-from recall_circuits.loading import forget_graph
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.loading import forget_graph
 from recall_circuits.results import Result
-from recall_circuits.trace import per_example_loss
+from recall_circuits.attribution.trace import per_example_loss
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,8 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from recall_circuits.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.training import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
+    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.training.loop import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
 
     run = Path(run_dir)
     points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*")) if d.is_dir()
@@ -344,10 +344,10 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, start_run  # noqa: PLC0415
-    from recall_circuits.data import load_dataset  # noqa: PLC0415
-    from recall_circuits.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, start_run  # noqa: PLC0415
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from recall_circuits.data import Dataset, length_batches, tokenize_bio, tokenize_qa
+from recall_circuits.data.bios import Dataset, length_batches, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.results import Result
 
@@ -66,7 +66,7 @@ def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], p
 def answer_logprob(model: Any, example: dict[str, Any]) -> float:
     """log P(answer | question) of one QA example (from ``Dataset.qa()``), teacher forced: the sum over the
     answer's tokens."""
-    from recall_circuits.data import tokenize_qa  # noqa: PLC0415
+    from recall_circuits.data.bios import tokenize_qa  # noqa: PLC0415
 
     t = tokenize_qa(model.tokenizer, example)
     ids = torch.tensor([t["input_ids"]], device=next(model.parameters()).device)
@@ -155,7 +155,7 @@ class Evaluation(Result):
 
     def interval(self, measure: str, *, n_draws: int = 2000, seed: int = 0) -> Any:
         """The 95% percentile-bootstrap interval over people of ``accuracy[measure]`` (an ``Interval``)."""
-        from recall_circuits.intervals import accuracy_interval  # noqa: PLC0415
+        from recall_circuits.training.intervals import accuracy_interval  # noqa: PLC0415
 
         if measure not in self.per_person:
             raise RecallCircuitsError(f"no measure {measure!r} here (have: {', '.join(self.per_person)})")

@@ -3,7 +3,7 @@
 Accuracies are over questions (or facts), but questions of one person are not independent, so people are the unit
 resampled: each draw takes as many people as there are, with replacement, and the accuracy is the draw's exact
 matches over its questions. The gap between two models resamples the same people for both (paired). Inputs are the
-``per_person`` tables of :func:`recall_circuits.evaluation.evaluate` (person id -> [exact matches, questions]).
+``per_person`` tables of :func:`recall_circuits.training.evaluation.evaluate` (person id -> [exact matches, questions]).
 
 Example::
 

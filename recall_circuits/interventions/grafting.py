@@ -30,14 +30,14 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, pad_batch, tokenize_qa
+from recall_circuits.data.bios import Dataset, pad_batch, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.evaluation import evaluate_qa
-from recall_circuits.heads import ParamSpace
-from recall_circuits.loading import forget_graph
+from recall_circuits.training.evaluation import evaluate_qa
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.loading import forget_graph
 from recall_circuits.results import Result, equal_values
-from recall_circuits.shared import top_k_mask
-from recall_circuits.trace import per_example_loss
+from recall_circuits.attribution.shared import top_k_mask
+from recall_circuits.attribution.trace import per_example_loss
 
 log = logging.getLogger(__name__)
 FULL_SPACE = ("attn", "mlp", "other")
@@ -98,7 +98,7 @@ class GraftResult(Result):
     def load(cls, out: Any, model: Any = None) -> GraftResult:   # type: ignore[override]
         if model is None:
             raise RecallCircuitsError("GraftResult.load needs the model (a bridge of the grafted architecture)")
-        from recall_circuits.artefacts import read_json  # noqa: PLC0415
+        from recall_circuits.runs.artefacts import read_json  # noqa: PLC0415
 
         space = graft_space(model)
         saved = read_json(Path(out) / "result.json").get("fields", {}).get("space")
@@ -248,11 +248,11 @@ def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfi
     """The run behind ``analyses/grafting.py``: learn γ, report it against the shared set of ``trace_dir``."""
     from pathlib import Path  # noqa: PLC0415
 
-    from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
-    from recall_circuits.data import load_dataset  # noqa: PLC0415
-    from recall_circuits.loading import load_pair  # noqa: PLC0415
-    from recall_circuits.restore import load_mask, save_mask  # noqa: PLC0415
-    from recall_circuits.viz import head_heatmap  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.models.loading import load_pair  # noqa: PLC0415
+    from recall_circuits.interventions.restore import load_mask, save_mask  # noqa: PLC0415
+    from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
 
     check_run_dir(out, overwrite=overwrite)
     ds = load_dataset(data)

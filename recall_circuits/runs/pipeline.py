@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recall_circuits.artefacts import check_same, model_identity, read_json, write_json, write_text_atomic
-from recall_circuits.viz import share_circuitsvis
-from recall_circuits.data import DataConfig, data_identity, generate, write_dataset
+from recall_circuits.runs.artefacts import check_same, model_identity, read_json, write_json, write_text_atomic
+from recall_circuits.runs.viz import share_circuitsvis
+from recall_circuits.data.bios import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.regime import TARGET_GAP
-from recall_circuits.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
+from recall_circuits.runs.regime import TARGET_GAP
+from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
@@ -46,9 +46,9 @@ IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
               verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """A fine-tuning stage: reused only when it was trained from the same base weights, data and options."""
-    from recall_circuits.finetune_run import RESULTS_FILE, run_finetune  # noqa: PLC0415
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
-    from recall_circuits.training import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
+    from recall_circuits.training.run import RESULTS_FILE, run_finetune  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
+    from recall_circuits.training.loop import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
 
     cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
     tc = TrainConfig(**cfg)
@@ -76,7 +76,7 @@ def _stage(out: Path, what: str, run: Callable[[], dict[str, Any]], identity: di
     there, and reused only when ``identity`` (its models' weights, data, options) is what it was computed from;
     otherwise an error naming the difference, or, with ``overwrite``, computed again. An incomplete stage (an
     interruption) is computed again."""
-    from recall_circuits.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
 
     if (out / RUN_SUMMARY).is_file() and (out / IDENTITY_FILE).is_file():
         try:
@@ -107,7 +107,7 @@ class _Ctx:
     _ids: dict[str, Any] = field(default_factory=dict)
 
     def model(self, name_or_dir: str | Path) -> dict[str, Any]:
-        from recall_circuits.models import resolve_model  # noqa: PLC0415
+        from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
         path = resolve_model(str(name_or_dir))
         if str(path) not in self._ids:
@@ -126,8 +126,8 @@ class _Ctx:
 
 
 def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> dict[str, Any]:
-    from recall_circuits.trace import TraceConfig  # noqa: PLC0415
-    from recall_circuits.trace_run import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
+    from recall_circuits.attribution.trace import TraceConfig  # noqa: PLC0415
+    from recall_circuits.runs.gradient_trace import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
 
     cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(ctx.data), out=str(out),
                          trace=TraceConfig(n_people=4 if ctx.quick else 20), n_random=2, device=ctx.device,
@@ -138,7 +138,7 @@ def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> dict[str, Any]:
 
 
 def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) -> dict[str, Any]:
-    from recall_circuits.grafting import GraftConfig, run_grafting  # noqa: PLC0415
+    from recall_circuits.interventions.grafting import GraftConfig, run_grafting  # noqa: PLC0415
 
     q = ctx.quick
     cfg = GraftConfig(init_frac=0.02 if q else 1e-3, steps=6 if q else 30, eval_every=3 if q else 10)
@@ -149,7 +149,7 @@ def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) ->
 
 def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, graft_dir: Path,
            patching_dir: Path) -> dict[str, Any]:
-    from recall_circuits.head_ablation import run_head_ablation  # noqa: PLC0415
+    from recall_circuits.interventions.head_ablation import run_head_ablation  # noqa: PLC0415
 
     return ctx.stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
         base, str(finetuned), str(ctx.data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
@@ -159,7 +159,7 @@ def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, gr
 
 
 def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> dict[str, Any]:
-    from recall_circuits.patching import run_activation_patching  # noqa: PLC0415
+    from recall_circuits.interventions.patching import run_activation_patching  # noqa: PLC0415
 
     return ctx.stage(out, "activation patching (same format, across formats, attribution)", lambda:
                      run_activation_patching(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True,
@@ -168,7 +168,7 @@ def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> dict[str, Any]:
 
 
 def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> dict[str, Any]:
-    from recall_circuits.attention import run_attention_compare  # noqa: PLC0415
+    from recall_circuits.compare.attention import run_attention_compare  # noqa: PLC0415
 
     return ctx.stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
         models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10, overwrite=True, device=ctx.device,
@@ -177,7 +177,7 @@ def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> dict[str, Any]:
 
 def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, str] | None = None
                  ) -> dict[str, Any]:
-    from recall_circuits.consistency import run_consistency  # noqa: PLC0415
+    from recall_circuits.compare.consistency import run_consistency  # noqa: PLC0415
 
     return ctx.stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
         models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True,
@@ -289,7 +289,7 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
                  ) -> list[dict[str, Any]]:
     """Rows of the learning-rate sensitivity table: trained when ``train``, else read from the runs on disk
     (``None`` where a run is missing)."""
-    from recall_circuits.finetune_run import RESULTS_FILE  # noqa: PLC0415
+    from recall_circuits.training.run import RESULTS_FILE  # noqa: PLC0415
 
     base_lr = preset(TRAIN_PRESETS, name)["lr"]
     rows = []
@@ -476,8 +476,8 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
         ab = runs["two-stage"]["after_bio"]
         parts.append("<p>Two-stage after its BIO phase: " + ", ".join(f"{m} {ab[m]:.3f}" for m in metrics) + "</p>")
     if summary.get("traces"):
-        from recall_circuits.artefacts import load_tensors  # noqa: PLC0415
-        from recall_circuits.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
+        from recall_circuits.runs.artefacts import load_tensors  # noqa: PLC0415
+        from recall_circuits.runs.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
 
         tr = summary["traces"]
         parts.append("<h2>Cross-task gradient trace</h2>")

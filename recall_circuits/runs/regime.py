@@ -15,7 +15,7 @@ conditions, and the results say the target was not reached.
 
 Example::
 
-    from recall_circuits.regime import PLAN, resolve
+    from recall_circuits.runs.regime import PLAN, resolve
     [s.id for s in PLAN]            # the order in which the pairs are run
     resolve(PLAN[0], done={})       # the finetune.py options of each arm
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.intervals import accuracy_interval, gap_interval
+from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
 TARGET_GAP = 0.25
 MIN_QA_ID = 0.9

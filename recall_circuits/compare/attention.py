@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recall_circuits.data import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.results import Result, head_rows
 
@@ -188,10 +188,10 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     import plotly.graph_objects as go  # noqa: PLC0415
     from plotly.subplots import make_subplots  # noqa: PLC0415
 
-    from recall_circuits.artefacts import FIGURES_DIR, check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
-    from recall_circuits.data import load_dataset  # noqa: PLC0415
-    from recall_circuits.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.models import resolve_model  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import FIGURES_DIR, check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")

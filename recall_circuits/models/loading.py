@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from recall_circuits.artefacts import read_json
+from recall_circuits.runs.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models import offline_and_quiet, resolve_model
+from recall_circuits.models.registry import offline_and_quiet, resolve_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -144,7 +144,7 @@ def load_pair(base: str | os.PathLike[str], finetuned: str | os.PathLike[str], *
 
 
 def finetuned_base_name(ckpt: str | os.PathLike[str]) -> str | None:
-    """The base model recorded next to a checkpoint written by :mod:`recall_circuits.training`, if any."""
+    """The base model recorded next to a checkpoint written by :mod:`recall_circuits.training.loop`, if any."""
     import json  # noqa: PLC0415
 
     meta = Path(ckpt) / "recall_circuits_train.json"

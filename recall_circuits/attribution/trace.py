@@ -19,15 +19,15 @@ then reduced.
 
 A padded position costs a full forward and backward, so examples are packed: ``batch_size`` length-sorted examples
 per forward, up to ``pack`` of them to a row of at most ``row_tokens`` tokens (QA: 4 a row; BIO biographies of 60-70
-tokens: one) (:func:`~recall_circuits.data.pack_batch`), kept apart by a block-diagonal
+tokens: one) (:func:`~recall_circuits.data.bios.pack_batch`), kept apart by a block-diagonal
 causal mask and restarting ``position_ids``. Each example then computes exactly what it computes alone (checked on
 each call by :func:`packing_works`, with padded batches and a log line where it fails; on the tiny architectures and
 SmolLM2 the losses are bit-identical).
 ``pack=None`` falls back to padded batches, length-sorted and cut where padding would exceed ``max_padding`` of their
-real tokens (:func:`~recall_circuits.data.length_batches`). :func:`trace_gradients_loop` is the obviously-correct
+real tokens (:func:`~recall_circuits.data.bios.length_batches`). :func:`trace_gradients_loop` is the obviously-correct
 reference (one backward per example) used by the tests and the benchmark.
 
-Under ``torchrun`` (a process group of N processes, :mod:`recall_circuits.parallel`) each process traces every
+Under ``torchrun`` (a process group of N processes, :mod:`recall_circuits.training.parallel`) each process traces every
 N-th batch and the influence vectors are all-reduced, so every process returns the whole Δ (for ``abs_of_sum`` the
 signed sums are reduced before the absolute value).
 
@@ -54,11 +54,11 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.data.bios import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import ParamSpace
-from recall_circuits.loading import forget_graph
-from recall_circuits.parallel import world
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.loading import forget_graph
+from recall_circuits.training.parallel import world
 
 log = logging.getLogger(__name__)
 MODES = ("sum_abs", "abs_of_sum", "sq_sum")
@@ -116,7 +116,7 @@ class TraceResult:
     people: list[int] = field(default_factory=list)
 
     def shared(self, k: int) -> Tensor:
-        from recall_circuits.shared import shared_mask  # noqa: PLC0415
+        from recall_circuits.attribution.shared import shared_mask  # noqa: PLC0415
 
         return shared_mask(self.influence["bio"], self.influence["qa"], k)
 
@@ -125,7 +125,7 @@ class TraceResult:
         each of its query heads): columns ``layer``, ``head``, ``label``, ``shared``, sorted by ``shared``."""
         import pandas as pd  # noqa: PLC0415
 
-        from recall_circuits.heads import head_label  # noqa: PLC0415
+        from recall_circuits.models.params import head_label  # noqa: PLC0415
 
         grid = self.space.count_per_query_head(self.space.unflatten(self.shared(k).float()))
         rows = [(lay, h, head_label(lay, h), float(grid[lay, h])) for lay in range(grid.shape[0])
@@ -144,7 +144,7 @@ class TraceResult:
 
         from safetensors.torch import save_file  # noqa: PLC0415
 
-        from recall_circuits.artefacts import write_json  # noqa: PLC0415
+        from recall_circuits.runs.artefacts import write_json  # noqa: PLC0415
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ class TraceResult:
 
         from safetensors.torch import load_file  # noqa: PLC0415
 
-        from recall_circuits.artefacts import read_json  # noqa: PLC0415
+        from recall_circuits.runs.artefacts import read_json  # noqa: PLC0415
 
         out = Path(out)
         meta = read_json(out / "trace.json")
@@ -236,7 +236,7 @@ def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor, *
     """Per-example mean loss computing logits only where a label is predicted: the forward stops at ``ln_final``
     and the unembedding runs on the predicting positions alone (for QA a quarter of the positions; the
     unembedding of a 49k vocabulary is a large part of a small model's cost). Equal to
-    ``per_example_loss(model(ids), labels)``. For packed rows (:func:`~recall_circuits.data.pack_batch`) pass the
+    ``per_example_loss(model(ids), labels)``. For packed rows (:func:`~recall_circuits.data.bios.pack_batch`) pass the
     4D ``mask``, ``position_ids`` and ``segment`` (the example of each position) and ``n_items``: the result is
     then per packed example."""
     box: dict[str, Tensor] = {}
@@ -270,7 +270,7 @@ def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor, *
 
 
 def packing_works(model: Any, items: list[dict[str, list[int]]], pad_id: int) -> bool:
-    """Whether ``model`` gives packed examples (:func:`~recall_circuits.data.pack_batch`, 4D mask and
+    """Whether ``model`` gives packed examples (:func:`~recall_circuits.data.bios.pack_batch`, 4D mask and
     ``position_ids``) the losses they get alone, checked on up to three examples. Some decoders that
     TransformerBridge supports ignore a 4D mask or restart no positions; the trace then pads instead."""
     items = items[:3]
@@ -366,9 +366,9 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
     """Δ(θ) over ``examples`` for every entry of ``space`` (flat, float32 or float64), in batched backwards of
     ``batch_size`` length-sorted examples packed up to ``pack`` to a row, fewer where a row would pass ``row_tokens``
     (attention over a packed row costs its length squared); with ``pack=None``, padded batches of at most
-    ``batch_size``, cut where padding would exceed ``max_padding`` (:func:`~recall_circuits.data.length_batches`).
+    ``batch_size``, cut where padding would exceed ``max_padding`` (:func:`~recall_circuits.data.bios.length_batches`).
 
-    In a process group (``torchrun``; :mod:`recall_circuits.parallel`) and with ``distributed``, every process
+    In a process group (``torchrun``; :mod:`recall_circuits.training.parallel`) and with ``distributed``, every process
     takes every world-th batch and the sums are all-reduced: each process returns the whole Δ. Every process must
     call with the same examples and model."""
     if mode not in MODES:

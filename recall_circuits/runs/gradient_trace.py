@@ -13,15 +13,15 @@ from typing import Any
 import torch
 import torch.distributed
 
-from recall_circuits.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run
-from recall_circuits.data import load_dataset
+from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run
+from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.heads import ParamSpace
-from recall_circuits.loading import load_pair
-from recall_circuits.parallel import collective_device, process_group, world
-from recall_circuits.restore import load_mask, restore_ablation, save_mask
-from recall_circuits.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
-from recall_circuits.trace import TraceConfig, trace
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.loading import load_pair
+from recall_circuits.training.parallel import collective_device, process_group, world
+from recall_circuits.interventions.restore import load_mask, restore_ablation, save_mask
+from recall_circuits.attribution.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
+from recall_circuits.attribution.trace import TraceConfig, trace
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run_gradient_trace(cfg: TraceRunConfig, *, overwrite: bool = False, verbose:
 
 
 def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] | None:
-    from recall_circuits.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
+    from recall_circuits.runs.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
 
     rank, n_proc = world()
     check_run_dir(cfg.out, overwrite=overwrite)

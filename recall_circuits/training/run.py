@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from recall_circuits.artefacts import read_json, write_json
-from recall_circuits.data import load_dataset
-from recall_circuits.evaluation import evaluate
-from recall_circuits.parallel import is_main, process_group
-from recall_circuits.training import TRAIN_META, TrainConfig, train
+from recall_circuits.runs.artefacts import read_json, write_json
+from recall_circuits.data.bios import load_dataset
+from recall_circuits.training.evaluation import evaluate
+from recall_circuits.training.parallel import is_main, process_group
+from recall_circuits.training.loop import TRAIN_META, TrainConfig, train
 
 RESULTS_FILE = "results.json"
 
@@ -22,15 +22,15 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
                  verbose: bool = True) -> dict[str, Any] | None:
     """Train with ``cfg_dict`` (TrainConfig fields), evaluate the final model (and two-stage's after-BIO model)
     and write ``results.json``. Returns the results on rank 0, None elsewhere."""
-    from recall_circuits.loading import load_hf  # noqa: PLC0415
+    from recall_circuits.models.loading import load_hf  # noqa: PLC0415
 
     cfg = TrainConfig(**cfg_dict)
     with process_group():
         out = Path(cfg.out)
         if resume and (out / RESULTS_FILE).is_file():
-            from recall_circuits.artefacts import check_same  # noqa: PLC0415
-            from recall_circuits.models import resolve_model  # noqa: PLC0415
-            from recall_circuits.training import train_identity  # noqa: PLC0415
+            from recall_circuits.runs.artefacts import check_same  # noqa: PLC0415
+            from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
+            from recall_circuits.training.loop import train_identity  # noqa: PLC0415
 
             check_same(read_json(out / TRAIN_META).get("identity"), train_identity(cfg, resolve_model(cfg.model)), out)
             return read_json(out / RESULTS_FILE)

@@ -77,7 +77,7 @@ def check_same(recorded: dict[str, Any] | None, current: dict[str, Any], where: 
 
 def _git_hash() -> str | None:
     try:
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

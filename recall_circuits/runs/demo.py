@@ -7,7 +7,7 @@ in ``$RECALL_CIRCUITS_CACHE/demo-tiny`` so later notebooks reuse them).
 
 Example::
 
-    from recall_circuits.demo import demo_run
+    from recall_circuits.runs.demo import demo_run
     run = demo_run()
     run.base, run.mixed, run.two_stage, run.data
 """
@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recall_circuits.artefacts import read_json
+from recall_circuits.runs.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
 
 ENV = "RECALL_CIRCUITS_DEMO_RUN"
@@ -53,7 +53,7 @@ def _complete(root: Path) -> bool:
 
 def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
     """The reproduction the notebooks analyse (see the module docstring)."""
-    from recall_circuits.presets import TRAIN_PRESETS  # noqa: PLC0415
+    from recall_circuits.training.presets import TRAIN_PRESETS  # noqa: PLC0415
 
     given = root or os.environ.get(ENV)
     if given:
@@ -65,10 +65,10 @@ def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
 
         base = read_json(r / "mixed" / "results.json")["config"]["model"]
         return DemoRun(r, base, "default")
-    from recall_circuits.data import DataConfig, generate, write_dataset  # noqa: PLC0415
-    from recall_circuits.finetune_run import run_finetune  # noqa: PLC0415
-    from recall_circuits.models import cache_dir  # noqa: PLC0415
-    from recall_circuits.presets import DATA_PRESETS  # noqa: PLC0415
+    from recall_circuits.data.bios import DataConfig, generate, write_dataset  # noqa: PLC0415
+    from recall_circuits.training.run import run_finetune  # noqa: PLC0415
+    from recall_circuits.models.registry import cache_dir  # noqa: PLC0415
+    from recall_circuits.training.presets import DATA_PRESETS  # noqa: PLC0415
 
     r = cache_dir() / "demo-tiny"
     if not (r / "data" / "manifest.json").is_file():

@@ -1,0 +1,11 @@
+"""Training: the two recipes (two-stage and mixed), their presets, and how the fine-tuned models are scored.
+
+- :mod:`~recall_circuits.training.loop`: ``TrainConfig`` and ``train`` (Hugging Face models saved as safetensors,
+  checkpoints and resume, snapshots, ``torchrun`` DDP / FSDP).
+- :mod:`~recall_circuits.training.presets`: the named data and training presets (``tiny``, ``cpu``, GPU ones).
+- :mod:`~recall_circuits.training.evaluation`: ``evaluate`` (an ``Evaluation``: QA exact match ID / OOD, BIO
+  recall) and ``answer_logprob``.
+- :mod:`~recall_circuits.training.intervals`: bootstrap intervals over people for accuracies and the gap.
+- :mod:`~recall_circuits.training.parallel`: the process group under ``torchrun``.
+- :mod:`~recall_circuits.training.run`: fine-tune, evaluate and write ``results.json`` (``analyses/finetune.py``).
+"""
