@@ -110,7 +110,7 @@ def _synthetic(mixed_ood, learned=True):
 
 
 def test_verdicts_need_their_premises():
-    from recall_circuits.runs.pipeline import summarise
+    from recall_circuits.runs.verdicts import summarise
 
     runs, traces, cons = _synthetic(0.5)
     verdicts = {d["name"]: d["verdict"] for d in summarise(runs, [], traces, cons)["directions"]}
