@@ -198,7 +198,7 @@ def generate(cfg: DataConfig) -> Dataset:
     bio = [_bio_text(cfg, p, rng, c, P) for c in range(cfg.multi) for p in people]
     qa = [_qa_example(p, a, P) for p in people for a in cfg.attributes]
     manifest = {
-        "generator": "recall_circuits.data.bios", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
+        "generator": "recall_circuits.data", "generator_version": pools.GENERATOR_VERSION, "config": cfg.to_dict(),
         "seed": cfg.seed, "counts": {
             "people": len(people), "people_id": sum(p["split"] == "id" for p in people),
             "people_ood": sum(p["split"] == "ood" for p in people), "bio": len(bio), "qa": len(qa),
