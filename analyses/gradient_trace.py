@@ -4,7 +4,8 @@
         --data runs/reproduce/data --out runs/trace/mixed
 
 Writes OUT/config.json, OUT/result.safetensors (shared-set indices, top-k indices, per-head and per-neuron
-tables), OUT/summary.json (k, shared_fraction, chance_fraction, curve, top10pct_head_share, ablation) and
+tables), OUT/summary.json (k, shared_fraction, chance_fraction, curve, the pretrained model's curve_pretrained and
+shared_fraction_pretrained, top10pct_head_share, ablation) and
 OUT/figures/{shared_curve,head_heatmap}.html. Under ``torchrun --nproc_per_node N`` the N processes share the
 trace's examples (gloo on CPU, NCCL on GPUs); the first writes the run directory and runs the ablation.
 """
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pack", type=int, default=4, help="examples per packed row (0: padded batches)")
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                     help="restore the shared set (and random sets) to pretrained values and evaluate")
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="also trace the pretrained model: its |S_k|/k is the curve a fine-tuned one is read against")
     ap.add_argument("--n-random", type=int, default=1, help="random sets of the same size restored as controls")
     ap.add_argument("--eval-people", type=int, help="people scored in the ablation (default: all)")
     ap.add_argument("--restore-mask", nargs="+", default=[], metavar="FILE", help="mask files to restore too")
@@ -56,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
                        scale=args.scale, batch_size=args.batch_size,
                        pack=args.pack or None)
     cfg = TraceRunConfig(base=args.base, finetuned=args.finetuned, data=args.data, out=args.out, trace=tcfg, k=args.k,
-                         k_frac=args.k_frac, ablation=args.ablation, n_random=args.n_random,
+                         k_frac=args.k_frac, ablation=args.ablation, baseline=args.baseline, n_random=args.n_random,
                          max_eval_people=args.eval_people, save_influence=args.save_influence,
                          restore_masks=tuple(args.restore_mask),
                          device=args.device, dtype=args.dtype)

@@ -43,9 +43,11 @@ def test_quick_reproduction(tmp_path):
         assert d["premise_holds"] is False and d["reproduced"] is None and d["verdict"] == "undecided"
     sf = summary["directions"][1]["measured"]
     assert sf["mixed"] == summary["traces"]["mixed"]["shared_fraction"]
+    assert sf["pretrained"] == summary["traces"]["mixed"]["shared_fraction_pretrained"] > sf["chance"]
     assert set(summary["traces"]["mixed"]["ablation"]) >= {"none", "shared", "random0", "random1"}
     doc = (out / "report.html").read_text()
     assert "<h2>The paper's five directions" in doc and "plotly" in doc.lower() and "Restore ablation" in doc
+    assert "pretrained (no fine-tuning)" in doc     # the shared-set curve's baseline
     assert "class='banner'><b>Undecided.</b>" in doc and doc.count("<td>undecided</td>") == 5
     assert doc.count("Shared Size per head") == 2 and "<h2>Grafting" in doc
     assert "<h2>Consistency" in doc and "<h2>Head ablation" in doc and "circuitsvis: mixed" in doc

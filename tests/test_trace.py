@@ -312,3 +312,18 @@ def test_trace_result_round_trips_and_its_head_table(bridges, tmp_path):
     assert again.per_head(k).equals(table)
     with pytest.raises(RecallCircuitsError, match="another parameter layout"):
         TraceResult.load(tmp_path / "t", bridges["tiny-gpt2"])
+
+
+def test_chance_is_not_the_null_of_the_shared_set(bridges):
+    """Measured, and the reason the trace run also traces the pretrained model: with no fine-tuning at all (random
+    tiny models, so no QA training either) the BIO and QA top-k sets overlap far above k/P, because both losses run
+    through the same weights on the same kind of text. A fine-tuned curve is read against the pretrained one."""
+    for arch in ("tiny-gpt2", "tiny-llama"):
+        res = trace(bridges[arch], DS, TraceConfig(n_people=4))
+        P = res.influence["bio"].numel()
+        curve = shared_curve(res.influence["bio"], res.influence["qa"], [P // 1000, P // 100])
+        assert all(f > 5 * c for f, c in zip(curve.shared_fraction, curve.chance_fraction)), (arch, curve)
+        # and independent random influences do sit at chance: the comparison itself is sound
+        g = torch.Generator().manual_seed(0)
+        rand = shared_curve(torch.rand(P, generator=g), torch.rand(P, generator=g), [P // 100])
+        assert abs(rand.shared_fraction[0] - rand.chance_fraction[0]) < 0.01

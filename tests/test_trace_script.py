@@ -35,6 +35,15 @@ def test_gradient_trace_run_directory(trained, tiny_dirs, tiny_data, tmp_path):
     for cond in s["ablation"].values():
         assert {"qa_id_acc", "qa_ood_acc"} <= set(cond)
     assert s["ablation"]["shared"]["n_restored"] == s["ablation"]["random0"]["n_restored"] == s["shared_size"]
+    # the pretrained baseline is the same trace of the base model
+    import recall_circuits as rc
+
+    from recall_circuits.attribution.shared import shared_curve
+
+    pre = rc.cross_task_trace(rc.load_bridge(str(tiny_dirs["tiny-llama"])), rc.load_dataset(tiny_data),
+                              rc.TraceConfig(n_people=4))
+    assert s["curve_pretrained"] == shared_curve(pre.influence["bio"], pre.influence["qa"], s["curve"]["k"]).to_dict()
+    assert s["shared_fraction_pretrained"] == s["curve_pretrained"]["shared_fraction"][s["curve"]["k"].index(s["k"])]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["trace"]["n_people"] == 4 and cfg["checkpoints"]["finetuned"]["files"]
     for fig in ("shared_curve", "head_heatmap"):
@@ -46,6 +55,10 @@ def test_gradient_trace_run_directory(trained, tiny_dirs, tiny_data, tmp_path):
                  "--restore-mask", str(out / "shared_mask.safetensors")]) == 0
     s2 = json.loads((out2 / "summary.json").read_text())
     assert s2["ablation"]["file:shared_mask.safetensors"] == s2["ablation"]["shared"]
+    out3 = tmp_path / "run3"
+    assert main([*argv[:-3], "--out", str(out3), "--people", "4", "--no-progress", "--no-ablation",
+                 "--no-baseline"]) == 0
+    assert "curve_pretrained" not in json.loads((out3 / "summary.json").read_text())
     assert main(argv) == 2  # existing run directory
 
 

@@ -24,6 +24,7 @@ from recall_circuits.attribution.shared import head_stats, log_grid, random_like
 from recall_circuits.attribution.trace import TraceConfig, trace
 
 log = logging.getLogger(__name__)
+PRETRAINED_LABEL = "pretrained (no fine-tuning)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,9 @@ class TraceRunConfig:
     max_eval_people: int | None = None
     save_influence: bool = False
     restore_masks: tuple[str, ...] = ()  # extra mask files to restore in the ablation
+    # also trace the pretrained model: its |S_k|/k, not k/P, is what a fine-tuned curve is read against (two losses on
+    # the same text share much of their gradient structure before any fine-tuning)
+    baseline: bool = True
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -91,11 +95,17 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     t0 = time.time()
     res = trace(pair.finetuned, ds, cfg.trace, base=pair.base, verbose=verbose)
     t_trace = time.time() - t0
+    pre = None
+    if cfg.baseline and cfg.trace.scale == "movement":
+        log.info("no pretrained baseline: under scale='movement' the pretrained model's influence is zero")
+    elif cfg.baseline:          # every process takes part, as in the trace above
+        pre = trace(pair.base, ds, cfg.trace, verbose=verbose)
     if rank != 0:
         return None
     bio, qa = res.influence["bio"], res.influence["qa"]
     ks = sorted(set(log_grid(space.P)) | {k})
     curve = shared_curve(bio, qa, ks)
+    curve_pre = None if pre is None else shared_curve(pre.influence["bio"], pre.influence["qa"], ks)
     top_bio, top_qa = top_k_mask(bio, k), top_k_mask(qa, k)
     S = top_bio & top_qa
     stats = head_stats(space, S)
@@ -108,6 +118,9 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
         "n_examples": res.n_examples, "people": res.people, "trace_s": t_trace, "trace_processes": n_proc,
         "top_heads": _top_heads(stats.per_head, 10),
     }
+    if curve_pre is not None:
+        summary["curve_pretrained"] = curve_pre.to_dict()
+        summary["shared_fraction_pretrained"] = curve_pre.shared_fraction[ks.index(k)]
     tensors = {"shared_idx": S.nonzero().squeeze(1), "bio_topk_idx": top_bio.nonzero().squeeze(1),
                "qa_topk_idx": top_qa.nonzero().squeeze(1), "shared_per_head": stats.per_head,
                **{f"shared_per_head_{c}": v for c, v in stats.per_component.items()}}
@@ -129,11 +142,13 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     save_tensors(out, tensors)
     save_mask(str(out / "shared_mask.safetensors"), S)
     save_summary(out, summary)
-    save_figure(out, shared_curve_figure({Path(cfg.finetuned).name: curve}), "shared_curve")
+    curves = {Path(cfg.finetuned).name: curve, **({PRETRAINED_LABEL: curve_pre} if curve_pre is not None else {})}
+    save_figure(out, shared_curve_figure(curves), "shared_curve")
     save_figure(out, head_heatmap(stats.per_head, f"Shared Size per head (k={k})", "shared entries"),
                 "head_heatmap")
-    log.info("shared fraction at k=%d: %.4f (chance %.2e); top-10%% head share %.3f", k, summary["shared_fraction"],
-             summary["chance_fraction"], summary["top10pct_head_share"])
+    log.info("shared fraction at k=%d: %.4f (pretrained %s, chance %.2e); top-10%% head share %.3f", k,
+             summary["shared_fraction"], summary.get("shared_fraction_pretrained"), summary["chance_fraction"],
+             summary["top10pct_head_share"])
     return summary
 
 
