@@ -6,6 +6,7 @@ import json
 import pytest
 
 from analyses.reproduce import main as reproduce_main
+from recall_circuits.runs.artefacts import code_identity
 
 
 def _interrupt_after(monkeypatch, n_calls):
@@ -52,6 +53,14 @@ def test_quick_run_interrupted_resumes_and_refuses_changed_inputs(tmp_path, monk
     assert reproduce_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "attention was computed from a different models.mixed.sha256" in err[0]
+
+    # a stage computed by another version of the library's code: refused, naming it
+    good = json.loads((out / "attention" / "identity.json").read_text())
+    assert good["code"] == code_identity()
+    (out / "attention" / "identity.json").write_text(json.dumps(good | {"code": "0" * 64}))
+    assert reproduce_main(argv) == 2
+    assert "attention was computed from a different code" in capsys.readouterr().err
+    (out / "attention" / "identity.json").write_text(json.dumps(good))
 
     # a truncated summary inside a stage: one line naming the file
     (out / "attention" / "identity.json").write_text(json.dumps(ident | {"models": json.loads(
@@ -112,3 +121,18 @@ def test_a_run_directory_of_an_interrupted_run_is_redone_not_refused(tmp_path):
     (tmp_path / "b" / "notes.txt").write_text("x")
     with pytest.raises(RecallCircuitsError, match="not a run directory"):
         check_run_dir(tmp_path / "b")
+
+
+def test_code_identity_follows_the_library_source_only(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    first = code_identity(pkg)
+    (pkg / "README.md").write_text("docs do not count")
+    assert code_identity(pkg) == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert code_identity(pkg) != first
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "sub" / "b.py").rename(pkg / "b.py")            # the same bytes elsewhere is other code
+    assert code_identity(pkg) != first

@@ -75,6 +75,16 @@ def check_same(recorded: dict[str, Any] | None, current: dict[str, Any], where: 
                                   "now): pass --overwrite to recompute it, or choose another --out")
 
 
+def code_identity(root: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 over the library's source files (their paths inside the package ``root``, by default this one, and
+    their bytes): the code an analysis stage was computed with. Documentation, tests and scripts do not change it."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _git_hash() -> str | None:
     try:
         root = Path(__file__).resolve().parents[2]
@@ -111,7 +121,7 @@ def start_run(out: str | os.PathLike[str], config: dict[str, Any], *, overwrite:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"schema_version": SCHEMA_VERSION, "config": config,
             "versions": {p: _version(p) for p in ("recall_circuits", "transformer-lens", "torch", "transformers")},
-            "git": _git_hash(),
+            "git": _git_hash(), "code": code_identity(),
             "checkpoints": {k: checkpoint_identity(v) for k, v in (checkpoints or {}).items()}}
     write_json(out / CONFIG_FILE, meta, indent=2, sort_keys=True, default=str)
     return out

@@ -23,7 +23,7 @@ from typing import Any
 
 from recall_circuits.data.bios import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.artefacts import check_same, model_identity, read_json, write_json
+from recall_circuits.runs.artefacts import check_same, code_identity, model_identity, read_json, write_json
 from recall_circuits.runs.report import write_report
 from recall_circuits.runs.verdicts import headline, summarise
 from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
@@ -97,6 +97,7 @@ class _Ctx:
     device: str = "cpu"
     dtype: str = "float32"
     _ids: dict[str, Any] = field(default_factory=dict)
+    code: str = field(default_factory=code_identity)    # the library's source: analyses are redone when it changes
 
     def model(self, name_or_dir: str | Path) -> dict[str, Any]:
         from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
@@ -110,7 +111,7 @@ class _Ctx:
                  ) -> dict[str, Any]:
         return {"models": {k: self.model(v) for k, v in models.items()}, "data": data_identity(self.data),
                 "upstream": {p.name: read_json(p / IDENTITY_FILE) for p in upstream},
-                "options": {"quick": self.quick, "dtype": self.dtype, **options}}
+                "options": {"quick": self.quick, "dtype": self.dtype, **options}, "code": self.code}
 
     def stage(self, out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any]
               ) -> dict[str, Any]:
