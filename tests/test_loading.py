@@ -66,3 +66,22 @@ def test_no_network_anywhere(no_network, tiny_dirs, tiny_data):
     with pytest.raises(Exception, match="network access attempted"):
         socket.create_connection(("127.0.0.1", 9))
     no_network.clear()
+
+
+def test_gradients_for_restores_the_model_even_on_an_error(bridges):
+    from recall_circuits.models.loading import gradients_for
+
+    model = bridges["tiny-llama"]
+    first = next(model.parameters())
+    first.requires_grad_(True)                       # a state of the caller's, kept through the block
+    before = [p.requires_grad for p in model.parameters()]
+    chosen = [p for p in model.parameters()][1:3]
+    with pytest.raises(ZeroDivisionError):
+        with gradients_for(model, chosen):
+            assert [p.requires_grad for p in model.parameters()] == [any(p is c for c in chosen)
+                                                                      for p in model.parameters()]
+            model(torch.tensor([[1, 2, 3]])).sum().backward()
+            assert all(p.grad is not None for p in chosen)
+            1 / 0
+    assert [p.requires_grad for p in model.parameters()] == before and all(p.grad is None for p in chosen)
+    first.requires_grad_(False)

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from recall_circuits.data.bios import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
-from recall_circuits.models.loading import forget_graph
+from recall_circuits.models.loading import forget_graph, gradients_for
 from recall_circuits.training.parallel import world
 
 log = logging.getLogger(__name__)
@@ -535,13 +535,8 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
         raise RecallCircuitsError("empty example set")
     params = space.params(model)
     dtype = _acc_dtype(model)
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
     acc = {k: torch.zeros(p.shape, dtype=dtype) for k, p in params.items()}
-    try:
+    with gradients_for(model, params.values()):
         for ex in examples:
             ids, labels, _ = pad_batch([ex], 0)
             for p in params.values():
@@ -550,12 +545,6 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
             for k, p in params.items():
                 g = p.grad.to(dtype)
                 acc[k] += g.abs() if mode == "sum_abs" else (g.square() if mode == "sq_sum" else g)
-    finally:
-        forget_graph(model)
-        for p in params.values():
-            p.grad = None
-        for p, r in saved:
-            p.requires_grad_(r)
     if mode == "abs_of_sum":
         acc = {k: v.abs() for k, v in acc.items()}
     return space.flatten(acc)

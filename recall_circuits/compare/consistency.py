@@ -34,7 +34,7 @@ from recall_circuits.compare.attention import aligned_pairs
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
-from recall_circuits.models.loading import forget_graph
+from recall_circuits.models.loading import forget_graph, gradients_for
 from recall_circuits.results import Result
 from recall_circuits.attribution.trace import per_example_loss
 
@@ -129,13 +129,8 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
     """Mean cosine of ∇L_BIO and ∇L_QA per (person, attribute), overall and per layer·module."""
     space = ParamSpace(model, include=include)
     params = space.params(model)
-    saved = [(p, p.requires_grad) for p in model.parameters()]
     cos_all, per_mod = [], {}
-    try:
-        for p, _ in saved:
-            p.requires_grad_(False)
-        for p in params.values():
-            p.requires_grad_(True)
+    with gradients_for(model, params.values()):
         for bio, qa, _ in _pair_examples(model.tokenizer, dataset, people):
             gb, gq = _grad(model, space, params, bio), _grad(model, space, params, qa)
             cos_all.append(float(torch.nn.functional.cosine_similarity(gb, gq, dim=0)))
@@ -146,12 +141,6 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
                 acc[0] += float((gb[sl] * gq[sl]).sum())
                 acc[1] += float(gb[sl].square().sum())
                 acc[2] += float(gq[sl].square().sum())
-    finally:
-        forget_graph(model)
-        for p in params.values():
-            p.grad = None
-        for p, r in saved:
-            p.requires_grad_(r)
     n_pairs = len(cos_all)
     per_module = {}
     for k, (dot, nb, nq) in per_mod.items():

@@ -34,7 +34,7 @@ from recall_circuits.data.bios import Dataset, pad_batch, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.training.evaluation import evaluate_qa
 from recall_circuits.models.params import ParamSpace
-from recall_circuits.models.loading import forget_graph
+from recall_circuits.models.loading import gradients_for
 from recall_circuits.results import Result, equal_values
 from recall_circuits.attribution.shared import top_k_mask
 from recall_circuits.attribution.trace import per_example_loss
@@ -165,7 +165,6 @@ def graft(ft: Any, base: Any, dataset: Dataset, cfg: GraftConfig = GraftConfig()
     rng = random.Random(cfg.seed)
     saved = ft_flat.clone()
     params = space.params(ft)
-    grad_state = [(p, p.requires_grad) for p in ft.parameters()]
 
     def score(gamma: Tensor) -> float:
         with grafted(ft, space, pre, diff, gamma):
@@ -175,34 +174,26 @@ def graft(ft: Any, base: Any, dataset: Dataset, cfg: GraftConfig = GraftConfig()
     best = {"val_acc": score(best_mask), "size": int(best_mask.sum()), "step": 0}
     history = [dict(best)]
     try:
-        for p, _ in grad_state:
-            p.requires_grad_(False)
-        for p in params.values():
-            p.requires_grad_(True)
-        for step in tqdm(range(1, cfg.steps + 1), disable=not verbose, desc="graft"):
-            gamma = torch.sigmoid(s_param.detach())
-            _write(space, ft, pre + gamma * diff)
-            batch = rng.sample(train_t, min(cfg.batch_size, len(train_t)))
-            ids, labels, mask = pad_batch(batch, pad)
-            for p in params.values():
-                p.grad = None
-            per_example_loss(ft(ids, attention_mask=mask), labels).mean().backward()
-            g = space.flatten({k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in params.items()})
-            dsig = gamma * (1 - gamma)
-            s_param.grad = (g.float() * diff + cfg.sparsity / space.P) * dsig
-            opt.step()
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                rounded = (s_param.detach() > 0).clone()
-                acc = score(rounded)
-                history.append({"step": step, "val_acc": acc, "size": int(rounded.sum())})
-                if acc > best["val_acc"] or (acc == best["val_acc"] and int(rounded.sum()) < best["size"]):
-                    best_mask, best = rounded, {"val_acc": acc, "size": int(rounded.sum()), "step": step}
+        with gradients_for(ft, params.values()):
+            for step in tqdm(range(1, cfg.steps + 1), disable=not verbose, desc="graft"):
+                gamma = torch.sigmoid(s_param.detach())
+                _write(space, ft, pre + gamma * diff)
+                batch = rng.sample(train_t, min(cfg.batch_size, len(train_t)))
+                ids, labels, mask = pad_batch(batch, pad)
+                for p in params.values():
+                    p.grad = None
+                per_example_loss(ft(ids, attention_mask=mask), labels).mean().backward()
+                g = space.flatten({k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in params.items()})
+                dsig = gamma * (1 - gamma)
+                s_param.grad = (g.float() * diff + cfg.sparsity / space.P) * dsig
+                opt.step()
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    rounded = (s_param.detach() > 0).clone()
+                    acc = score(rounded)
+                    history.append({"step": step, "val_acc": acc, "size": int(rounded.sum())})
+                    if acc > best["val_acc"] or (acc == best["val_acc"] and int(rounded.sum()) < best["size"]):
+                        best_mask, best = rounded, {"val_acc": acc, "size": int(rounded.sum()), "step": step}
     finally:
-        forget_graph(ft)
-        for p in params.values():
-            p.grad = None
-        for p, r in grad_state:
-            p.requires_grad_(r)
         _write(space, ft, saved)
     return GraftResult(best_mask, space, int(best_mask.sum()) / space.P, best["val_acc"], history)
 

@@ -11,7 +11,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,26 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 
 # attributes where TransformerLens's attention bridges keep the last forward's attention (None when built)
 _KEPT_ACTIVATIONS = ("_pattern", "_attn_scores")
+
+
+@contextlib.contextmanager
+def gradients_for(model: Any, params: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within the block exactly ``params`` of ``model`` require gradients; on leaving it (also on an error) every
+    parameter's ``requires_grad`` is what it was, the ``params``' ``.grad`` is None and :func:`forget_graph` has run."""
+    params = list(params)
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        forget_graph(model)
+        for p in params:
+            p.grad = None
+        for p, r in saved:
+            p.requires_grad_(r)
 
 
 def forget_graph(model: Any) -> None:
