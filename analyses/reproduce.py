@@ -3,6 +3,7 @@
     python analyses/reproduce.py --out runs/reproduce            # SmolLM2-135M, cpu preset (see README for time)
     python analyses/reproduce.py --quick --out /tmp/repro        # tiny-llama, same pipeline
     python analyses/reproduce.py --out runs/reproduce --sensitivity   # + the QA-phase learning-rate table
+    python analyses/reproduce.py --out runs/reproduce --report-only   # the summary and report again, nothing computed
 
 Every stage is cached in OUT and skipped when complete: rerun the same command to resume after an interruption.
 Writes OUT/summary.json and OUT/report.html.
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", help="override the preset's model (registry name or checkpoint directory)")
     ap.add_argument("--overwrite", action="store_true",
                     help="compute again the stages whose inputs (model, data, options) changed, instead of refusing")
+    ap.add_argument("--report-only", action="store_true",
+                    help="compute nothing: write summary.json and report.html again from OUT's finished stages "
+                         "(stages computed from other inputs, e.g. another library version, are named in the report)")
     add_device_args(ap)
     add_progress_arg(ap)
     return ap
@@ -40,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
 
     summary = reproduce(args.out, quick=args.quick, sensitivity=args.sensitivity, model=args.model,
                         verbose=args.progress, overwrite=args.overwrite, device=args.device,
-                        dtype=args.dtype)
+                        dtype=args.dtype, report_only=args.report_only)
     for d in summary["directions"]:
         log.info("%-18s %s", d["name"], d["verdict"])
     log.info("wrote %s/summary.json and %s/report.html", args.out, args.out)

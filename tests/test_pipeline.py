@@ -41,22 +41,33 @@ def test_quick_reproduction(tmp_path):
         assert isinstance(d["rule_outcome"], bool) and "rule" in d["measured"]  # the rule ran on this run's numbers
         # the tiny models learn nothing in a few steps: no direction can be decided on them
         assert d["premise_holds"] is False and d["reproduced"] is None and d["verdict"] == "undecided"
+    # every headline accuracy and the gap carry their bootstrap interval over people, from the runs' own tables
+    from recall_circuits.training.intervals import accuracy_interval, gap_interval
+
+    res = {s: json.loads((out / s / "results.json").read_text()) for s in ("mixed", "two-stage")}
+    iv = accuracy_interval(res["mixed"]["qa_ood_per_person"])
+    assert summary["runs"]["mixed"]["ci95"]["qa_ood_acc"] == [iv.low, iv.high]
+    assert set(summary["runs"]["two-stage"]["after_bio"]["ci95"]) == {"qa_id_acc", "qa_ood_acc", "bio_recall_id",
+                                                                     "bio_recall_ood"}
+    iv = gap_interval(res["mixed"]["qa_ood_per_person"], res["two-stage"]["qa_ood_per_person"])
+    assert gap["measured"]["gap_ci95"] == [iv.low, iv.high]
     sf = summary["directions"][1]["measured"]
     assert sf["mixed"] == summary["traces"]["mixed"]["shared_fraction"]
     assert sf["pretrained"] == summary["traces"]["mixed"]["shared_fraction_pretrained"] > sf["chance"]
     assert set(summary["traces"]["mixed"]["ablation"]) >= {"none", "shared", "random0", "random1"}
     doc = (out / "report.html").read_text()
-    assert "<h2>The paper's five directions" in doc and "plotly" in doc.lower() and "Restore ablation" in doc
+    assert doc.count("<section><h2>") == 5 and "plotly" in doc.lower() and "Restore ablation" in doc
     assert "pretrained (no fine-tuning)" in doc     # the shared-set curve's baseline
-    assert "class='banner'><b>Undecided.</b>" in doc and doc.count("<td>undecided</td>") == 5
-    assert doc.count("Shared Size per head") == 2 and "<h2>Grafting" in doc
-    assert "<h2>Consistency" in doc and "<h2>Head ablation" in doc and "circuitsvis: mixed" in doc
+    assert "class='banner'><b>Undecided.</b>" in doc
+    assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5
+    assert doc.count("Shared Size per head") == 2 and "<h3>Grafting" in doc
+    assert "Restoring whole heads" in doc and "random rankings (3), min" in doc and "circuitsvis: mixed" in doc
     assert set(summary["attention"]) == {"mixed", "two-stage", "pretrained"}
     assert {"shared_size", "grafted_size", "attribution", "random0"} <= set(summary["head_curves"]["mixed"])
     assert "Linear probe" in doc and "along training" in doc
     assert [p["step"] for p in summary["gradient_consistency_along"]["mixed"]][-1] == \
         json.loads((out / "mixed" / "recall_circuits_train.json").read_text())["steps"]
-    assert "<h2>Activation patching" in doc and "Single-head restores" in doc
+    assert "<h3>Activation patching" in doc and "Single-head restores" in doc
     # circuitsvis's bundle once, a render call per view (three models, BIO and QA each); plotly.js once
     assert doc.count("var CircuitsVis=") == 1 and doc.count("CircuitsVis.render(") == 6
     assert doc.count("plotly.js v") == 1 and len(doc.encode()) < 8_000_000
@@ -123,3 +134,25 @@ def test_verdicts_need_their_premises():
     runs, traces, cons = _synthetic(0.5, learned=False)
     ds = summarise(runs, [], traces, cons)["directions"]
     assert {d["verdict"] for d in ds} == {"undecided"} and all(d["reproduced"] is None for d in ds)
+
+
+def test_report_states_each_verdict_and_why(tmp_path):
+    """The report's sections say, in words, what the rules and premises decided: all reproduced (no banner); a gap
+    missing (the mechanism directions undecided for want of a gap); nothing learned (the banner, all undecided)."""
+    from recall_circuits.runs.report import write_report
+    from recall_circuits.runs.verdicts import summarise
+
+    def render(mixed_ood, learned=True):
+        runs, traces, cons = _synthetic(mixed_ood, learned)
+        write_report(tmp_path / "r.html", summarise(runs, [], traces, cons))
+        return (tmp_path / "r.html").read_text()
+
+    doc = render(0.5)
+    assert doc.count("<b class='yes'>Reproduced</b>. <b>Here:</b>") == 5 and "class='banner'" not in doc
+    assert "a gap of 0.480" in doc and "Mix-tuned" in doc and doc.count("<section><h2>") == 5
+    doc = render(0.05)
+    assert doc.count("<b class='no'>Not reproduced</b>. <b>Here:</b>") == 1 and "class='banner'" in doc
+    assert doc.count("<b class='undecided'>Undecided</b>: there is no QA-OOD gap for it to explain") == 4
+    doc = render(0.5, learned=False)
+    assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5 and "class='banner'" in doc
+    assert "Reproduced</b>." not in doc

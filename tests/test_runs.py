@@ -60,11 +60,25 @@ def test_quick_run_interrupted_resumes_and_refuses_changed_inputs(tmp_path, monk
     (out / "attention" / "identity.json").write_text(json.dumps(good | {"code": "0" * 64}))
     assert reproduce_main(argv) == 2
     assert "attention was computed from a different code" in capsys.readouterr().err
+
+    # --report-only computes nothing: the summary and report again, the stage computed by other code named
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name not in ("summary.json", "report.html")}
+    assert reproduce_main([*argv, "--report-only"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")
+            if p.name not in ("summary.json", "report.html")} == before
+    again = json.loads((out / "summary.json").read_text())
+    assert again["stale"] == {"attention": "code"} and again["directions"] == summary["directions"]
+    assert "Rendered from stages computed from other inputs" in (out / "report.html").read_text()
+    models = json.loads((out / "consistency" / "identity.json").read_text())["models"]
+    good["models"] = models | {"pretrained": ident["models"]["pretrained"]}      # the true weights again
     (out / "attention" / "identity.json").write_text(json.dumps(good))
+    assert reproduce_main([*argv, "--report-only"]) == 0
+    assert json.loads((out / "summary.json").read_text())["stale"] == {}
+    capsys.readouterr()
+    assert reproduce_main(["--quick", "--out", str(tmp_path / "none"), "--no-progress", "--report-only"]) == 2
+    assert "holds no reproduction" in capsys.readouterr().err and not (tmp_path / "none").exists()
 
     # a truncated summary inside a stage: one line naming the file
-    (out / "attention" / "identity.json").write_text(json.dumps(ident | {"models": json.loads(
-        (out / "consistency" / "identity.json").read_text())["models"] | {"pretrained": ident["models"]["pretrained"]}}))
     text = (out / "trace-mixed" / "summary.json").read_text()
     (out / "trace-mixed" / "summary.json").write_text(text[: len(text) // 2])
     assert reproduce_main(argv) == 2
@@ -135,4 +149,11 @@ def test_code_identity_follows_the_library_source_only(tmp_path):
     assert code_identity(pkg) != first
     (pkg / "sub" / "b.py").write_text("y = 2\n")
     (pkg / "sub" / "b.py").rename(pkg / "b.py")            # the same bytes elsewhere is other code
+    assert code_identity(pkg) != first
+    (pkg / "b.py").rename(pkg / "sub" / "b.py")
+    (pkg / "runs").mkdir()
+    for name in ("report.py", "verdicts.py"):              # the report's presentation is no stage's code
+        (pkg / "runs" / name).write_text("z = 1\n")
+        assert code_identity(pkg) == first
+    (pkg / "runs" / "pipeline.py").write_text("z = 1\n")
     assert code_identity(pkg) != first

@@ -64,6 +64,15 @@ def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any
     return None if old == new else (path, old, new)
 
 
+def difference(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
+    """The first key (dotted path) where ``recorded`` and ``current`` differ, ``identity`` if nothing was recorded,
+    or None when they agree."""
+    if recorded is None:
+        return "identity"
+    d = _first_difference(recorded, current)
+    return d[0] if d else None
+
+
 def check_same(recorded: dict[str, Any] | None, current: dict[str, Any], where: str | os.PathLike[str]) -> None:
     """Refuse, in one line naming the first thing that differs, to reuse work in ``where`` that was computed from
     other inputs than ``current`` (an identity recorded as None, by an older version, counts as different)."""
@@ -75,12 +84,20 @@ def check_same(recorded: dict[str, Any] | None, current: dict[str, Any], where: 
                                   "now): pass --overwrite to recompute it, or choose another --out")
 
 
+# modules that only read finished stages to write a run's summary.json and report.html (rewritten on every
+# invocation, never cached in a stage): changing them changes no stage's result
+PRESENTATION = ("runs/report.py", "runs/verdicts.py")
+
+
 def code_identity(root: str | os.PathLike[str] | None = None) -> str:
     """SHA-256 over the library's source files (their paths inside the package ``root``, by default this one, and
-    their bytes): the code an analysis stage was computed with. Documentation, tests and scripts do not change it."""
+    their bytes) but the :data:`PRESENTATION` modules: the code an analysis stage was computed with.
+    Documentation, tests, scripts and the report's presentation do not change it."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
+        if f.relative_to(root).as_posix() in PRESENTATION:
+            continue
         h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 

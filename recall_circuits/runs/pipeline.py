@@ -23,7 +23,7 @@ from typing import Any
 
 from recall_circuits.data.bios import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.artefacts import check_same, code_identity, model_identity, read_json, write_json
+from recall_circuits.runs.artefacts import check_same, code_identity, difference, model_identity, read_json, write_json
 from recall_circuits.runs.report import write_report
 from recall_circuits.runs.verdicts import headline, summarise
 from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
@@ -36,8 +36,11 @@ IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 
 
 def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
-              verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    """A fine-tuning stage: reused only when it was trained from the same base weights, data and options."""
+              verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]],
+              stale: dict[str, str] | None = None) -> dict[str, Any]:
+    """A fine-tuning stage: reused only when it was trained from the same base weights, data and options. With
+    ``stale`` (a report-only pass) nothing is trained: a finished run is read and an identity that differs is
+    recorded in ``stale``."""
     from recall_circuits.training.run import RESULTS_FILE, run_finetune  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
     from recall_circuits.training.loop import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
@@ -45,6 +48,8 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
     cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
     tc = TrainConfig(**cfg)
     identity = train_identity(tc, resolve_model(tc.model), hashed(tc.model))
+    if stale is not None:
+        return _read_finished(out, out / RESULTS_FILE, out / TRAIN_META, identity, stale, key="identity")
     if (out / TRAIN_META).is_file():
         try:
             check_same(read_json(out / TRAIN_META).get("identity"), identity, out)
@@ -62,14 +67,30 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
     return res
 
 
+def _read_finished(out: Path, result: Path, identity_file: Path, identity: dict[str, Any], stale: dict[str, str],
+                   key: str | None = None) -> dict[str, Any]:
+    """A report-only pass: the stage's result, recording in ``stale`` what it was computed from that differs from
+    ``identity`` (what a run would use now); an error when the stage is not finished."""
+    if not result.is_file() or not identity_file.is_file():
+        raise RecallCircuitsError(f"stage {out.name} is not finished in {out.parent}: run the reproduction without "
+                                  "--report-only first")
+    recorded = read_json(identity_file)
+    differs = difference(recorded.get(key) if key else recorded, identity)
+    if differs:
+        stale[out.name] = differs
+    return read_json(result)
+
+
 def _stage(out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any],
-           overwrite: bool) -> dict[str, Any]:
+           overwrite: bool, stale: dict[str, str] | None = None) -> dict[str, Any]:
     """A cached analysis stage: complete when its ``summary.json`` and ``identity.json`` (written after it) are
     there, and reused only when ``identity`` (its models' weights, data, options) is what it was computed from;
     otherwise an error naming the difference, or, with ``overwrite``, computed again. An incomplete stage (an
-    interruption) is computed again."""
+    interruption) is computed again. With ``stale``, a report-only pass: see :func:`_read_finished`."""
     from recall_circuits.runs.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
 
+    if stale is not None:
+        return _read_finished(out, out / RUN_SUMMARY, out / IDENTITY_FILE, identity, stale)
     if (out / RUN_SUMMARY).is_file() and (out / IDENTITY_FILE).is_file():
         try:
             check_same(read_json(out / IDENTITY_FILE), identity, out)
@@ -96,6 +117,7 @@ class _Ctx:
     verbose: bool
     device: str = "cpu"
     dtype: str = "float32"
+    stale: dict[str, str] | None = None   # a report-only pass: stage name → first input that differs from now
     _ids: dict[str, Any] = field(default_factory=dict)
     code: str = field(default_factory=code_identity)    # the library's source: analyses are redone when it changes
 
@@ -115,7 +137,7 @@ class _Ctx:
 
     def stage(self, out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any]
               ) -> dict[str, Any]:
-        return _stage(out, what, run, identity, self.overwrite)
+        return _stage(out, what, run, identity, self.overwrite, self.stale)
 
 
 def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> dict[str, Any]:
@@ -196,16 +218,22 @@ def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: boo
 
 
 def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
-              verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32"
-              ) -> dict[str, Any]:
+              verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
+              report_only: bool = False) -> dict[str, Any]:
     """Run (or resume) the reproduction into ``out``; return the summary.
 
     Every stage records what it was computed from (model weights, data, options) and is reused only when those
-    are unchanged; a change is an error naming it, unless ``overwrite``, which computes the changed stages again."""
+    are unchanged; a change is an error naming it, unless ``overwrite``, which computes the changed stages again.
+    ``report_only``: compute nothing, write ``summary.json`` and ``report.html`` again from the finished stages
+    (an error if one is missing); stages computed from other inputs than a run would use now (another version of
+    the library's code, say) are listed in the summary's ``stale`` and named in the report."""
     out = Path(out)
+    if report_only and not (out / RUN_FILE).is_file():
+        raise RecallCircuitsError(f"--report-only: {out} holds no reproduction ({RUN_FILE})")
     run_id = check_out(out, quick=quick, model=model, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, run_id, indent=2)
+    if not report_only:
+        write_json(out / RUN_FILE, run_id, indent=2)
     t0 = time.time()
     name = run_id["preset"]
     extra: dict[str, Any] = ({"model": model} if model else {}) | {"device": device}
@@ -221,11 +249,14 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
             if not overwrite:
                 raise
             shutil.rmtree(data)
+    if report_only and not (data / "manifest.json").is_file():
+        raise RecallCircuitsError(f"stage data is not finished in {out}: run the reproduction without --report-only")
     if not (data / "manifest.json").is_file():
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(data_cfg), data, overwrite=True)
-    ctx = _Ctx(data, quick, overwrite, verbose, device, dtype)
-    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite, ctx.model) for s in ("two-stage", "mixed")}
+    ctx = _Ctx(data, quick, overwrite, verbose, device, dtype, stale={} if report_only else None)
+    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite, ctx.model, ctx.stale)
+            for s in ("two-stage", "mixed")}
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
     traces = {s: _trace(ctx, out / f"trace-{s}", base_model, ft[s]) for s in ft}
@@ -237,8 +268,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                                                      "pretrained": base_model})
     consistency = _consistency(ctx, out / "consistency", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"])},
                                {s: str(out / s) for s in ft if (out / s / "snapshots").is_dir()})
-    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity, verbose=verbose, overwrite=overwrite,
-                        hashed=ctx.model)
+    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity and not report_only, verbose=verbose,
+                        overwrite=overwrite, hashed=ctx.model)
     summary = summarise(runs, sens, traces, consistency)
     summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
     summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
@@ -259,7 +290,12 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                          **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
     summary["data"] = {"path": str(data), "config": read_json(data / "manifest.json").get("config"),
                        "sha256": data_identity(data)}
-    summary["wall_s_this_invocation"] = time.time() - t0
+    if report_only:     # the wall time of the invocation that computed the stages, if one wrote a summary
+        prev = read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).is_file() else {}
+        summary["wall_s_this_invocation"] = prev.get("wall_s_this_invocation")
+    else:
+        summary["wall_s_this_invocation"] = time.time() - t0
+    summary["stale"] = ctx.stale or {}
     write_json(out / SUMMARY_FILE, summary, indent=2, sort_keys=True)
     write_report(out / REPORT_FILE, summary, out)
     return summary

@@ -1,5 +1,8 @@
 """The reproduction's report: one self-contained offline HTML page (plotly.js and the circuitsvis bundle once) that
-reads like a results section: what was run, the five directions with their verdicts and rules, then the figures."""
+reads like a results section. First what was run (models and data with their identities, preset, wall times) and
+the headline accuracies with their intervals; then one section per direction of the paper, each with a one-sentence
+verdict, our numbers beside the paper's, the figure that shows it and the rule that decided it; then the further
+analyses (grafting, patching, single heads, attention, learning-rate sensitivity)."""
 
 from __future__ import annotations
 
@@ -12,94 +15,291 @@ from recall_circuits.runs.gradient_trace import PRETRAINED_LABEL
 from recall_circuits.runs.verdicts import PREMISE_LEARNED
 from recall_circuits.runs.viz import share_circuitsvis
 
+ACCURACIES = {"qa_id_acc": "QA-ID", "qa_ood_acc": "QA-OOD", "bio_recall_id": "BIO recall ID",
+              "bio_recall_ood": "BIO recall OOD"}
+TITLES = {
+    "qa_ood_gap": "Mixed training answers questions about people whose QA it never saw; two-stage does not",
+    "shared_fraction": "Mixed training makes more shared parameters (moved by both the BIO and the QA loss)",
+    "head_concentration": "The shared parameters concentrate in a few attention heads, more so under mixed",
+    "restore_ablation": "Restoring the shared parameters to pretrained values destroys mixed training's recall",
+    "consistency": "Mixed training makes the two formats' gradients and representations more alike",
+}
 
-def _measured_text(measured: Any) -> str:
-    """A direction's numbers as 'name value' pairs (rules and nested tables left to summary.json)."""
-    if not isinstance(measured, dict):
-        return str(measured)
-    return "; ".join(f"{k.replace('_', ' ')} {v:.3f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
-                     for k, v in measured.items() if k != "rule" and isinstance(v, (int, float)))
+
+def _f(v: Any, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _with_ci(value: Any, ci: Any) -> str:
+    """``0.030 [0.010, 0.050]`` (the value alone when there is no interval)."""
+    return f"{_f(value)} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(value)
+
+
+def _pct(v: float | int) -> str:
+    return f"{100 * v:.0f}%"
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_f(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = None) -> None:
-    """A self-contained HTML report (plotly inlined once; no external script, font or CDN reference)."""
-    import plotly.graph_objects as go  # noqa: PLC0415
+def _sentence(d: dict[str, Any]) -> str:
+    """What this run measured for direction ``d``, in one sentence."""
+    m = d["measured"]
+    if not isinstance(m, dict):
+        return "Not run in this reproduction."
+    name = d["name"]
+    if name == "qa_ood_gap":
+        return (f"Mixed answers {_f(m['mixed_qa_ood'])} of the QA-OOD questions and two-stage {_f(m['two_stage_qa_ood'])}"
+                f" (exact match): a gap of {_with_ci(m['gap'], m.get('gap_ci95'))}, with QA-ID "
+                f"{_f(m['mixed_qa_id'], 2)} (mixed) and {_f(m['two_stage_qa_id'], 2)} (two-stage) and BIO recall at "
+                f"least {_f(m['min_bio_recall'], 2)}.")
+    if name == "shared_fraction":
+        pre = "" if m.get("pretrained") is None else f", the pretrained model {_f(m['pretrained'])}"
+        return (f"At k = {m['k']:,}, |S_k|/k is {_f(m['mixed'])} under mixed and {_f(m['two_stage'])} under two-stage "
+                f"(ratio {_f(m['ratio_mixed_over_stage'], 2)}{pre}; two random k-sets overlap at "
+                f"{_f(m['chance'], 4)}).")
+    if name == "head_concentration":
+        return (f"The top 10% of heads hold {_pct(m['mixed_top10pct_head_share'])} of the attention-shared entries "
+                f"under mixed and {_pct(m['two_stage_top10pct_head_share'])} under two-stage (Gini "
+                f"{_f(m['mixed_head_gini'], 2)} vs {_f(m['two_stage_head_gini'], 2)}).")
+    if name == "restore_ablation":
+        mo, to = m["mixed_qa_ood"], m["two_stage_qa_ood"]
+        return (f"Restoring S costs mixed {_pct(m['mixed_rel_qa_ood_drop_shared'])} of its QA-OOD accuracy "
+                f"({_f(mo['none'])} → {_f(mo['shared'])}) and two-stage {_pct(m['two_stage_rel_qa_ood_drop_shared'])} "
+                f"({_f(to['none'])} → {_f(to['shared'])}); the costliest random same-size set costs mixed "
+                f"{_pct(m['mixed_rel_qa_ood_drop_random_max'])}.")
+    if name == "consistency":
+        return (f"Mixed vs two-stage: gradient cosine {_f(m['mixed_gradient_cosine'])} vs "
+                f"{_f(m['two_stage_gradient_cosine'])}, mean representation cosine "
+                f"{_f(m['mixed_mean_representation_cosine'])} vs {_f(m['two_stage_mean_representation_cosine'])}, "
+                f"BIO input share on subject + relation {_f(m['mixed_subject_relation_share'])} vs "
+                f"{_f(m['two_stage_subject_relation_share'])}.")
+    return ""
+
+
+def _verdict_word(d: dict[str, Any]) -> str:
+    v = d.get("verdict", "not run")
+    css = {"reproduced": "yes", "not reproduced": "no"}.get(v, "undecided")
+    return f"<b class='{css}'>{html.escape(v[0].upper() + v[1:])}</b>"
+
+
+def _verdict(d: dict[str, Any], learned: bool = True) -> str:
+    """The verdict in bold, and for "undecided" which premise failed and what the rule alone gives."""
+    if d.get("verdict") != "undecided":
+        return _verdict_word(d) + "."
+    why = ("the models did not learn what they were trained on (QA-ID or BIO recall below 0.9)" if not learned
+           else "there is no QA-OOD gap for it to explain")
+    rule = "holds" if d.get("rule_outcome") else "does not hold"
+    return f"{_verdict_word(d)}: {why}; its rule, applied to these numbers anyway, {rule}."
+
+
+def _direction(i: int, d: dict[str, Any], figures: list[str], learned: bool) -> str:
+    m = d["measured"]
+    rule = m.get("rule", "") if isinstance(m, dict) else ""
+    return (f"<section><h2>{i}. {html.escape(TITLES.get(d['name'], d['name']))}</h2>"
+            f"<p class='verdict'>{_verdict(d, learned)} <b>Here:</b> {html.escape(_sentence(d))}</p>"
+            f"<p><b>Paper:</b> {html.escape(d['paper'])}</p>"
+            + "".join(figures)
+            + (f"<p class='rule'><b>Rule</b> ({html.escape(d['name'])}): {html.escape(rule)}. <b>Premise:</b> "
+               f"{html.escape(d.get('premise', ''))}.</p>" if rule else "")
+            + "</section>")
+
+
+def _plot(fig: Any) -> str:
     import plotly.io as pio  # noqa: PLC0415
 
-    runs = summary["runs"]
-    metrics = ["qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood"]
-    what = []
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False)
+
+
+def _what_was_run(summary: dict[str, Any]) -> str:
+    rows = []
     for role, m in (summary.get("models") or {}).items():
         digest = ", ".join(f"{f} sha256 {h[:12]}…" for f, h in m.get("sha256", {}).items())
-        what.append([role, m.get("name") or m.get("path"), digest])
+        rows.append([role, m.get("name") or m.get("path"), digest])
     if summary.get("data"):
         d = summary["data"]
         cfg = d.get("config") or {}
-        what.append(["data", d["path"], f"{cfg.get('n_people')} people, seed {cfg.get('seed')}, "
+        rows.append(["data", d["path"], f"{cfg.get('n_people')} people, seed {cfg.get('seed')}, "
                      f"{'full-name' if cfg.get('fullname') else 'pronoun'} biographies; qa.jsonl sha256 "
                      f"{(d['sha256'].get('qa.jsonl') or '')[:12]}…"])
-    fig = go.Figure([go.Bar(name=s, x=metrics, y=[runs[s][m] for m in metrics]) for s in runs])
-    fig.update_layout(barmode="group", title="QA accuracy and BIO recall by training strategy", yaxis_range=[0, 1])
-    parts = (["<h2>What was run</h2>" + _table(what, ["", "model or data", "identity"])] if what else [])
-    parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=True))
-    if not all(d.get("premise_holds", True) for d in summary["directions"]):
-        parts.insert(0, "<div class='banner'><b>Undecided.</b> The models did not learn what the paper's directions "
-                     "presuppose (" + html.escape(PREMISE_LEARNED) + ", and a QA-OOD gap to explain), so the "
-                     "directions below are marked undecided, whatever their rules compute.</div>")
-    parts.append("<h2>The paper's five directions</h2>" + _table(
-        [[d["name"], d.get("verdict", str(d["reproduced"])), _measured_text(d["measured"]), d["paper"],
-          d["measured"].get("rule", "") if isinstance(d["measured"], dict) else ""]
-         for d in summary["directions"]], ["direction", "verdict", "measured here", "paper", "rule"]))
-    parts.append("<h2>Runs</h2>" + _table([[s, *[r.get(m) for m in (*metrics, "train_wall_s")]]
-                                           for s, r in runs.items()], ["strategy", *metrics, "train_wall_s"]))
-    if "after_bio" in runs.get("two-stage", {}):
-        ab = runs["two-stage"]["after_bio"]
-        parts.append("<p>Two-stage after its BIO phase: " + ", ".join(f"{m} {ab[m]:.3f}" for m in metrics) + "</p>")
-    if summary.get("traces"):
-        from recall_circuits.runs.artefacts import load_tensors  # noqa: PLC0415
-        from recall_circuits.runs.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
+    walls = [f"{s} fine-tuning {r['train_wall_s'] / 60:.1f} min" for s, r in summary["runs"].items()
+             if isinstance(r.get("train_wall_s"), (int, float))]
+    if isinstance(summary.get("wall_s_this_invocation"), (int, float)):
+        walls.append(f"the last invocation of the reproduction {summary['wall_s_this_invocation'] / 60:.1f} min "
+                     "(stages it found complete were not computed again)")
+    out = f"<h2>What was run</h2><p>Preset <b>{html.escape(str(summary.get('preset', '')))}</b>.</p>"
+    out += _table(rows, ["", "model or data", "identity"]) if rows else ""
+    return out + (f"<p>Wall time: {html.escape('; '.join(walls))}.</p>" if walls else "")
 
-        tr = summary["traces"]
-        parts.append("<h2>Cross-task gradient trace</h2>")
-        curves = {s: t["curve"] for s, t in tr.items()}
-        pre = next((t["curve_pretrained"] for t in tr.values() if t.get("curve_pretrained")), None)
-        if pre is not None:
-            curves[PRETRAINED_LABEL] = pre
-        parts.append("<p>|S_k|/k against k for each recipe, the pretrained model traced the same way (the curve a "
-                     "fine-tuned one is read against: BIO and QA gradients overlap before any fine-tuning) and the "
-                     "overlap k/P of two random k-sets.</p>")
-        parts.append(pio.to_html(shared_curve_figure(curves), full_html=False, include_plotlyjs=False))
-        for s, t in tr.items():
-            if run_dir is not None and (run_dir / f"trace-{s}" / "result.safetensors").is_file():
-                per_head = load_tensors(run_dir / f"trace-{s}")["shared_per_head"]
-                fig = head_heatmap(per_head, f"{s}: Shared Size per head (k={t['k']})", "shared entries")
-                parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
-        conds = list(next(iter(tr.values()))["ablation"])
-        parts.append("<h3>Restore ablation (QA accuracy with the set restored to pretrained values)</h3>" + _table(
-            [[s, c, t["ablation"][c]["n_restored"], t["ablation"][c]["qa_id_acc"], t["ablation"][c]["qa_ood_acc"]]
-             for s, t in tr.items() for c in conds], ["strategy", "restored set", "entries", "qa_id", "qa_ood"]))
+
+def _headline(summary: dict[str, Any]) -> str:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    runs = summary["runs"]
+    named = []
+    if "after_bio" in runs.get("two-stage", {}):
+        named.append(("two-stage, after its BIO phase", runs["two-stage"]["after_bio"]))
+    named += [(s, r) for s, r in runs.items()]
+    rows = [[s, *[_with_ci(r.get(k), (r.get("ci95") or {}).get(k)) for k in ACCURACIES]] for s, r in named]
+    fig = go.Figure()
+    for s, r in named:
+        ci = r.get("ci95") or {}
+        ys = [r.get(k) for k in ACCURACIES]
+        err = {"type": "data", "symmetric": False, "array": [ci[k][1] - y if k in ci else 0 for k, y in zip(ACCURACIES, ys)],
+               "arrayminus": [y - ci[k][0] if k in ci else 0 for k, y in zip(ACCURACIES, ys)]}
+        fig.add_trace(go.Bar(name=s, x=list(ACCURACIES.values()), y=ys, error_y=err))
+    fig.update_layout(barmode="group", title="Exact-match accuracy by recipe (bars: 95% bootstrap interval over people)",
+                      xaxis_title="measure", yaxis_title="accuracy", yaxis_range=[0, 1.05], height=420)
+    gap = next((d["measured"] for d in summary["directions"] if d["name"] == "qa_ood_gap"), None)
+    gap_line = (f"<p><b>QA-OOD gap, mixed − two-stage:</b> {_with_ci(gap['gap'], gap.get('gap_ci95'))} (paired "
+                "over the same people).</p>" if isinstance(gap, dict) else "")
+    return ("<h2>Headline accuracies</h2><p>Greedy exact match; 95% percentile-bootstrap intervals over people in "
+            "brackets. QA-OOD asks about people whose questions no recipe trained on.</p>"
+            + _table(rows, ["recipe", *ACCURACIES.values()]) + gap_line + _plot(fig))
+
+
+def _head_curves_figure(strategy: str, curves: dict[str, Any]) -> Any:
+    """QA-ID and QA-OOD accuracy against the number of top heads restored, one line per ranking; the random
+    rankings as a band (their min to max)."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("QA-ID", "QA-OOD"), shared_yaxes=True)
+    rand = [c for name, c in curves.items() if name.startswith("random")]
+    for col, key in ((1, "qa_id_acc"), (2, "qa_ood_acc")):
+        if rand:
+            ns = [p["n"] for p in rand[0]["points"]]
+            vals = [[c["points"][i][key] for c in rand] for i in range(len(ns))]
+            fig.add_trace(go.Scatter(x=ns, y=[max(v) for v in vals], mode="lines", line={"width": 0},
+                                     showlegend=False, hoverinfo="skip"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=ns, y=[min(v) for v in vals], mode="lines", line={"width": 0},
+                                     fill="tonexty", fillcolor="rgba(128,128,128,0.3)",
+                                     name=f"random rankings ({len(rand)}), min–max", showlegend=col == 1),
+                          row=1, col=col)
+        for i, (name, c) in enumerate((n, c) for n, c in curves.items() if not n.startswith("random")):
+            fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p[key] for p in c["points"]],
+                                     mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                                     line={"color": ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")[i % 4]}),
+                          row=1, col=col)
+    fig.update_layout(title=f"{strategy}: accuracy with the top-n heads of each ranking restored to pretrained "
+                      "weights", yaxis_range=[0, 1.05], height=380)
+    fig.update_xaxes(title_text="heads restored (n)")
+    fig.update_yaxes(title_text="accuracy", col=1)
+    return fig
+
+
+def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, list[str]]:
+    """The figures of the trace-based directions: the |S_k|/k curves, the per-head Shared Size maps, the restore
+    ablation table and the head-ablation curves."""
+    from recall_circuits.runs.artefacts import load_tensors  # noqa: PLC0415
+    from recall_circuits.runs.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
+
+    tr = summary.get("traces") or {}
+    figs: dict[str, list[str]] = {"shared_fraction": [], "head_concentration": [], "restore_ablation": []}
+    if not tr:
+        return figs
+    curves = {s: t["curve"] for s, t in tr.items() if t.get("curve")}
+    pre = next((t["curve_pretrained"] for t in tr.values() if t.get("curve_pretrained")), None)
+    if pre is not None:
+        curves[PRETRAINED_LABEL] = pre
+    if curves:
+        figs["shared_fraction"] += [
+            "<p>|S_k|/k against k for each recipe, beside the pretrained model traced the same way (BIO and QA "
+            "gradients overlap before any fine-tuning: this curve, not k/P, is what a fine-tuned one is read "
+            "against) and the overlap k/P of two random k-sets.</p>",
+            _plot(shared_curve_figure(curves, "Shared parameters |S_k|/k against k"))]
+    for s, t in tr.items():
+        if run_dir is not None and (run_dir / f"trace-{s}" / "result.safetensors").is_file():
+            per_head = load_tensors(run_dir / f"trace-{s}")["shared_per_head"]
+            figs["head_concentration"].append(_plot(head_heatmap(
+                per_head, f"{s}: Shared Size per head (shared entries in the head's Q, K, V, O slices, k={t['k']})",
+                "shared entries")))
+    conds = list(next(iter(tr.values()))["ablation"])
+    figs["restore_ablation"].append(
+        "<h3>Restore ablation: QA accuracy with each set restored to its pretrained values</h3>" + _table(
+            [[s, c, t["ablation"][c].get("n_restored", ""), t["ablation"][c]["qa_id_acc"], t["ablation"][c]["qa_ood_acc"]]
+             for s, t in tr.items() for c in conds], ["recipe", "restored set", "entries", "QA-ID", "QA-OOD"]))
     if summary.get("head_curves"):
+        figs["restore_ablation"].append("<h3>Restoring whole heads, ranked by each score</h3><p>"
+                                        + html.escape(summary.get("head_gqa_note", "")) + "</p>")
+        figs["restore_ablation"] += [_plot(_head_curves_figure(s, c)) for s, c in summary["head_curves"].items()]
+    return figs
+
+
+def _consistency_figures(summary: dict[str, Any]) -> list[str]:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    out = []
+    cons = next((d for d in summary["directions"] if d["name"] == "consistency"), None)
+    if cons and isinstance(cons["measured"], dict):
+        m = cons["measured"]
+        out.append(_table(
+            [[s, m[f"{p}_gradient_cosine"], m[f"{p}_mean_representation_cosine"], m[f"{p}_subject_relation_share"],
+              m[f"{p}_retrieval_acc_last_layer"]] for s, p in (("mixed", "mixed"), ("two-stage", "two_stage"))],
+            ["recipe", "gradient cosine", "mean representation cosine", "BIO input share on subject + relation",
+             "cross-format retrieval (last layer)"]))
+    probe = {m: p for m, p in (summary.get("consistency_probe") or {}).items() if p}
+    if probe:
         fig = go.Figure()
-        for strat, curves in summary["head_curves"].items():
-            for name, c in curves.items():
-                fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p["qa_ood_acc"] for p in c["points"]],
-                                         mode="lines+markers", name=f"{strat}: {name}"))
-        fig.update_layout(title="QA-OOD accuracy with the top-n heads restored to pretrained weights",
-                          xaxis_title="heads restored", yaxis_title="QA-OOD accuracy", yaxis_range=[0, 1])
-        parts.append("<h2>Head ablation</h2><p>" + html.escape(summary.get("head_gqa_note", "")) + "</p>"
-                     + pio.to_html(fig, full_html=False, include_plotlyjs=False))
+        for m, p in probe.items():
+            fig.add_trace(go.Scatter(y=p["bio_to_qa"], mode="lines", name=f"{m}: BIO → QA"))
+            fig.add_trace(go.Scatter(y=p["qa_to_bio"], mode="lines", name=f"{m}: QA → BIO", line={"dash": "dot"}))
+        chance = next(iter(probe.values()))["chance"]
+        fig.add_hline(y=chance, line_dash="dash", line_color="grey", annotation_text="chance (majority)")
+        fig.update_layout(title="Linear probe for the value's first token, trained on one format and tested on the "
+                          "other", xaxis_title="layer", yaxis_title="probe accuracy", height=380)
+        out.append(_plot(fig))
+    if summary.get("gradient_consistency_along"):
+        fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
+                                    mode="lines+markers", name=m)
+                         for m, pts in summary["gradient_consistency_along"].items()])
+        fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",
+                          yaxis_title="mean cosine (OOD people)", height=380)
+        out.append(_plot(fig))
+    return out
+
+
+def _further(summary: dict[str, Any], run_dir: Path | None) -> list[str]:
+    """The analyses that support the directions: grafting, patching, single heads, attention, sensitivity."""
+    import plotly.io as pio  # noqa: PLC0415
+
+    parts = ["<h2>Further analyses</h2>"]
+    if summary.get("grafting"):
+        rows = [[s, g["alpha"], g["grafted"]["qa_id_acc"], g["grafted"]["qa_ood_acc"], g.get("shared_share_of_graft"),
+                 (g.get("acc_lost_without_shared") or {}).get("qa_ood_acc")] for s, g in summary["grafting"].items()]
+        parts.append("<h3>Grafting: the smallest set of fine-tuned weights that keeps the skill</h3>" + _table(
+            rows, ["recipe", "alpha = |γ|/P", "grafted QA-ID", "grafted QA-OOD", "share of S in γ",
+                   "QA-OOD lost without S"]))
+    if summary.get("patching"):
+        rows = [[st, sum(pt["clean_metric"]) / len(pt["clean_metric"]),
+                 sum(pt["corrupted_metric"]) / len(pt["corrupted_metric"]), pt["attribution_vs_exact_corr"]]
+                for st, pt in summary["patching"].items()]
+        parts.append("<h3>Activation patching (QA, OOD people: a clean person's activations written into a "
+                     "corrupted run)</h3>" + _table(rows, ["recipe", "clean logit difference",
+                                                          "corrupted logit difference",
+                                                          "corr(attribution, exact) over cells"]))
+        if run_dir is not None:
+            for st in summary["patching"]:
+                for fig_name in ("heads", "cross_format"):
+                    f = run_dir / f"patching-{st}" / "figures" / f"{fig_name}.json"
+                    if f.is_file():
+                        fig = pio.from_json(f.read_text())
+                        fig.update_layout(title=f"{st}: {fig.layout.title.text}")
+                        parts.append(_plot(fig))
+    if summary.get("single_head"):
+        rows = [[st, ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_ood_drop") or [])[:5]),
+                 ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_id_logprob_drop") or []))]
+                for st, sh in summary["single_head"].items()]
+        parts.append("<h3>Single-head restores: the heads whose lone restore costs most</h3>" + _table(
+            rows, ["recipe", "QA-OOD exact-match drop", "QA-ID log P(answer) drop (nats)"]))
     if summary.get("attention"):
         rows = [[m, a["mean_similarity"], a["n_subject_linking"], a["n_relation_focusing"],
                  a["mean_mass"]["bio"]["subject"], a["mean_mass"]["qa"]["subject"], ", ".join(a["viewed_heads"])]
                 for m, a in summary["attention"].items()]
-        parts.append("<h2>BIO vs QA attention (predicting position, aligned by role)</h2>" + _table(
+        parts.append("<h3>BIO vs QA attention (from the predicting position, aligned by role)</h3>" + _table(
             rows, ["model", "mean BIO–QA similarity", "subject-linking heads", "relation-focusing heads",
                    "subject mass BIO", "subject mass QA", "heads viewed"]))
         if run_dir is not None:
@@ -109,71 +309,51 @@ def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = Non
                     body = f.read_text(encoding="utf-8")
                     body = body[body.index("<body>") + 6: body.rindex("</body>")]
                     parts.append(f"<details><summary>circuitsvis: {html.escape(m)}</summary>{body}</details>")
-    cons = next((d for d in summary["directions"] if d["name"] == "consistency"), None)
-    if cons and isinstance(cons["measured"], dict):
-        m = cons["measured"]
-        parts.append("<h2>Consistency of BIO and QA (OOD people)</h2>" + _table(
-            [[s, m[f"{p}_gradient_cosine"], m[f"{p}_mean_representation_cosine"], m[f"{p}_subject_relation_share"],
-              m[f"{p}_retrieval_acc_last_layer"]] for s, p in (("mixed", "mixed"), ("two-stage", "two_stage"))],
-            ["strategy", "gradient cosine", "mean representation cosine", "input share on subject+relation",
-             "cross-format retrieval (last layer)"]))
-    probe = {m: p for m, p in (summary.get("consistency_probe") or {}).items() if p}
-    if probe:
-        rows = [[m, max(p["bio_to_qa"]), int(max(range(len(p["bio_to_qa"])), key=p["bio_to_qa"].__getitem__)),
-                 max(p["qa_to_bio"]), p["chance"]] for m, p in probe.items()]
-        parts.append("<h3>Linear probe for the value's first token, trained on one format, tested on the other</h3>"
-                     + _table(rows, ["model", "best BIO→QA accuracy", "at layer", "best QA→BIO accuracy",
-                                     "chance (majority)"]))
-    if summary.get("gradient_consistency_along"):
-        fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
-                                    mode="lines+markers", name=m)
-                         for m, pts in summary["gradient_consistency_along"].items()])
-        fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",
-                          yaxis_title="mean cosine (OOD people)")
-        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
-    if summary.get("grafting"):
-        rows = [[s, g["alpha"], g["grafted"]["qa_id_acc"], g["grafted"]["qa_ood_acc"], g.get("shared_share_of_graft"),
-                 (g.get("acc_lost_without_shared") or {}).get("qa_ood_acc")] for s, g in summary["grafting"].items()]
-        parts.append("<h2>Grafting</h2>" + _table(rows, ["strategy", "alpha = |γ|/P", "grafted qa_id",
-                                                         "grafted qa_ood", "share of S in γ",
-                                                         "qa_ood lost without S"]))
-    if summary.get("patching"):
-        rows = []
-        for st, pt in summary["patching"].items():
-            rows.append([st, sum(pt["clean_metric"]) / len(pt["clean_metric"]),
-                         sum(pt["corrupted_metric"]) / len(pt["corrupted_metric"]), pt["attribution_vs_exact_corr"]])
-        parts.append("<h2>Activation patching (QA, OOD people: clean person patched into a corrupted one)</h2>"
-                     + _table(rows, ["strategy", "clean logit diff", "corrupted logit diff",
-                                     "corr(attribution, exact) over cells"]))
-        if run_dir is not None:
-            for st in summary["patching"]:
-                for fig_name in ("heads", "cross_format"):
-                    f = run_dir / f"patching-{st}" / "figures" / f"{fig_name}.json"
-                    if f.is_file():
-                        fig = pio.from_json(f.read_text())
-                        fig.update_layout(title=f"{st}: {fig.layout.title.text}")
-                        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
-    if summary.get("single_head"):
-        rows = [[st, ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_ood_drop") or [])[:5]),
-                 ", ".join(f"{d['head']} ({d['drop']:+.3f})" for d in (sh.get("top_id_logprob_drop") or []))]
-                for st, sh in summary["single_head"].items()]
-        parts.append("<h3>Single-head restores: the heads whose lone restore costs most</h3>" + _table(
-            rows, ["strategy", "QA-OOD exact match drop", "QA-ID log P(answer) drop (nats)"]))
     if summary.get("sensitivity"):
         rows = []
         for r in summary["sensitivity"]:
             for st in ("two-stage", "mixed"):
                 h = r[st] or {}
-                rows.append([r["qa_phase_lr"], st, *[h.get(m, "not run") for m in
-                                                    ("qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood")]])
-        parts.append("<h2>Sensitivity to the learning rate of the QA-training phase</h2><p>two-stage: the QA phase "
+                rows.append([r["qa_phase_lr"], st, *[h.get(m, "not run") for m in ACCURACIES]])
+        parts.append("<h3>Sensitivity to the learning rate of the QA-training phase</h3><p>two-stage: the QA phase "
                      "from the same after-BIO model at this learning rate; mixed: the whole run at this learning "
-                     "rate.</p>" + _table(rows, ["QA-phase lr", "strategy", "qa_id", "qa_ood", "bio_recall_id",
-                                                "bio_recall_ood"]))
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
-            "padding:4px 8px;font-size:13px}.banner{background:#fff3cd;border:1px solid #e0c36c;padding:10px;" \
-            "margin:1em 0}"
+                     "rate.</p>" + _table(rows, ["QA-phase lr", "recipe", *ACCURACIES.values()]))
+    return parts if len(parts) > 1 else []
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:.5em 0}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}section{border-top:2px solid #ddd;"
+         "margin-top:1.5em}.banner{background:#fff3cd;border:1px solid #e0c36c;padding:10px;margin:1em 0}"
+         ".verdict{font-size:16px}.yes{color:#1a7f37}.no{color:#b42318}.undecided{color:#9a6700}"
+         ".rule{color:#555;font-size:13px}")
+
+
+def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = None) -> None:
+    """A self-contained HTML report (plotly.js inlined once; no external script, font or CDN reference)."""
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415
+
+    directions = summary["directions"]
+    parts = []
+    if not all(d.get("premise_holds", True) for d in directions):
+        parts.append("<div class='banner'><b>Undecided.</b> The models did not learn what the paper's directions "
+                     "presuppose (" + html.escape(PREMISE_LEARNED) + ", and a QA-OOD gap to explain), so the "
+                     "directions whose premise fails are marked undecided, whatever their rules compute.</div>")
+    if summary.get("stale"):
+        parts.append("<div class='banner'><b>Rendered from stages computed from other inputs</b> than this version "
+                     "of the library would use (" + html.escape(", ".join(f"{k}: {v}" for k, v in
+                                                                          summary["stale"].items()))
+                     + "): their numbers are those of the inputs that computed them.</div>")
+    learned = bool(directions[0].get("premise_holds", True))     # the QA-OOD gap's premise: the models learned
+    parts.append("<p>Verdicts: " + "; ".join(f"{i}. {html.escape(d['name'])} {_verdict_word(d)}"
+                                             for i, d in enumerate(directions, 1)) + ".</p>")
+    parts.append(_what_was_run(summary))
+    parts.append(_headline(summary))
+    figures = _trace_figures(summary, run_dir)
+    figures["consistency"] = _consistency_figures(summary)
+    parts += [_direction(i, d, figures.get(d["name"], []), learned) for i, d in enumerate(directions, 1)]
+    parts += _further(summary, run_dir)
+    js = f"<script>{get_plotlyjs()}</script>"      # plotly.js once, before every figure
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>recall_circuits report</title>"
-           f"<style>{style}</style></head><body><h1>recall_circuits reproduction ({summary.get('preset', '')})</h1>"
-           + "".join(parts) + "</body></html>")
+           f"<style>{STYLE}</style></head><body>{js}<h1>recall_circuits reproduction "
+           f"({html.escape(str(summary.get('preset', '')))} preset)</h1>" + "".join(parts) + "</body></html>")
     write_text_atomic(path, share_circuitsvis(doc))

@@ -20,10 +20,36 @@ PAPER = {
 }
 
 
+HEADLINE_ACCURACIES = ("qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood")
+
+
+def _per_person_key(acc_key: str) -> str:
+    """``qa_ood_acc`` → ``qa_ood_per_person``; ``bio_recall_id`` → ``bio_recall_id_per_person``."""
+    return acc_key.removesuffix("_acc") + "_per_person"
+
+
 def headline(r: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tuning run's headline numbers, with ``ci95``: the 95% bootstrap interval over people [low, high] of
+    each accuracy whose per-person table the run kept."""
+    from recall_circuits.training.intervals import accuracy_interval  # noqa: PLC0415
+
     keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
             "bio_recall_ood", "train_wall_s")
-    return {k: r.get(k) for k in keys}
+    out = {k: r.get(k) for k in keys}
+    out["ci95"] = {k: [(iv := accuracy_interval(r[_per_person_key(k)])).low, iv.high]
+                   for k in HEADLINE_ACCURACIES if r.get(_per_person_key(k))}
+    return out
+
+
+def gap_ci95(mixed: dict[str, Any], stage: dict[str, Any]) -> list[float] | None:
+    """The paired 95% bootstrap interval over people of mixed − two-stage on QA-OOD (None without the tables)."""
+    from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
+
+    a, b = mixed.get("qa_ood_per_person"), stage.get("qa_ood_per_person")
+    if not a or not b:
+        return None
+    iv = gap_interval(a, b)
+    return [iv.low, iv.high]
 
 
 def _rel_drop(abl: dict[str, dict[str, Any]], cond: str, key: str = "qa_ood_acc") -> float:
@@ -71,6 +97,7 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
         "name": "qa_ood_gap",
         "reproduced": bool(gap >= TARGET_GAP and memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9),
         "measured": {"mixed_qa_ood": mx["qa_ood_acc"], "two_stage_qa_ood": ts["qa_ood_acc"], "gap": gap,
+                     "gap_ci95": gap_ci95(mx, ts),
                      "min_bio_recall": memorised, "mixed_qa_id": mx["qa_id_acc"], "two_stage_qa_id": ts["qa_id_acc"],
                      "rule": f"gap >= {TARGET_GAP}, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO "
                              "phase)"},
