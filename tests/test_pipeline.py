@@ -151,8 +151,10 @@ def test_report_states_each_verdict_and_why(tmp_path):
     assert doc.count("<b class='yes'>Reproduced</b>. <b>Here:</b>") == 5 and "class='banner'" not in doc
     assert "a gap of 0.480" in doc and "Mix-tuned" in doc and doc.count("<section><h2>") == 5
     doc = render(0.05)
-    assert doc.count("<b class='no'>Not reproduced</b>. <b>Here:</b>") == 1 and "class='banner'" in doc
+    assert doc.count("<b class='no'>Not reproduced</b>. <b>Here:</b>") == 1
+    assert "<b>No QA-OOD gap to explain.</b>" in doc and "did not learn" not in doc
     assert doc.count("<b class='undecided'>Undecided</b>: there is no QA-OOD gap for it to explain") == 4
     doc = render(0.5, learned=False)
-    assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5 and "class='banner'" in doc
+    assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5
+    assert "class='banner'><b>Undecided.</b> The models did not learn" in doc and "No QA-OOD gap" not in doc
     assert "Reproduced</b>." not in doc
