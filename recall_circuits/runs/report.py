@@ -27,7 +27,8 @@ TITLES = {
 
 
 def _f(v: Any, digits: int = 3) -> str:
-    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    """Floats to ``digits`` places; counts, text and the rest as they are."""
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def _with_ci(value: Any, ci: Any) -> str:
