@@ -1,7 +1,7 @@
 """Load checkpoints into TransformerLens 4.x ``TransformerBridge`` offline, in the raw weight basis.
 
 No ``fold_ln`` or other weight processing: base and fine-tuned weights stay comparable entry by entry
-(tl4-notes §2.4). Bridges are for analysis; training uses plain Hugging Face models (:func:`load_hf`).
+(weight processing would rewrite them differently per model). Bridges are for analysis; training uses plain Hugging Face models (:func:`load_hf`).
 
 Example::
 
