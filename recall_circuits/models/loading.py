@@ -1,7 +1,8 @@
 """Load checkpoints into TransformerLens 4.x ``TransformerBridge`` offline, in the raw weight basis.
 
 No ``fold_ln`` or other weight processing: base and fine-tuned weights stay comparable entry by entry
-(weight processing would rewrite them differently per model). Bridges are for analysis; training uses plain Hugging Face models (:func:`load_hf`).
+(weight processing would rewrite them differently per model). Bridges are for analysis; training uses plain
+Hugging Face models (:func:`load_hf`).
 
 Example::
 

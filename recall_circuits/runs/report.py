@@ -53,8 +53,9 @@ def _sentence(d: dict[str, Any]) -> str:
         return "Not run in this reproduction."
     name = d["name"]
     if name == "qa_ood_gap":
-        return (f"Mixed answers {_f(m['mixed_qa_ood'])} of the QA-OOD questions and two-stage {_f(m['two_stage_qa_ood'])}"
-                f" (exact match): a gap of {_with_ci(m['gap'], m.get('gap_ci95'))}, with QA-ID "
+        return (f"Mixed answers {_f(m['mixed_qa_ood'])} of the QA-OOD questions and two-stage "
+                f"{_f(m['two_stage_qa_ood'])} (exact match): a gap of {_with_ci(m['gap'], m.get('gap_ci95'))}, "
+                "with QA-ID "
                 f"{_f(m['mixed_qa_id'], 2)} (mixed) and {_f(m['two_stage_qa_id'], 2)} (two-stage) and BIO recall at "
                 f"least {_f(m['min_bio_recall'], 2)}.")
     if name == "shared_fraction":
@@ -69,7 +70,8 @@ def _sentence(d: dict[str, Any]) -> str:
     if name == "restore_ablation":
         mo, to = m["mixed_qa_ood"], m["two_stage_qa_ood"]
         return (f"Restoring S costs mixed {_pct(m['mixed_rel_qa_ood_drop_shared'])} of its QA-OOD accuracy "
-                f"({_f(mo['none'])} → {_f(mo['shared'])}) and two-stage {_pct(m['two_stage_rel_qa_ood_drop_shared'])} "
+                f"({_f(mo['none'])} → {_f(mo['shared'])}) and two-stage "
+                f"{_pct(m['two_stage_rel_qa_ood_drop_shared'])} "
                 f"({_f(to['none'])} → {_f(to['shared'])}); the costliest random same-size set costs mixed "
                 f"{_pct(m['mixed_rel_qa_ood_drop_random_max'])}.")
     if name == "consistency":
@@ -149,10 +151,12 @@ def _headline(summary: dict[str, Any]) -> str:
     for s, r in named:
         ci = r.get("ci95") or {}
         ys = [r.get(k) for k in ACCURACIES]
-        err = {"type": "data", "symmetric": False, "array": [ci[k][1] - y if k in ci else 0 for k, y in zip(ACCURACIES, ys)],
+        err = {"type": "data", "symmetric": False,
+               "array": [ci[k][1] - y if k in ci else 0 for k, y in zip(ACCURACIES, ys)],
                "arrayminus": [y - ci[k][0] if k in ci else 0 for k, y in zip(ACCURACIES, ys)]}
         fig.add_trace(go.Bar(name=s, x=list(ACCURACIES.values()), y=ys, error_y=err))
-    fig.update_layout(barmode="group", title="Exact-match accuracy by recipe (bars: 95% bootstrap interval over people)",
+    fig.update_layout(barmode="group",
+                      title="Exact-match accuracy by recipe (bars: 95% bootstrap interval over people)",
                       xaxis_title="measure", yaxis_title="accuracy", yaxis_range=[0, 1.05], height=420)
     gap = next((d["measured"] for d in summary["directions"] if d["name"] == "qa_ood_gap"), None)
     gap_line = (f"<p><b>QA-OOD gap, mixed − two-stage:</b> {_with_ci(gap['gap'], gap.get('gap_ci95'))} (paired "
@@ -221,8 +225,9 @@ def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, l
     conds = list(next(iter(tr.values()))["ablation"])
     figs["restore_ablation"].append(
         "<h3>Restore ablation: QA accuracy with each set restored to its pretrained values</h3>" + _table(
-            [[s, c, t["ablation"][c].get("n_restored", ""), t["ablation"][c]["qa_id_acc"], t["ablation"][c]["qa_ood_acc"]]
-             for s, t in tr.items() for c in conds], ["recipe", "restored set", "entries", "QA-ID", "QA-OOD"]))
+            [[s, c, t["ablation"][c].get("n_restored", ""), t["ablation"][c]["qa_id_acc"],
+              t["ablation"][c]["qa_ood_acc"]] for s, t in tr.items() for c in conds],
+            ["recipe", "restored set", "entries", "QA-ID", "QA-OOD"]))
     if summary.get("head_curves"):
         figs["restore_ablation"].append("<h3>Restoring whole heads, ranked by each score</h3><p>"
                                         + html.escape(summary.get("head_gqa_note", "")) + "</p>")
