@@ -40,6 +40,12 @@ def _pct(v: float | int) -> str:
     return f"{100 * v:.0f}%"
 
 
+def _measured(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The numbers direction ``name`` measured, or None when it was not run."""
+    d = next((d for d in summary["directions"] if d["name"] == name), None)
+    return d["measured"] if d and isinstance(d["measured"], dict) else None
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_f(v))}</td>" for v in r) + "</tr>" for r in rows)
@@ -55,9 +61,8 @@ def _sentence(d: dict[str, Any]) -> str:
     if name == "qa_ood_gap":
         return (f"Mixed answers {_f(m['mixed_qa_ood'])} of the QA-OOD questions and two-stage "
                 f"{_f(m['two_stage_qa_ood'])} (exact match): a gap of {_with_ci(m['gap'], m.get('gap_ci95'))}, "
-                "with QA-ID "
-                f"{_f(m['mixed_qa_id'], 2)} (mixed) and {_f(m['two_stage_qa_id'], 2)} (two-stage) and BIO recall at "
-                f"least {_f(m['min_bio_recall'], 2)}.")
+                f"with QA-ID {_f(m['mixed_qa_id'], 2)} (mixed) and {_f(m['two_stage_qa_id'], 2)} (two-stage) and "
+                f"BIO recall at least {_f(m['min_bio_recall'], 2)}.")
     if name == "shared_fraction":
         pre = "" if m.get("pretrained") is None else f", the pretrained model {_f(m['pretrained'])}"
         return (f"At k = {m['k']:,}, |S_k|/k is {_f(m['mixed'])} under mixed and {_f(m['two_stage'])} under two-stage "
@@ -158,9 +163,9 @@ def _headline(summary: dict[str, Any]) -> str:
     fig.update_layout(barmode="group",
                       title="Exact-match accuracy by recipe (bars: 95% bootstrap interval over people)",
                       xaxis_title="measure", yaxis_title="accuracy", yaxis_range=[0, 1.05], height=420)
-    gap = next((d["measured"] for d in summary["directions"] if d["name"] == "qa_ood_gap"), None)
+    gap = _measured(summary, "qa_ood_gap")
     gap_line = (f"<p><b>QA-OOD gap, mixed − two-stage:</b> {_with_ci(gap['gap'], gap.get('gap_ci95'))} (paired "
-                "over the same people).</p>" if isinstance(gap, dict) else "")
+                "over the same people).</p>" if gap else "")
     return ("<h2>Headline accuracies</h2><p>Greedy exact match; 95% percentile-bootstrap intervals over people in "
             "brackets. QA-OOD asks about people whose questions no recipe trained on.</p>"
             + _table(rows, ["recipe", *ACCURACIES.values()]) + gap_line + _plot(fig))
@@ -239,9 +244,8 @@ def _consistency_figures(summary: dict[str, Any]) -> list[str]:
     import plotly.graph_objects as go  # noqa: PLC0415
 
     out = []
-    cons = next((d for d in summary["directions"] if d["name"] == "consistency"), None)
-    if cons and isinstance(cons["measured"], dict):
-        m = cons["measured"]
+    m = _measured(summary, "consistency")
+    if m:
         out.append(_table(
             [[s, m[f"{p}_gradient_cosine"], m[f"{p}_mean_representation_cosine"], m[f"{p}_subject_relation_share"],
               m[f"{p}_retrieval_acc_last_layer"]] for s, p in (("mixed", "mixed"), ("two-stage", "two_stage"))],

@@ -20,24 +20,21 @@ PAPER = {
 }
 
 
-HEADLINE_ACCURACIES = ("qa_id_acc", "qa_ood_acc", "bio_recall_id", "bio_recall_ood")
-
-
-def _per_person_key(acc_key: str) -> str:
-    """``qa_ood_acc`` → ``qa_ood_per_person``; ``bio_recall_id`` → ``bio_recall_id_per_person``."""
-    return acc_key.removesuffix("_acc") + "_per_person"
-
-
 def headline(r: dict[str, Any]) -> dict[str, Any]:
     """A fine-tuning run's headline numbers, with ``ci95``: the 95% bootstrap interval over people [low, high] of
-    each accuracy whose per-person table the run kept."""
+    each accuracy whose per-person table the run kept (keyed like the accuracy: ``qa_ood_acc``, ``bio_recall_id``)."""
+    from recall_circuits.training.evaluation import Evaluation, flat_keys  # noqa: PLC0415
     from recall_circuits.training.intervals import accuracy_interval  # noqa: PLC0415
 
     keys = ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc", "bio_recall_id",
             "bio_recall_ood", "train_wall_s")
     out = {k: r.get(k) for k in keys}
-    out["ci95"] = {k: [(iv := accuracy_interval(r[_per_person_key(k)])).low, iv.high]
-                   for k in HEADLINE_ACCURACIES if r.get(_per_person_key(k))}
+    out["ci95"] = {}
+    for measure in Evaluation.MEASURES:
+        acc_key, _, base = flat_keys(measure)
+        if r.get(f"{base}_per_person"):
+            iv = accuracy_interval(r[f"{base}_per_person"])
+            out["ci95"][acc_key] = [iv.low, iv.high]
     return out
 
 

@@ -138,7 +138,7 @@ def _summarise(scores: list[tuple[bool, bool]], attrs: list[str], people: list[A
     }
 
 
-def _flat_keys(measure: str) -> tuple[str, str, str]:
+def flat_keys(measure: str) -> tuple[str, str, str]:
     """(exact-match key, first-token key, prefix of the per-attribute / per-person keys) of a measure in the flat
     ``results.json`` form: ``qa_ood`` → ``qa_ood_acc``, ``qa_ood_first_token_acc``, ``qa_ood``; ``bio_id`` →
     ``bio_recall_id``, ``bio_recall_id_first_token``, ``bio_recall_id``."""
@@ -186,7 +186,7 @@ class Evaluation(Result):
         """The flat form fine-tuning writes to ``results.json`` (``qa_id_acc``, ``bio_recall_ood_per_person``, …)."""
         out: dict[str, Any] = {}
         for m in self.accuracy:
-            key, first, base = _flat_keys(m)
+            key, first, base = flat_keys(m)
             out[key], out[first] = self.accuracy[m], self.first_token[m]
             out[f"{base}_per_attribute"] = self.per_attribute[m]
             out[f"{base}_per_person"] = self.per_person[m]
@@ -197,7 +197,7 @@ class Evaluation(Result):
         """Read the flat form back (a fine-tuning run's ``results.json``)."""
         acc, first, per_attr, per_person = {}, {}, {}, {}
         for m in cls.MEASURES:
-            key, fkey, base = _flat_keys(m)
+            key, fkey, base = flat_keys(m)
             if key in flat:
                 acc[m], first[m] = flat[key], flat[fkey]
                 per_attr[m], per_person[m] = flat[f"{base}_per_attribute"], flat[f"{base}_per_person"]
