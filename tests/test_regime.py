@@ -60,3 +60,13 @@ def test_from_best_takes_the_other_fields_from_the_best_pair():
     worse = pair_row(Setting("A1"), _res(1.0, 1 / 6, 0.95), stage)
     s = resolve(next(p for p in PLAN if p.id == "A11"), {"A3": best, "A1": worse})
     assert (s.id, s.epochs, s.people, s.qa_share) == ("A11", 30, 50, 4)
+
+
+def test_the_row_carries_the_ood_breakdown_where_the_results_have_it():
+    stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
+    mixed = _res(1.0, 0.5, 0.95)
+    mixed |= {"qa_ood_first_token_acc": 0.6, "qa_ood_per_attribute": {"major": {"acc": 0.25, "first_token_acc": 0.5,
+                                                                                "n": 4}}}
+    row = pair_row(Setting("X"), mixed, stage)
+    assert row["qa_ood_detail"]["mixed"] == {"first_token": 0.6, "per_attribute": {"major": 0.25}}
+    assert row["qa_ood_detail"]["two-stage"] == {"first_token": None, "per_attribute": {}}

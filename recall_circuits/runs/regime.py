@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.training.evaluation import flat_keys
 from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
 TARGET_GAP = 0.25
@@ -130,9 +131,19 @@ def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any]) -> 
         "wall_s": {"mixed": mixed["wall_s"], "two-stage": stage["wall_s"]},          # the last invocation
         "train_wall_s": {"mixed": mixed.get("train_wall_s"), "two-stage": stage.get("train_wall_s")},  # all of it
         "torch_threads": {"mixed": mixed.get("torch_threads"), "two-stage": stage.get("torch_threads")},
+        "qa_ood_detail": _ood_detail(mixed, stage),
         "premise_ok": ok,
         "qualifies": ok and gap["value"] >= TARGET_GAP,
     }
+
+
+def _ood_detail(mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """Descriptive only (no rule uses it): each arm's QA-OOD first-token accuracy and exact match per attribute,
+    where its ``results.json`` has them."""
+    _, first, prefix = flat_keys("qa_ood")
+    return {arm: {"first_token": r.get(first),
+                  "per_attribute": {a: v["acc"] for a, v in r.get(f"{prefix}_per_attribute", {}).items()}}
+            for arm, r in (("mixed", mixed), ("two-stage", stage))}
 
 
 def choose(done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
