@@ -27,7 +27,8 @@ from pathlib import Path
 from recall_circuits.runs.artefacts import read_json, write_json
 from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import PLAN, SECOND_SEED, arm_options, choose, data_name, pair_row, resolve
+from recall_circuits.runs.regime import (PLAN, SECOND_SEED, arm_options, choose, data_name, load_record, pair_row,
+                                        resolve, table_markdown)
 
 log = logging.getLogger("regime_search")
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,38 +37,15 @@ ARMS = ("mixed", "two-stage")
 
 def _load_done(out: Path, record: Path) -> dict[str, dict]:
     """Finished pairs: the committed record (``record/<id>.json``) and the run folder (``out/<id>/pair.json``)."""
+    done = load_record(record) if record.is_dir() else {}
     order = {s.id: i for i, s in enumerate(PLAN)}
-    found = {f.parent.name: f for f in out.glob("*/pair.json")} | {f.stem: f for f in record.glob("*.json")}
-    done = {}
-    for pid in sorted(found, key=lambda p: (order.get(p, len(order)), p)):
-        f = found[pid]
-        if f.is_file():
+    for f in out.glob("*/pair.json"):
+        if f.parent.name not in done:
             try:
-                done[pid] = read_json(f)
+                done[f.parent.name] = read_json(f)
             except json.JSONDecodeError as exc:
                 raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
-    return done
-
-
-def _table(done: dict[str, dict]) -> str:
-    head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
-            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | BIO two-stage after BIO "
-            "(ID/OOD) | steps | arms' training time (min) | premise | qualifies |\n" + "|---" * 19 + "|\n")
-    rows = []
-    for pid, p in done.items():
-        s = p["setting"]
-
-        def iv(d: dict) -> str:
-            return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
-        wall = p.get("train_wall_s") or p["wall_s"]      # training time over every resume, where recorded
-        rows.append(f"| {pid} | {s['epochs']} | {s['schedule']} | {'yes' if s['frozen'] else 'no'} | {s['qa_share']} | "
-                    f"{'full name' if s['fullname'] else 'pronoun'} | {s['people']} | {s['seed']} | "
-                    f"{iv(p['mixed_qa_id'])} | {iv(p['stage_qa_id'])} | {iv(p['mixed_qa_ood'])} | "
-                    f"{iv(p['stage_qa_ood'])} | {iv(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
-                    f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
-                    f"{wall['mixed'] / 60:.0f} / {wall['two-stage'] / 60:.0f} | "
-                    f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
-    return head + "\n".join(rows) + "\n"
+    return dict(sorted(done.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
 def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None,
@@ -142,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"{s.id:4s} {'done' if s.id in done else 'todo'}  {s.why}")
         return 0
     if args.table:
-        print(_table(done), end="")
+        print(table_markdown(done), end="")
         return 0
     todo = [s for s in PLAN if s.id not in done and (not args.only or s.id in args.only)]
     if args.second_seed:
@@ -170,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
         record.mkdir(parents=True, exist_ok=True)
         write_json(record / f"{s.id}.json", row, indent=2)
         done[s.id] = row
-        (out / "table.md").write_text(_table(done))
+        (out / "table.md").write_text(table_markdown(done))
         log.info("%s: gap %.3f [%.3f, %.3f], premise %s, qualifies %s", s.id, row["gap"]["value"], row["gap"]["low"],
                  row["gap"]["high"], row["premise_ok"], row["qualifies"])
     chosen, reached = choose(done)

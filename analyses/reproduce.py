@@ -6,17 +6,20 @@
     python analyses/reproduce.py --out runs/reproduce --report-only   # the summary and report again, nothing computed
 
 Every stage is cached in OUT and skipped when complete: rerun the same command to resume after an interruption.
-Writes OUT/summary.json and OUT/report.html.
+Writes OUT/summary.json and OUT/report.html; the report of the cpu preset also shows where the regime search that
+sets the preset stands (the pairs in docs/search).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from recall_circuits.runs.cli import add_device_args, add_progress_arg, parser, script
 
 log = logging.getLogger("reproduce")
+SEARCH_RECORD = Path(__file__).resolve().parents[1] / "docs" / "search"   # the regime search's finished pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
 
     summary = reproduce(args.out, quick=args.quick, sensitivity=args.sensitivity, model=args.model,
                         verbose=args.progress, overwrite=args.overwrite, device=args.device,
-                        dtype=args.dtype, report_only=args.report_only)
+                        dtype=args.dtype, report_only=args.report_only,
+                        search_record=None if args.quick or not SEARCH_RECORD.is_dir() else SEARCH_RECORD)
     for d in summary["directions"]:
         log.info("%-18s %s", d["name"], d["verdict"])
     log.info("wrote %s/summary.json and %s/report.html", args.out, args.out)

@@ -158,3 +158,45 @@ def test_report_states_each_verdict_and_why(tmp_path):
     assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5
     assert "class='banner'><b>Undecided.</b> The models did not learn" in doc and "No QA-OOD gap" not in doc
     assert "Reproduced</b>." not in doc
+
+
+def test_the_report_says_where_the_regime_search_stands(tmp_path):
+    """Given the search's record, the headline says how many pairs are done and whether one reaches the target, and
+    the search's table and gap figure follow it; a record where no pair qualifies says so; no record, no section."""
+    from recall_circuits.runs.regime import Setting, pair_row, search_state
+    from recall_circuits.runs.report import write_report
+    from recall_circuits.runs.verdicts import summarise
+
+    def res(qa_ood, steps):
+        table = {str(i): [round(qa_ood * 6), 6] for i in range(10)}
+        return {"qa_id_acc": 1.0, "qa_ood_acc": qa_ood, "bio_recall_id": 1.0, "bio_recall_ood": 1.0,
+                "qa_id_per_person": {str(i): [6, 6] for i in range(10)}, "qa_ood_per_person": table,
+                "steps": steps, "wall_s": 60.0, "after_bio": {"bio_recall_id": 1.0, "bio_recall_ood": 1.0}}
+    rows = {"A1": pair_row(Setting("A1", why="first try"), res(1 / 6, 100), res(0.0, 100)),
+            "A2": pair_row(Setting("A2", qa_share=2, why="second try"), res(3 / 6, 100), res(0.0, 100))}
+    runs, traces, cons = _synthetic(0.5)
+
+    def render(search):
+        summary = summarise(runs, [], traces, cons) | ({"search": search} if search else {})
+        write_report(tmp_path / "r.html", summary)
+        return (tmp_path / "r.html").read_text()
+
+    doc = render(search_state(rows))
+    assert ("<b>Regime search: 2 of 12 pre-registered pairs done; pair A2 reaches the target: mixed − two-stage on "
+            "QA-OOD 0.500 [0.500, 0.500]; this preset is the one that preceded the search") in doc
+    assert "<h2>The regime search</h2>" in doc and "<td>second try</td>" in doc and "target 0.25" in doc
+    assert doc.index("Headline accuracies") < doc.index("Regime search: 2 of 12") < doc.index("<section><h2>")
+    doc = render(search_state({"A1": rows["A1"]}))
+    assert ("Regime search: 1 of 12 pre-registered pairs done; no pair reaches the target of 0.25; the largest gap "
+            "with the premise holding is A1&#x27;s, 0.167 [0.167, 0.167]") in doc
+    doc = render(None)
+    assert "Regime search" not in doc and "The regime search" not in doc
+
+
+def test_a_missing_search_record_fails_before_any_work(tmp_path):
+    from recall_circuits.errors import RecallCircuitsError
+    from recall_circuits.runs.pipeline import reproduce
+
+    with pytest.raises(RecallCircuitsError, match="is not a folder"):
+        reproduce(tmp_path / "r", quick=True, search_record=tmp_path / "nowhere", verbose=False)
+    assert not (tmp_path / "r").exists()

@@ -1,8 +1,12 @@
 """The search plan's fairness and decision rules on synthetic results (no training)."""
 
+import json
+
 import pytest
 
-from recall_circuits.runs.regime import PLAN, Setting, arm_options, choose, pair_row, premise_ok, resolve
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.runs.regime import (PLAN, Setting, arm_options, choose, load_record, pair_row, premise_ok,
+                                         resolve, search_state, table_markdown)
 
 
 def _res(qa_id, qa_ood, bio, steps=100, people=10, after_bio=None):
@@ -70,3 +74,38 @@ def test_the_row_carries_the_ood_breakdown_where_the_results_have_it():
     row = pair_row(Setting("X"), mixed, stage)
     assert row["qa_ood_detail"]["mixed"] == {"first_token": 0.6, "per_attribute": {"major": 0.25}}
     assert row["qa_ood_detail"]["two-stage"] == {"first_token": None, "per_attribute": {}}
+
+
+def _write_record(folder, rows):
+    folder.mkdir()
+    for pid, row in rows.items():
+        (folder / f"{pid}.json").write_text(json.dumps(row))
+
+
+def test_the_record_loads_in_the_plans_order_and_says_where_the_search_stands(tmp_path):
+    stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
+    rows = {"A10": pair_row(Setting("A10", epochs=40), _res(1.0, 1 / 6, 0.95), stage),
+            "A2": pair_row(Setting("A2", qa_share=2), _res(1.0, 2 / 6, 0.95, steps=200), stage),
+            "A2-seed1": pair_row(Setting("A2", qa_share=2, seed=1), _res(1.0, 2 / 6, 0.95, steps=200), stage),
+            "A1": pair_row(Setting("A1"), _res(0.5, 0.5, 0.95), stage)}          # premise fails
+    _write_record(tmp_path / "rec", rows)
+    done = load_record(tmp_path / "rec")
+    assert list(done) == ["A1", "A2", "A10", "A2-seed1"] and done["A2"] == json.loads(json.dumps(rows["A2"]))
+    state = search_state(done)
+    assert (state["chosen"], state["reached"], state["planned"][0], state["target_gap"]) == ("A2", True, "A1", 0.25)
+    state = search_state({k: done[k] for k in ("A1", "A10")})
+    assert (state["chosen"], state["reached"]) == ("A10", False)
+    assert search_state({"A1": done["A1"]})["chosen"] is None
+    table = table_markdown(done).splitlines()
+    assert len(table) == 2 + 4 and table[3].startswith("| A2 | 20 | constant | yes | 2 | pronoun | 100 | 0 | ")
+    assert "| 0.333 [0.333, 0.333] | 0.000 [0.000, 0.000] | 0.333 [0.333, 0.333] |" in table[3]
+    assert table[2].endswith("| fails | no |") and table[3].endswith("| holds | yes |")
+
+
+def test_a_broken_or_missing_record_is_a_one_line_error(tmp_path):
+    with pytest.raises(RecallCircuitsError, match="is not a folder"):
+        load_record(tmp_path / "nowhere")
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "A1.json").write_text("{")
+    with pytest.raises(RecallCircuitsError, match="A1.json is not valid JSON"):
+        load_record(tmp_path / "rec")

@@ -24,6 +24,7 @@ from typing import Any
 from recall_circuits.data.bios import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.artefacts import check_same, code_identity, difference, model_identity, read_json, write_json
+from recall_circuits.runs.regime import load_record, search_state
 from recall_circuits.runs.report import write_report
 from recall_circuits.runs.verdicts import headline, summarise
 from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
@@ -219,18 +220,21 @@ def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: boo
 
 def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
               verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
-              report_only: bool = False) -> dict[str, Any]:
+              report_only: bool = False, search_record: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume) the reproduction into ``out``; return the summary.
 
     Every stage records what it was computed from (model weights, data, options) and is reused only when those
     are unchanged; a change is an error naming it, unless ``overwrite``, which computes the changed stages again.
     ``report_only``: compute nothing, write ``summary.json`` and ``report.html`` again from the finished stages
     (an error if one is missing); stages computed from other inputs than a run would use now (another version of
-    the library's code, say) are listed in the summary's ``stale`` and named in the report."""
+    the library's code, say) are listed in the summary's ``stale`` and named in the report. ``search_record``: the
+    regime search's finished pairs (a folder of ``<id>.json``, e.g. the repository's ``docs/search``), shown in the
+    summary's ``search`` and the report's headline."""
     out = Path(out)
     if report_only and not (out / RUN_FILE).is_file():
         raise RecallCircuitsError(f"--report-only: {out} holds no reproduction ({RUN_FILE})")
     run_id = check_out(out, quick=quick, model=model, overwrite=overwrite)
+    search = search_state(load_record(search_record)) if search_record is not None else None   # read before any work
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
         write_json(out / RUN_FILE, run_id, indent=2)
@@ -296,6 +300,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     else:
         summary["wall_s_this_invocation"] = time.time() - t0
     summary["stale"] = ctx.stale or {}
+    if search is not None:
+        summary["search"] = search
     write_json(out / SUMMARY_FILE, summary, indent=2, sort_keys=True)
     write_report(out / REPORT_FILE, summary, out)
     return summary

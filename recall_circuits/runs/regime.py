@@ -23,7 +23,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
@@ -68,6 +70,9 @@ PLAN: tuple[Setting, ...] = (
             why="the best pair so far with full names and a QA share of 2"),
 )
 SECOND_SEED = 1   # the chosen setting is repeated with this data and training seed
+# the pair the ``cpu`` preset was set from by the decision rule; None while the preset is the one that preceded the
+# search (the search has not chosen yet)
+PRESET_PAIR: str | None = None
 
 FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "checkpoint_every": 200}
 
@@ -153,3 +158,55 @@ def choose(done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool
         return min(good, key=lambda p: (p["steps"], -p["gap"]["low"])), True
     ok = [p for p in done.values() if p["premise_ok"]]
     return (max(ok, key=lambda p: p["gap"]["value"]), False) if ok else (None, False)
+
+
+def load_record(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """The finished pairs kept in ``folder`` as ``<id>.json`` (``analyses/regime_search.py`` writes them; the
+    repository's record is ``docs/search``), in the plan's order, other ids (a second seed) after."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RecallCircuitsError(f"the search record {folder} is not a folder")
+    order = {s.id: i for i, s in enumerate(PLAN)}
+    done = {}
+    for f in sorted(folder.glob("*.json"), key=lambda f: (order.get(f.stem, len(order)), f.stem)):
+        try:
+            done[f.stem] = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
+    return done
+
+
+def search_state(done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where the search stands, as JSON data for a summary or a report: the plan's ids, the finished rows, the
+    thresholds, the pair the decision rule picks so far and whether it reaches the target."""
+    chosen, reached = choose(done)
+    return {"planned": [s.id for s in PLAN], "rows": done, "target_gap": TARGET_GAP, "min_qa_id": MIN_QA_ID,
+            "min_bio": MIN_BIO, "chosen": chosen["setting"]["id"] if chosen else None, "reached": reached,
+            "preset_pair": PRESET_PAIR}
+
+
+def table_markdown(done: dict[str, dict[str, Any]]) -> str:
+    """The finished pairs as the markdown table of ``docs/results.md``."""
+    head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
+            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | "
+            "BIO two-stage after BIO (ID/OOD) | steps | arms' training time (min) | premise | qualifies |\n"
+            + "|---" * 19 + "|\n")
+    rows = []
+    for pid, p in done.items():
+        s = p["setting"]
+        # training time over every resume where recorded, else the last invocation's
+        wall = {a: (p.get("train_wall_s") or {}).get(a) or p["wall_s"][a] for a in ("mixed", "two-stage")}
+        rows.append(f"| {pid} | {s['epochs']} | {s['schedule']} | {'yes' if s['frozen'] else 'no'} | "
+                    f"{s['qa_share']} | {'full name' if s['fullname'] else 'pronoun'} | {s['people']} | {s['seed']} | "
+                    f"{interval_text(p['mixed_qa_id'])} | {interval_text(p['stage_qa_id'])} | "
+                    f"{interval_text(p['mixed_qa_ood'])} | {interval_text(p['stage_qa_ood'])} | "
+                    f"{interval_text(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
+                    f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
+                    f"{wall['mixed'] / 60:.0f} / {wall['two-stage'] / 60:.0f} | "
+                    f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def interval_text(d: dict[str, float]) -> str:
+    """``0.057 [0.030, 0.083]``: a value with its 95% interval."""
+    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"

@@ -2,7 +2,9 @@
 reads like a results section. First what was run (models and data with their identities, preset, wall times) and
 the headline accuracies with their intervals; then one section per direction of the paper, each with a one-sentence
 verdict, our numbers beside the paper's, the figure that shows it and the rule that decided it; then the further
-analyses (grafting, patching, single heads, attention, learning-rate sensitivity)."""
+analyses (grafting, patching, single heads, attention, learning-rate sensitivity). A reproduction of the ``cpu``
+preset also shows where the pre-registered regime search that sets the preset stands (``summary["search"]``): a
+sentence in the headline, and its table and gaps after it."""
 
 from __future__ import annotations
 
@@ -166,9 +168,66 @@ def _headline(summary: dict[str, Any]) -> str:
     gap = _measured(summary, "qa_ood_gap")
     gap_line = (f"<p><b>QA-OOD gap, mixed − two-stage:</b> {_with_ci(gap['gap'], gap.get('gap_ci95'))} (paired "
                 "over the same people).</p>" if gap else "")
+    search = summary.get("search")
+    search_line = f"<p><b>{html.escape(_search_sentence(search))}</b></p>" if search else ""
     return ("<h2>Headline accuracies</h2><p>Greedy exact match; 95% percentile-bootstrap intervals over people in "
             "brackets. QA-OOD asks about people whose questions no recipe trained on.</p>"
-            + _table(rows, ["recipe", *ACCURACIES.values()]) + gap_line + _plot(fig))
+            + _table(rows, ["recipe", *ACCURACIES.values()]) + gap_line + search_line + _plot(fig)
+            + (_search(search) if search else ""))
+
+
+def _search_sentence(search: dict[str, Any]) -> str:
+    """Where the regime search stands, in one sentence (plain text)."""
+    rows, n = search["rows"], len(search["planned"])
+    done = sum(1 for pid in rows if pid in search["planned"])
+    chosen = rows.get(search["chosen"]) if search["chosen"] else None
+    if chosen is None:
+        state = ("no pair yet meets the premise (both recipes answer the trained questions and memorise the "
+                 "biographies)")
+    elif search["reached"]:
+        state = (f"pair {search['chosen']} reaches the target: mixed − two-stage on QA-OOD "
+                 f"{_with_ci(chosen['gap']['value'], (chosen['gap']['low'], chosen['gap']['high']))}")
+    else:
+        state = (f"no pair reaches the target of {search['target_gap']:.2f}; the largest gap with the premise "
+                 f"holding is {search['chosen']}'s, "
+                 f"{_with_ci(chosen['gap']['value'], (chosen['gap']['low'], chosen['gap']['high']))}")
+    preset = (f"this preset is pair {search['preset_pair']}'s setting" if search.get("preset_pair") else
+              "this preset is the one that preceded the search (the search has not set it yet)")
+    return f"Regime search: {done} of {n} pre-registered pairs done; {state}; {preset}."
+
+
+def _search(search: dict[str, Any]) -> str:
+    """The regime search's rows (the table of docs/results.md, shortened) and their gaps against the target."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    rows = search["rows"]
+    table = []
+    for pid, p in rows.items():
+        s = p["setting"]
+        table.append([pid, s.get("why", ""), s["epochs"], s["schedule"], "frozen" if s["frozen"] else "trained",
+                      s["qa_share"], "full name" if s["fullname"] else "pronoun", s["people"], s["seed"],
+                      *[_with_ci(p[k]["value"], (p[k]["low"], p[k]["high"]))
+                        for k in ("mixed_qa_id", "stage_qa_id", "mixed_qa_ood", "stage_qa_ood", "gap")],
+                      "holds" if p["premise_ok"] else "fails", "yes" if p["qualifies"] else "no"])
+    gaps = [p["gap"] for p in rows.values()]
+    fig = go.Figure(go.Bar(
+        x=list(rows), y=[g["value"] for g in gaps],
+        marker_color=["#1a7f37" if p["qualifies"] else "#888" if p["premise_ok"] else "#ddd" for p in rows.values()],
+        error_y={"type": "data", "symmetric": False, "array": [g["high"] - g["value"] for g in gaps],
+                 "arrayminus": [g["value"] - g["low"] for g in gaps]}))
+    fig.add_hline(y=search["target_gap"], line_dash="dash", annotation_text=f"target {search['target_gap']:.2f}")
+    fig.update_layout(title="QA-OOD gap (mixed − two-stage) of each finished pair, 95% interval over people",
+                      xaxis_title="pair", yaxis_title="gap", height=380)
+    rule = (f"A pair qualifies when both recipes answer the trained questions (QA-ID ≥ {search['min_qa_id']}), both "
+            f"memorise the biographies (BIO recall ≥ {search['min_bio']}; two-stage after its BIO phase) and mixed − "
+            f"two-stage on QA-OOD exact match ≥ {search['target_gap']}; the default is the cheapest qualifying pair, "
+            "or, when none qualifies, the largest gap with the premise holding. Both recipes of a pair share every "
+            "setting. The plan, the rule and every row are in docs/results.md.")
+    return ("<h2>The regime search</h2><p class='rule'>" + html.escape(rule) + "</p>"
+            + _table(table, ["pair", "what it tries", "passes", "schedule", "embedding", "QA share", "biographies",
+                             "people", "seed", "mixed QA-ID", "two-stage QA-ID", "mixed QA-OOD", "two-stage QA-OOD",
+                             "gap", "premise", "qualifies"])
+            + (_plot(fig) if rows else ""))
 
 
 def _head_curves_figure(strategy: str, curves: dict[str, Any]) -> Any:
