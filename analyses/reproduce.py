@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--report-only", action="store_true",
                     help="compute nothing: write summary.json and report.html again from OUT's finished stages "
                          "(stages computed from other inputs, e.g. another library version, are named in the report)")
+    ap.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=None,
+                    help="fine-tune the two recipes at once, each in its own process with half the torch threads "
+                         "(default: on a CPU; --no-side-by-side: one after the other in this process)")
     add_device_args(ap)
     add_progress_arg(ap)
     return ap
@@ -47,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
 
     summary = reproduce(args.out, quick=args.quick, sensitivity=args.sensitivity, model=args.model,
                         verbose=args.progress, overwrite=args.overwrite, device=args.device,
-                        dtype=args.dtype, report_only=args.report_only,
+                        dtype=args.dtype, report_only=args.report_only, side_by_side=args.side_by_side,
                         search_record=None if args.quick or not SEARCH_RECORD.is_dir() else SEARCH_RECORD)
     for d in summary["directions"]:
         log.info("%-18s %s", d["name"], d["verdict"])

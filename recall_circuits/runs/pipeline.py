@@ -36,17 +36,21 @@ SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
 IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 
 
+def _train_cfg(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+
+
 def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
               verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]],
-              stale: dict[str, str] | None = None) -> dict[str, Any]:
+              stale: dict[str, str] | None = None, run: bool = True) -> dict[str, Any] | None:
     """A fine-tuning stage: reused only when it was trained from the same base weights, data and options. With
     ``stale`` (a report-only pass) nothing is trained: a finished run is read and an identity that differs is
-    recorded in ``stale``."""
+    recorded in ``stale``. ``run=False``: check and clear as usual, but return None instead of training."""
     from recall_circuits.training.run import RESULTS_FILE, run_finetune  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
     from recall_circuits.training.loop import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
 
-    cfg = preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+    cfg = _train_cfg(out, data, strategy, train_preset, extra)
     tc = TrainConfig(**cfg)
     identity = train_identity(tc, resolve_model(tc.model), hashed(tc.model))
     if stale is not None:
@@ -62,6 +66,8 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
     if (out / RESULTS_FILE).is_file():
         log.info("stage %s: complete, skipped", out.name)
         return read_json(out / RESULTS_FILE)
+    if not run:
+        return None
     log.info("stage %s: fine-tuning (%s)", out.name, strategy)
     res = run_finetune(cfg, resume=out.exists(), overwrite=False, verbose=verbose)
     assert res is not None
@@ -220,7 +226,8 @@ def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: boo
 
 def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
               verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
-              report_only: bool = False, search_record: str | Path | None = None) -> dict[str, Any]:
+              report_only: bool = False, search_record: str | Path | None = None,
+              side_by_side: bool | None = None) -> dict[str, Any]:
     """Run (or resume) the reproduction into ``out``; return the summary.
 
     Every stage records what it was computed from (model weights, data, options) and is reused only when those
@@ -229,7 +236,9 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     (an error if one is missing); stages computed from other inputs than a run would use now (another version of
     the library's code, say) are listed in the summary's ``stale`` and named in the report. ``search_record``: the
     regime search's finished pairs (a folder of ``<id>.json``, e.g. the repository's ``docs/search``), shown in the
-    summary's ``search`` and the report's headline."""
+    summary's ``search`` and the report's headline. ``side_by_side`` (default: on a CPU): the two recipes
+    fine-tune at once, each in a process of its own with half the torch threads
+    (:mod:`recall_circuits.training.side_by_side`); otherwise one after the other in this process."""
     out = Path(out)
     if report_only and not (out / RUN_FILE).is_file():
         raise RecallCircuitsError(f"--report-only: {out} holds no reproduction ({RUN_FILE})")
@@ -259,8 +268,18 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(data_cfg), data, overwrite=True)
     ctx = _Ctx(data, quick, overwrite, verbose, device, dtype, stale={} if report_only else None)
-    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite, ctx.model, ctx.stale)
-            for s in ("two-stage", "mixed")}
+    side_by_side = device == "cpu" if side_by_side is None else side_by_side
+    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite, ctx.model, ctx.stale,
+                         run=not side_by_side) for s in ("two-stage", "mixed")}
+    todo = {s: _train_cfg(out / s, data, s, name, extra) for s, r in runs.items() if r is None}
+    if todo:
+        import torch  # noqa: PLC0415
+
+        from recall_circuits.training.side_by_side import run_side_by_side  # noqa: PLC0415
+
+        threads = max(1, torch.get_num_threads() // len(todo))
+        log.info("stages %s: fine-tuning side by side, %d torch thread(s) each", " and ".join(todo), threads)
+        runs.update(run_side_by_side(todo, logs=out, threads=threads, verbose=verbose))
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
     traces = {s: _trace(ctx, out / f"trace-{s}", base_model, ft[s]) for s in ft}

@@ -335,16 +335,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         model, {k: v.to(cfg.device) for k, v in _collate(qa_t[:4], tok.pad_token_id).items()})
     log.info("loss: the unembedding runs at %s", "label positions only" if rows_only else "every position")
     phases = build_phases(cfg, len(bio_t), len(qa_t))
+    total_steps = sum(len(epoch_batches(p, 0, cfg.batch_size, cfg.seed)) * p.epochs for p in phases)
     if rank == 0:
         write_json(out / TRAIN_META, {"base_model": cfg.model, "base_dir": str(model_dir), "config": cfg.to_dict(),
-                                      "identity": identity, "world_size": world}, indent=2)
+                                      "identity": identity, "world_size": world, "total_steps": total_steps},
+                   indent=2)
     start_phase, start_step = (saved["phase"], saved["step"]) if saved else (0, 0)
     global_done = saved["global_step"] if saved else 0
     t0 = time.time() - (saved["elapsed_s"] if saved else 0.0)
     micro = cfg.batch_size // cfg.grad_accum // world if world > 1 else cfg.batch_size // cfg.grad_accum
     if world > 1 and cfg.batch_size % (cfg.grad_accum * world):
         raise RecallCircuitsError(f"batch_size {cfg.batch_size} must be divisible by grad_accum*world_size")
-    total_steps = sum(len(epoch_batches(p, 0, cfg.batch_size, cfg.seed)) * p.epochs for p in phases)
     bar = tqdm(total=total_steps, initial=global_done, disable=not verbose or rank != 0, desc=cfg.strategy)
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]

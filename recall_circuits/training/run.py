@@ -1,8 +1,13 @@
-"""Fine-tune + evaluate + ``results.json``: the library side of ``analyses/finetune.py``."""
+"""Fine-tune + evaluate + ``results.json``: the library side of ``analyses/finetune.py``.
+
+``python -m recall_circuits.training.run --config JSON [--resume] [--threads N]`` runs :func:`run_finetune` in a
+process of its own (what :mod:`recall_circuits.training.side_by_side` starts for each run)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,10 @@ RESULTS_FILE = "results.json"
 
 
 def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
-                 verbose: bool = True) -> dict[str, Any] | None:
+                 verbose: bool = True, stop_after_steps: int | None = None) -> dict[str, Any] | None:
     """Train with ``cfg_dict`` (TrainConfig fields), evaluate the final model (and two-stage's after-BIO model)
-    and write ``results.json``. Returns the results on rank 0, None elsewhere."""
+    and write ``results.json``. Returns the results on rank 0, None elsewhere (and None when
+    ``stop_after_steps``, which simulates an interruption, stopped the training before its end)."""
     from recall_circuits.models.loading import load_hf  # noqa: PLC0415
 
     cfg = TrainConfig(**cfg_dict)
@@ -35,8 +41,8 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
             check_same(read_json(out / TRAIN_META).get("identity"), train_identity(cfg, resolve_model(cfg.model)), out)
             return read_json(out / RESULTS_FILE)
         t0 = time.time()
-        model_dir = train(cfg, resume=resume, overwrite=overwrite, verbose=verbose)
-        if not is_main():
+        model_dir = train(cfg, resume=resume, overwrite=overwrite, verbose=verbose, stop_after_steps=stop_after_steps)
+        if not is_main() or model_dir.name != "model":
             return None
         train_meta = read_json(out / TRAIN_META)
         ds = load_dataset(cfg.data)
@@ -54,3 +60,24 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
         results["torch_threads"] = torch.get_num_threads()
         write_json(out / RESULTS_FILE, results, indent=2, sort_keys=True)
         return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One run in a process of its own; exit status 0 when it finished (or stopped where it was told to)."""
+    ap = argparse.ArgumentParser(prog="python -m recall_circuits.training.run", description=__doc__)
+    ap.add_argument("--config", required=True, help="TrainConfig fields as JSON")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_finetune(json.loads(args.config), resume=args.resume, verbose=not args.no_progress,
+                 stop_after_steps=args.stop_after_steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Fine-tuning runs side by side, each in a process of its own with a share of the CPU cores.
+
+On a CPU machine the two recipes of a comparison finish sooner trained at once, one torch thread each, than one
+after the other with every thread: a small model's step does not scale to two threads, and two processes that each
+ask for every core slow each other many times over (``tests/benchmarks/bench_side_by_side.py`` measures the
+ratio). Each run is :func:`~recall_circuits.training.run.run_finetune` in a child process
+(``python -m recall_circuits.training.run``), so an interrupted run resumes from its last checkpoint.
+
+Example::
+
+    res = run_side_by_side({"mixed": cfg_mixed, "two-stage": cfg_stage}, logs=Path("runs/ft"))
+    res["mixed"]["qa_ood"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.runs.artefacts import read_json
+from recall_circuits.training.loop import METRICS_FILE, TRAIN_META
+
+log = logging.getLogger(__name__)
+
+
+def _step_of(out: Path) -> tuple[int, int | None]:
+    """How far a run is: its last logged step, and its total once it has written it (``TRAIN_META``)."""
+    step = 0
+    metrics = out / METRICS_FILE
+    if metrics.is_file():
+        lines = metrics.read_text().splitlines()
+        for line in reversed(lines):
+            try:
+                step = int(json.loads(line)["step"])
+                break
+            except (ValueError, KeyError):   # a line being written
+                continue
+    total = None
+    if (out / TRAIN_META).is_file():
+        try:
+            total = read_json(out / TRAIN_META).get("total_steps")
+        except ValueError:
+            total = None
+    return step, total
+
+
+def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: Path, threads: int = 1, verbose: bool = True,
+                     stop_after_steps: int | None = None, poll_s: float = 2.0) -> dict[str, dict[str, Any] | None]:
+    """Train and evaluate every run of ``cfgs`` (name -> ``TrainConfig`` fields) at once, each in a child process
+    with ``threads`` torch threads; a run whose ``out`` exists resumes. Each child's output goes to
+    ``logs/<name>.log``; with ``verbose`` a progress bar per run follows its steps. Returns each run's results
+    (None for a run stopped by ``stop_after_steps``, which simulates an interruption). A run that fails is a
+    one-line error naming its log, raised once the others have finished; an interrupt stops every child (each
+    resumes with the next call)."""
+    if threads < 1:
+        raise RecallCircuitsError(f"threads must be at least 1, not {threads}")
+    logs = Path(logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    here = str(Path(__file__).resolve().parents[2])     # the children import this copy of the library
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
+    procs: dict[str, subprocess.Popen] = {}
+    files = []
+    try:
+        for name, cfg in cfgs.items():
+            out = Path(cfg["out"])
+            cmd = [sys.executable, "-m", "recall_circuits.training.run", "--config", json.dumps(cfg),
+                   "--threads", str(threads), "--no-progress", *(["--resume"] if out.exists() else []),
+                   *(["--stop-after-steps", str(stop_after_steps)] if stop_after_steps is not None else [])]
+            log.info("%s: fine-tuning in its own process, %d torch thread(s); log %s", name, threads,
+                     logs / f"{name}.log")
+            files.append(open(logs / f"{name}.log", "a"))
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=files[-1], stderr=subprocess.STDOUT)
+        bars = {name: tqdm(desc=name, position=i, disable=not verbose, unit="step")
+                for i, name in enumerate(procs)}
+        while any(p.poll() is None for p in procs.values()):
+            for name, bar in bars.items():
+                step, total = _step_of(Path(cfgs[name]["out"]))
+                if total is not None and bar.total != total:
+                    bar.total = total
+                bar.n = step
+                bar.refresh()
+            time.sleep(poll_s)
+        for bar in bars.values():
+            bar.close()
+    finally:
+        for p in procs.values():     # an interrupt or an error here: no child outlives the call
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        for f in files:
+            f.close()
+    failed = [name for name, p in procs.items() if p.returncode != 0]
+    if failed:
+        raise RecallCircuitsError(f"fine-tuning {', '.join(failed)} failed: see "
+                                  f"{', '.join(str(logs / f'{n}.log') for n in failed)}; the same call resumes")
+    from recall_circuits.training.run import RESULTS_FILE  # noqa: PLC0415
+
+    done = {name: Path(cfg["out"]) / RESULTS_FILE for name, cfg in cfgs.items()}
+    return {name: read_json(f) if f.is_file() else None for name, f in done.items()}
