@@ -30,6 +30,7 @@ _ENTRY_POINTS = {
     "recall_circuits.models.loading": ("load_bridge", "load_pair", "load_hf", "ModelPair"),
     "recall_circuits.models.params": ("ParamSpace", "head_views", "head_label"),
     "recall_circuits.training.loop": ("TrainConfig", "train"),
+    "recall_circuits.training.side_by_side": ("run_side_by_side",),
     "recall_circuits.training.evaluation": ("evaluate", "answer_logprob", "Evaluation"),
     "recall_circuits.training.intervals": ("accuracy_interval", "gap_interval"),
     "recall_circuits.attribution.trace": ("TraceConfig", "cross_task_trace", "TraceResult"),
