@@ -26,7 +26,9 @@ def _interrupt_after(monkeypatch, n_calls):
 
 def test_quick_run_interrupted_resumes_and_refuses_changed_inputs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
-    argv = ["--quick", "--out", str(out), "--no-progress"]
+    # in this process (--no-side-by-side), where the patched loss can interrupt it; the children's resume is in
+    # tests/test_side_by_side.py
+    argv = ["--quick", "--out", str(out), "--no-progress", "--no-side-by-side"]
     _interrupt_after(monkeypatch, 3)
     assert reproduce_main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
