@@ -9,8 +9,8 @@ ratio). Each run is :func:`~recall_circuits.training.run.run_finetune` in a chil
 Example::
 
     cfg = {"model": "tiny-llama", "data": "runs/quick/data", "epochs": 1}
-    res = rc.run_side_by_side({s: cfg | {"strategy": s, "out": f"runs/ft/{s}"} for s in ("mixed", "two-stage")},
-                              logs="runs/ft")
+    res = rc.run_side_by_side({s: cfg | {"strategy": s, "out": f"runs/side/{s}"} for s in ("mixed", "two-stage")},
+                              logs="runs/side")
     res["mixed"]["qa_ood_acc"], res["two-stage"]["qa_ood_acc"]
 """
 
