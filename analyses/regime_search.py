@@ -27,8 +27,8 @@ from pathlib import Path
 from recall_circuits.runs.artefacts import read_json, write_json
 from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import (PLAN, SECOND_SEED, arm_options, choose, data_name, load_record, pair_row,
-                                        resolve, table_markdown)
+from recall_circuits.runs.regime import (PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
+                                        load_record, pair_row, read_pair, resolve, table_markdown)
 
 log = logging.getLogger("regime_search")
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,14 +38,10 @@ ARMS = ("mixed", "two-stage")
 def _load_done(out: Path, record: Path) -> dict[str, dict]:
     """Finished pairs: the committed record (``record/<id>.json``) and the run folder (``out/<id>/pair.json``)."""
     done = load_record(record) if record.is_dir() else {}
-    order = {s.id: i for i, s in enumerate(PLAN)}
     for f in out.glob("*/pair.json"):
         if f.parent.name not in done:
-            try:
-                done[f.parent.name] = read_json(f)
-            except json.JSONDecodeError as exc:
-                raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
-    return dict(sorted(done.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+            done[f.parent.name] = read_pair(f)
+    return in_plan_order(done)
 
 
 def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None,

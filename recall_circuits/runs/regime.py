@@ -160,20 +160,27 @@ def choose(done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool
     return (max(ok, key=lambda p: p["gap"]["value"]), False) if ok else (None, False)
 
 
+def in_plan_order(done: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``done`` with the plan's ids in the plan's order, other ids (a second seed) after."""
+    order = {s.id: i for i, s in enumerate(PLAN)}
+    return dict(sorted(done.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def read_pair(f: Path) -> dict[str, Any]:
+    """One finished pair's row; a file that is not JSON is a one-line error."""
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
+
+
 def load_record(folder: str | Path) -> dict[str, dict[str, Any]]:
     """The finished pairs kept in ``folder`` as ``<id>.json`` (``analyses/regime_search.py`` writes them; the
     repository's record is ``docs/search``), in the plan's order, other ids (a second seed) after."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RecallCircuitsError(f"the search record {folder} is not a folder")
-    order = {s.id: i for i, s in enumerate(PLAN)}
-    done = {}
-    for f in sorted(folder.glob("*.json"), key=lambda f: (order.get(f.stem, len(order)), f.stem)):
-        try:
-            done[f.stem] = json.loads(f.read_text())
-        except json.JSONDecodeError as exc:
-            raise RecallCircuitsError(f"{f} is not valid JSON ({exc.msg}); remove it to redo the pair") from exc
-    return done
+    return in_plan_order({f.stem: read_pair(f) for f in folder.glob("*.json")})
 
 
 def search_state(done: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -38,6 +38,11 @@ def _with_ci(value: Any, ci: Any) -> str:
     return f"{_f(value)} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(value)
 
 
+def _interval(d: dict[str, float]) -> str:
+    """A ``{"value", "low", "high"}`` interval as :func:`_with_ci` writes it."""
+    return _with_ci(d["value"], (d["low"], d["high"]))
+
+
 def _pct(v: float | int) -> str:
     return f"{100 * v:.0f}%"
 
@@ -186,11 +191,11 @@ def _search_sentence(search: dict[str, Any]) -> str:
                  "biographies)")
     elif search["reached"]:
         state = (f"pair {search['chosen']} reaches the target: mixed − two-stage on QA-OOD "
-                 f"{_with_ci(chosen['gap']['value'], (chosen['gap']['low'], chosen['gap']['high']))}")
+                 f"{_interval(chosen['gap'])}")
     else:
         state = (f"no pair reaches the target of {search['target_gap']:.2f}; the largest gap with the premise "
                  f"holding is {search['chosen']}'s, "
-                 f"{_with_ci(chosen['gap']['value'], (chosen['gap']['low'], chosen['gap']['high']))}")
+                 f"{_interval(chosen['gap'])}")
     preset = (f"this preset is pair {search['preset_pair']}'s setting" if search.get("preset_pair") else
               "this preset is the one that preceded the search (the search has not set it yet)")
     return f"Regime search: {done} of {n} pre-registered pairs done; {state}; {preset}."
@@ -206,8 +211,7 @@ def _search(search: dict[str, Any]) -> str:
         s = p["setting"]
         table.append([pid, s.get("why", ""), s["epochs"], s["schedule"], "frozen" if s["frozen"] else "trained",
                       s["qa_share"], "full name" if s["fullname"] else "pronoun", s["people"], s["seed"],
-                      *[_with_ci(p[k]["value"], (p[k]["low"], p[k]["high"]))
-                        for k in ("mixed_qa_id", "stage_qa_id", "mixed_qa_ood", "stage_qa_ood", "gap")],
+                      *[_interval(p[k]) for k in ("mixed_qa_id", "stage_qa_id", "mixed_qa_ood", "stage_qa_ood", "gap")],
                       "holds" if p["premise_ok"] else "fails", "yes" if p["qualifies"] else "no"])
     gaps = [p["gap"] for p in rows.values()]
     fig = go.Figure(go.Bar(

@@ -34,25 +34,28 @@ from recall_circuits.training.loop import METRICS_FILE, TRAIN_META
 log = logging.getLogger(__name__)
 
 
-def _step_of(out: Path) -> tuple[int, int | None]:
-    """How far a run is: its last logged step, and its total once it has written it (``TRAIN_META``)."""
-    step = 0
+def _last_step(out: Path) -> int:
+    """A run's last logged step (from the end of its ``metrics.jsonl``; 0 before its first)."""
     metrics = out / METRICS_FILE
-    if metrics.is_file():
-        lines = metrics.read_text().splitlines()
-        for line in reversed(lines):
-            try:
-                step = int(json.loads(line)["step"])
-                break
-            except (ValueError, KeyError):   # a line being written
-                continue
-    total = None
-    if (out / TRAIN_META).is_file():
+    if not metrics.is_file():
+        return 0
+    with open(metrics, "rb") as f:
+        f.seek(max(0, metrics.stat().st_size - 4096))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    for line in reversed(lines):
         try:
-            total = read_json(out / TRAIN_META).get("total_steps")
-        except ValueError:
-            total = None
-    return step, total
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):   # a line being written, or the first, cut by the seek
+            continue
+    return 0
+
+
+def _total_steps(out: Path) -> int | None:
+    """A run's number of steps, once it has written it (``TRAIN_META``)."""
+    try:
+        return read_json(out / TRAIN_META).get("total_steps")
+    except (OSError, ValueError):        # not written yet, or being written
+        return None
 
 
 def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threads: int = 1, verbose: bool = True,
@@ -86,10 +89,9 @@ def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threa
                 for i, name in enumerate(procs)}
         while any(p.poll() is None for p in procs.values()):
             for name, bar in bars.items():
-                step, total = _step_of(Path(cfgs[name]["out"]))
-                if total is not None and bar.total != total:
-                    bar.total = total
-                bar.n = step
+                if bar.total is None:
+                    bar.total = _total_steps(Path(cfgs[name]["out"]))
+                bar.n = _last_step(Path(cfgs[name]["out"]))
                 bar.refresh()
             time.sleep(poll_s)
         for bar in bars.values():
