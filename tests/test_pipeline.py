@@ -26,9 +26,58 @@ def _check_views_render(report, n_views):
     assert len(views) == n_views and all(views), views      # each view's div holds what React drew
 
 
-def test_quick_reproduction(tmp_path):
-    out = tmp_path / "r"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """A quick reproduction (on a CPU: fine-tuning and each recipe's analyses side by side, in child processes)."""
+    out = tmp_path_factory.mktemp("quick") / "r"
     assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _close(a, b, path=""):
+    """``a`` and ``b`` equal but for wall times, floats to 1e-6 relative (the children may run another number of
+    threads)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            if not k.endswith("_s"):            # wall times (trace_s, ablation_s) differ from run to run
+                _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+def test_recipe_analyses_in_child_processes_match_this_process(quick_run, tmp_path):
+    """The stages the reproduction computed in a child process per recipe are those this process computes."""
+    import torch
+
+    from recall_circuits.runs.pipeline import IDENTITY_FILE, RECIPE_STAGES, _Ctx, recipe_analyses
+
+    assert (quick_run / "analyses-mixed.log").is_file() and (quick_run / "analyses-two-stage.log").is_file()
+    here = tmp_path / "r"
+    shutil.copytree(quick_run, here, ignore=lambda d, names: [n for n in names if n.endswith("-two-stage")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recipe_analyses(_Ctx(here / "data", True, False, False), here,
+                        json.loads((here / "run.json").read_text())["model"], "two-stage")
+    finally:
+        torch.set_num_threads(threads)
+    for stage in RECIPE_STAGES:
+        child = quick_run / f"{stage}-two-stage"
+        recorded = (child / "summary.json").read_text().replace(str(quick_run), str(here))   # its folder's paths
+        _close(json.loads(recorded), json.loads((here / f"{stage}-two-stage" / "summary.json").read_text()), stage)
+        assert json.loads((child / IDENTITY_FILE).read_text()) == \
+            json.loads((here / f"{stage}-two-stage" / IDENTITY_FILE).read_text())
+
+
+def test_quick_reproduction(quick_run):
+    out = quick_run
     summary = json.loads((out / "summary.json").read_text())
     names = [d["name"] for d in summary["directions"]]
     assert names == ["qa_ood_gap", "shared_fraction", "head_concentration", "restore_ablation", "consistency"]

@@ -3,7 +3,8 @@
 - :mod:`~recall_circuits.runs.artefacts`: run directories with identities (refuse a changed rerun, resume),
   atomic safetensors / JSON writes, offline HTML figures.
 - :mod:`~recall_circuits.runs.pipeline`: ``reproduce`` (data → two recipes → every analysis → ``summary.json`` and
-  ``report.html``), stage by stage, each resumable.
+  ``report.html``), stage by stage, each resumable; :mod:`~recall_circuits.runs.analyse_recipe`: one recipe's
+  analysis stages in a process of its own (on a CPU the two recipes' run side by side).
 - :mod:`~recall_circuits.runs.verdicts`: the rules that decide the paper's five directions, and their premises.
 - :mod:`~recall_circuits.runs.report`: ``report.html`` from ``summary.json``.
 - :mod:`~recall_circuits.runs.gradient_trace`: the trace run behind ``analyses/gradient_trace.py``.

@@ -166,7 +166,8 @@ def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) ->
     cfg = GraftConfig(init_frac=0.02 if q else 1e-3, steps=6 if q else 30, eval_every=3 if q else 10)
     return ctx.stage(out, "grafting", lambda: run_grafting(
         base, str(finetuned), str(ctx.data), str(out), cfg, trace_dir=str(trace_dir), overwrite=True,
-        verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype), ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
+        verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype),
+        ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
 
 
 def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, graft_dir: Path,
@@ -205,6 +206,48 @@ def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, 
         models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True,
         device=ctx.device, dtype=ctx.dtype),
         ctx.identity(models, along=sorted(along or {})))
+
+
+RECIPE_STAGES = ("trace", "graft", "patching", "heads")
+
+
+def recipe_analyses(ctx: _Ctx, out: Path, base_model: str, recipe: str) -> tuple[dict[str, Any], ...]:
+    """One recipe's own analysis stages, in order: gradient trace + restore ablation, grafting, activation patching,
+    head curves (each reused when finished from the same inputs)."""
+    ft, d = out / recipe / "model", {n: out / f"{n}-{recipe}" for n in RECIPE_STAGES}
+    trace = _trace(ctx, d["trace"], base_model, ft)
+    graft = _graft(ctx, d["graft"], base_model, ft, d["trace"])
+    patching = _patching(ctx, d["patching"], ft)
+    heads = _heads(ctx, d["heads"], base_model, ft, d["trace"], d["graft"], d["patching"])
+    return trace, graft, patching, heads
+
+
+def _stages_done(out: Path, recipe: str) -> int:
+    """How many of a recipe's analysis stages have finished (their ``identity.json`` is written last)."""
+    return sum((out / f"{n}-{recipe}" / IDENTITY_FILE).is_file() for n in RECIPE_STAGES)
+
+
+def _recipe_analyses_side_by_side(ctx: _Ctx, out: Path, base_model: str, verbose: bool) -> None:
+    """Each recipe's analysis stages in a child process of its own
+    (``python -m recall_circuits.runs.analyse_recipe``, log ``analyses-<recipe>.log``) with half the torch threads,
+    as fine-tuning does; this process then reuses the stages the children finished. Recipes whose stages have all
+    finished start no child (this process still checks what they were computed from)."""
+    import torch  # noqa: PLC0415
+
+    from recall_circuits.training.side_by_side import run_processes  # noqa: PLC0415
+
+    todo = [s for s in ("two-stage", "mixed") if _stages_done(out, s) < len(RECIPE_STAGES)]
+    if not todo:
+        return
+    threads = max(1, torch.get_num_threads() // len(todo))
+    job = {"out": str(out), "base": base_model, "quick": ctx.quick, "overwrite": ctx.overwrite,
+           "device": ctx.device, "dtype": ctx.dtype}
+    log.info("stages trace, graft, patching, heads of %s: side by side, %d torch thread(s) each", " and ".join(todo),
+             threads)
+    run_processes({s: ["-m", "recall_circuits.runs.analyse_recipe", "--job", json.dumps(job | {"recipe": s}),
+                       "--threads", str(threads)] for s in todo},
+                  logs=out, threads=threads, what="analyses", verbose=verbose, unit="stage", log_prefix="analyses-",
+                  progress=lambda s: (_stages_done(out, s), len(RECIPE_STAGES)))
 
 
 def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: bool) -> dict[str, Any]:
@@ -282,11 +325,10 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
         runs.update(run_side_by_side(todo, logs=out, threads=threads, verbose=verbose))
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
-    traces = {s: _trace(ctx, out / f"trace-{s}", base_model, ft[s]) for s in ft}
-    grafts = {s: _graft(ctx, out / f"graft-{s}", base_model, ft[s], out / f"trace-{s}") for s in ft}
-    patching = {s: _patching(ctx, out / f"patching-{s}", ft[s]) for s in ft}
-    heads = {s: _heads(ctx, out / f"heads-{s}", base_model, ft[s], out / f"trace-{s}", out / f"graft-{s}",
-                       out / f"patching-{s}") for s in ft}
+    if side_by_side and not report_only:
+        _recipe_analyses_side_by_side(ctx, out, base_model, verbose)
+    per_recipe = {s: recipe_analyses(ctx, out, base_model, s) for s in ft}
+    traces, grafts, patching, heads = ({s: r[i] for s, r in per_recipe.items()} for i in range(4))
     attention = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
                                                      "pretrained": base_model})
     consistency = _consistency(ctx, out / "consistency", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"])},

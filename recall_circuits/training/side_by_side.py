@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +59,14 @@ def _total_steps(out: Path) -> int | None:
         return None
 
 
-def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threads: int = 1, verbose: bool = True,
-                     stop_after_steps: int | None = None, poll_s: float = 2.0) -> dict[str, dict[str, Any] | None]:
-    """Train and evaluate every run of ``cfgs`` (name -> ``TrainConfig`` fields) at once, each in a child process
-    with ``threads`` torch threads; a run whose ``out`` exists resumes. Each child's output goes to
-    ``logs/<name>.log``; with ``verbose`` a progress bar per run follows its steps. Returns each run's results
-    (None for a run stopped by ``stop_after_steps``, which simulates an interruption). A run that fails is a
-    one-line error naming its log, raised once the others have finished; an interrupt stops every child (each
-    resumes with the next call)."""
+def run_processes(commands: dict[str, list[str]], *, logs: str | Path, threads: int, what: str,
+                  progress: Callable[[str], tuple[int, int | None]] | None = None, verbose: bool = True,
+                  poll_s: float = 2.0, unit: str = "step", log_prefix: str = "") -> None:
+    """Run every command of ``commands`` (name -> ``python -m`` arguments, after the interpreter) at once, each a
+    child process with ``threads`` torch threads importing this copy of the library; each child's output goes to
+    ``logs/<log_prefix><name>.log``. With ``verbose`` and ``progress`` (name -> (done, total or None)) a bar per
+    child follows it. A child that fails is a one-line error naming its log (``what`` names the work), raised once
+    the others have finished; an interrupt or an error here stops every child."""
     if threads < 1:
         raise RecallCircuitsError(f"threads must be at least 1, not {threads}")
     logs = Path(logs)
@@ -76,23 +77,21 @@ def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threa
     procs: dict[str, subprocess.Popen] = {}
     files = []
     try:
-        for name, cfg in cfgs.items():
-            out = Path(cfg["out"])
-            cmd = [sys.executable, "-m", "recall_circuits.training.run", "--config", json.dumps(cfg),
-                   "--threads", str(threads), "--no-progress", *(["--resume"] if out.exists() else []),
-                   *(["--stop-after-steps", str(stop_after_steps)] if stop_after_steps is not None else [])]
-            log.info("%s: fine-tuning in its own process, %d torch thread(s); log %s", name, threads,
-                     logs / f"{name}.log")
-            files.append(open(logs / f"{name}.log", "a"))
-            procs[name] = subprocess.Popen(cmd, env=env, stdout=files[-1], stderr=subprocess.STDOUT)
-        bars = {name: tqdm(desc=name, position=i, disable=not verbose, unit="step")
+        for name, args in commands.items():
+            log.info("%s: %s in its own process, %d torch thread(s); log %s", name, what, threads,
+                     logs / f"{log_prefix}{name}.log")
+            files.append(open(logs / f"{log_prefix}{name}.log", "a"))
+            procs[name] = subprocess.Popen([sys.executable, *args], env=env, stdout=files[-1],
+                                           stderr=subprocess.STDOUT)
+        bars = {name: tqdm(desc=name, position=i, disable=not verbose or progress is None, unit=unit)
                 for i, name in enumerate(procs)}
         while any(p.poll() is None for p in procs.values()):
-            for name, bar in bars.items():
-                if bar.total is None:
-                    bar.total = _total_steps(Path(cfgs[name]["out"]))
-                bar.n = _last_step(Path(cfgs[name]["out"]))
-                bar.refresh()
+            if progress is not None:
+                for name, bar in bars.items():
+                    bar.n, total = progress(name)
+                    if bar.total is None and total is not None:
+                        bar.total = total
+                    bar.refresh()
             time.sleep(poll_s)
         for bar in bars.values():
             bar.close()
@@ -108,8 +107,24 @@ def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threa
             f.close()
     failed = [name for name, p in procs.items() if p.returncode != 0]
     if failed:
-        raise RecallCircuitsError(f"fine-tuning {', '.join(failed)} failed: see "
-                                  f"{', '.join(str(logs / f'{n}.log') for n in failed)}; the same call resumes")
+        named = ", ".join(str(logs / f"{log_prefix}{n}.log") for n in failed)
+        raise RecallCircuitsError(f"{what} {', '.join(failed)} failed: see {named}; the same call resumes")
+
+
+def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threads: int = 1, verbose: bool = True,
+                     stop_after_steps: int | None = None, poll_s: float = 2.0) -> dict[str, dict[str, Any] | None]:
+    """Train and evaluate every run of ``cfgs`` (name -> ``TrainConfig`` fields) at once, each in a child process
+    with ``threads`` torch threads; a run whose ``out`` exists resumes. Each child's output goes to
+    ``logs/<name>.log``; with ``verbose`` a progress bar per run follows its steps. Returns each run's results
+    (None for a run stopped by ``stop_after_steps``, which simulates an interruption). A run that fails is a
+    one-line error naming its log, raised once the others have finished; an interrupt stops every child (each
+    resumes with the next call)."""
+    commands = {name: ["-m", "recall_circuits.training.run", "--config", json.dumps(cfg), "--threads", str(threads),
+                       "--no-progress", *(["--resume"] if Path(cfg["out"]).exists() else []),
+                       *(["--stop-after-steps", str(stop_after_steps)] if stop_after_steps is not None else [])]
+                for name, cfg in cfgs.items()}
+    run_processes(commands, logs=logs, threads=threads, what="fine-tuning", verbose=verbose, poll_s=poll_s,
+                  progress=lambda name: (_last_step(Path(cfgs[name]["out"])), _total_steps(Path(cfgs[name]["out"]))))
     from recall_circuits.training.run import RESULTS_FILE  # noqa: PLC0415
 
     done = {name: Path(cfg["out"]) / RESULTS_FILE for name, cfg in cfgs.items()}
