@@ -1,0 +1,90 @@
+"""Each recipe's analysis stages (gradient trace + restore ablation, grafting, patching, head curves) one recipe
+after the other with every torch thread (the baseline) vs side by side, each recipe in its own process with half
+the threads (what ``analyses/reproduce.py`` does on a CPU), alternating in one run.
+
+    python tests/benchmarks/bench_analyses_side_by_side.py --pair DIR --data DIR --out FILE
+
+``--pair``: a folder holding ``two-stage/model`` and ``mixed/model`` fine-tuned from the default model (a
+reproduction, or a pair of the regime search); ``--data``: the dataset they were trained on. Both ways start the same
+child processes (``python -m recall_circuits.runs.analyse_recipe``) in a fresh folder each, on the ``--quick``
+sizes of every stage (fewer people, steps and heads than the main job: the stages' share of work per recipe is the
+same, their length is not); the wall time includes each process's start and its hashing of the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
+
+from recall_circuits.models.registry import resolve_model
+from recall_circuits.runs.pipeline import RECIPE_STAGES
+from recall_circuits.training.presets import TRAIN_PRESETS, preset
+from recall_circuits.training.side_by_side import run_processes
+
+RECIPES = ("two-stage", "mixed")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pair", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--base", default=preset(TRAIN_PRESETS, "cpu")["model"], help="the pretrained model (default: "
+                    "the cpu preset's)")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="every thread: the baseline's")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    pair, data = Path(args.pair), Path(args.data)
+    missing = [str(p) for p in (*(pair / s / "model" for s in RECIPES), data / "manifest.json") if not p.exists()]
+    if missing:
+        raise SystemExit(f"error: missing {', '.join(missing)}")
+    base = args.base
+    resolve_model(base)                    # converted once, before any process would race to do it
+    res: dict = {"benchmark": "analyses_side_by_side", "model": base, "pair": str(pair), "stages": RECIPE_STAGES,
+                 "sizes": "quick", "threads": args.threads, "baseline": "one recipe after the other, every thread",
+                 "ours": "side by side, half the threads each", "repeats": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        def folder(where: str) -> Path:
+            out = Path(tmp) / where
+            shutil.copytree(data, out / "data")
+            for s in RECIPES:
+                (out / s).mkdir(parents=True)
+                (out / s / "model").symlink_to((pair / s / "model").resolve())
+            return out
+
+        def command(out: Path, recipe: str, threads: int) -> list[str]:
+            job = {"out": str(out), "base": base, "recipe": recipe, "quick": True, "overwrite": False,
+                   "device": "cpu", "dtype": "float32"}
+            return ["-m", "recall_circuits.runs.analyse_recipe", "--job", json.dumps(job), "--threads", str(threads)]
+
+        for r in range(args.repeats):
+            rep: dict = {}
+            for way in ("baseline", "ours"):            # alternating: both ways see the same machine load
+                out = folder(f"{way}{r}")
+                t0 = time.perf_counter()
+                if way == "baseline":
+                    for s in RECIPES:
+                        run_processes({s: command(out, s, args.threads)}, logs=out, threads=args.threads,
+                                      what="analyses", verbose=False, log_prefix="analyses-")
+                else:
+                    half = max(1, args.threads // 2)
+                    run_processes({s: command(out, s, half) for s in RECIPES}, logs=out, threads=half,
+                                  what="analyses", verbose=False, log_prefix="analyses-")
+                rep[way] = {"wall_s": time.perf_counter() - t0}
+            rep["speedup"] = rep["baseline"]["wall_s"] / rep["ours"]["wall_s"]
+            res["repeats"].append(rep)
+    res["median_speedup"] = statistics.median(r["speedup"] for r in res["repeats"])
+    res["environment"] = environment()
+    write_result(args.out, res)
+
+
+if __name__ == "__main__":
+    main()
