@@ -5,8 +5,8 @@ import json
 import pytest
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import (PLAN, Setting, arm_options, choose, load_record, pair_row, premise_ok,
-                                         resolve, search_state, table_markdown)
+from recall_circuits.runs.regime import (PLAN, Setting, arm_options, best_pair, choose, load_record, pair_row,
+                                         premise_ok, resolve, search_state, table_markdown)
 
 
 def _res(qa_id, qa_ood, bio, steps=100, people=10, after_bio=None):
@@ -64,6 +64,10 @@ def test_from_best_takes_the_other_fields_from_the_best_pair():
     worse = pair_row(Setting("A1"), _res(1.0, 1 / 6, 0.95), stage)
     s = resolve(next(p for p in PLAN if p.id == "A11"), {"A3": best, "A1": worse})
     assert (s.id, s.epochs, s.people, s.qa_share) == ("A11", 30, 50, 4)
+    # the same lower bound: the larger gap is the best, whichever order the pairs come in
+    tied = {**best, "gap": {**worse["gap"], "value": worse["gap"]["value"] + 0.1}}
+    for done in ({"A1": worse, "A3": tied}, {"A3": tied, "A1": worse}):
+        assert best_pair(done) is tied
 
 
 def test_the_row_carries_the_ood_breakdown_where_the_results_have_it():

@@ -78,9 +78,10 @@ FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "che
 
 
 def best_pair(done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The completed pair meeting the ID and memorisation conditions with the largest gap lower bound."""
-    ok = [p for p in done.values() if p["premise_ok"]]
-    return max(ok, key=lambda p: p["gap"]["low"], default=None)
+    """The completed pair meeting the ID and memorisation conditions with the largest gap lower bound (ties: the
+    larger gap, then the earlier pair in the plan)."""
+    ok = [p for p in in_plan_order(done).values() if p["premise_ok"]]
+    return max(ok, key=lambda p: (p["gap"]["low"], p["gap"]["value"]), default=None)
 
 
 def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
