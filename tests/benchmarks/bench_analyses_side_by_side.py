@@ -2,13 +2,14 @@
 after the other with every torch thread (the baseline) vs side by side, each recipe in its own process with half
 the threads (what ``analyses/reproduce.py`` does on a CPU), alternating in one run.
 
-    python tests/benchmarks/bench_analyses_side_by_side.py --pair DIR --data DIR --out FILE
+    python tests/benchmarks/bench_analyses_side_by_side.py --pair DIR --out FILE
 
 ``--pair``: a folder holding ``two-stage/model`` and ``mixed/model`` fine-tuned from the default model (a
-reproduction, or a pair of the regime search); ``--data``: the dataset they were trained on. Both ways start the same
-child processes (``python -m recall_circuits.runs.analyse_recipe``) in a fresh folder each, on the ``--quick``
-sizes of every stage (fewer people, steps and heads than the main job: the stages' share of work per recipe is the
-same, their length is not); the wall time includes each process's start and its hashing of the models.
+reproduction, or a pair of the regime search). Both ways start the same child processes
+(``python -m recall_circuits.runs.analyse_recipe``) in a fresh folder each, with the ``--quick`` options of every
+stage on a dataset of ``--people`` people (10: the head curves and single-head sweep then ask as many questions as
+the main job's; the trace, grafting and patching do less): the wall time includes each process's start and its
+hashing of the models.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
+from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.pipeline import RECIPE_STAGES
 from recall_circuits.training.presets import TRAIN_PRESETS, preset
@@ -35,23 +37,27 @@ RECIPES = ("two-stage", "mixed")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", required=True)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--people", type=int, default=10)
     ap.add_argument("--base", default=preset(TRAIN_PRESETS, "cpu")["model"], help="the pretrained model (default: "
                     "the cpu preset's)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="every thread: the baseline's")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    pair, data = Path(args.pair), Path(args.data)
-    missing = [str(p) for p in (*(pair / s / "model" for s in RECIPES), data / "manifest.json") if not p.exists()]
+    pair = Path(args.pair)
+    missing = [str(p) for p in (pair / s / "model" for s in RECIPES) if not p.exists()]
     if missing:
         raise SystemExit(f"error: missing {', '.join(missing)}")
     base = args.base
     resolve_model(base)                    # converted once, before any process would race to do it
     res: dict = {"benchmark": "analyses_side_by_side", "model": base, "pair": str(pair), "stages": RECIPE_STAGES,
-                 "sizes": "quick", "threads": args.threads, "baseline": "one recipe after the other, every thread",
-                 "ours": "side by side, half the threads each", "repeats": []}
+                 "sizes": f"quick options, {args.people} people", "threads": args.threads,
+                 "baseline": "one recipe after the other, every thread", "ours": "side by side, half the threads each",
+                 "repeats": []}
     with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        write_dataset(generate(DataConfig(n_people=args.people, seed=0)), data, overwrite=True)
+
         def folder(where: str) -> Path:
             out = Path(tmp) / where
             shutil.copytree(data, out / "data")
