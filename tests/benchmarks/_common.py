@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,3 +23,14 @@ def write_result(path: str, res: dict[str, Any]) -> None:
     with open(path, "w") as f:
         json.dump(res, f, indent=2)
     print(json.dumps(res, indent=2))
+
+
+def alternate(repeats: int, measure: Callable[[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """``measure(way, repeat)`` for way ``baseline`` then ``ours`` in each repeat (alternating, so that both ways
+    see the same machine load); each returns a dict with ``wall_s``. Adds each repeat's speedup and the median."""
+    reps = []
+    for r in range(repeats):
+        rep: dict[str, Any] = {way: measure(way, r) for way in ("baseline", "ours")}
+        rep["speedup"] = rep["baseline"]["wall_s"] / rep["ours"]["wall_s"]
+        reps.append(rep)
+    return {"repeats": reps, "median_speedup": statistics.median(r["speedup"] for r in reps)}

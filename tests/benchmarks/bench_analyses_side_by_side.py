@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
+from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
@@ -52,8 +51,7 @@ def main() -> None:
     resolve_model(base)                    # converted once, before any process would race to do it
     res: dict = {"benchmark": "analyses_side_by_side", "model": base, "pair": str(pair), "stages": RECIPE_STAGES,
                  "sizes": f"quick options, {args.people} people", "threads": args.threads,
-                 "baseline": "one recipe after the other, every thread", "ours": "side by side, half the threads each",
-                 "repeats": []}
+                 "baseline": "one recipe after the other, every thread", "ours": "side by side, half the threads each"}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         write_dataset(generate(DataConfig(n_people=args.people, seed=0)), data, overwrite=True)
@@ -71,23 +69,16 @@ def main() -> None:
                    "device": "cpu", "dtype": "float32"}
             return ["-m", "recall_circuits.runs.analyse_recipe", "--job", json.dumps(job), "--threads", str(threads)]
 
-        for r in range(args.repeats):
-            rep: dict = {}
-            for way in ("baseline", "ours"):            # alternating: both ways see the same machine load
-                out = folder(f"{way}{r}")
-                t0 = time.perf_counter()
-                if way == "baseline":
-                    for s in RECIPES:
-                        run_processes({s: command(out, s, args.threads)}, logs=out, threads=args.threads,
-                                      what="analyses", verbose=False, log_prefix="analyses-")
-                else:
-                    half = max(1, args.threads // 2)
-                    run_processes({s: command(out, s, half) for s in RECIPES}, logs=out, threads=half,
-                                  what="analyses", verbose=False, log_prefix="analyses-")
-                rep[way] = {"wall_s": time.perf_counter() - t0}
-            rep["speedup"] = rep["baseline"]["wall_s"] / rep["ours"]["wall_s"]
-            res["repeats"].append(rep)
-    res["median_speedup"] = statistics.median(r["speedup"] for r in res["repeats"])
+        def measure(way: str, r: int) -> dict:
+            out = folder(f"{way}{r}")
+            t0 = time.perf_counter()
+            for group in ([[s] for s in RECIPES] if way == "baseline" else [list(RECIPES)]):
+                threads = args.threads if way == "baseline" else max(1, args.threads // 2)
+                run_processes({s: command(out, s, threads) for s in group}, logs=out, threads=threads,
+                              what="analyses", verbose=False, log_prefix="analyses-")
+            return {"wall_s": time.perf_counter() - t0}
+
+        res |= alternate(args.repeats, measure)
     res["environment"] = environment()
     write_result(args.out, res)
 

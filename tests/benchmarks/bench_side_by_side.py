@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
+from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
@@ -44,8 +43,7 @@ def main() -> None:
     opts = preset(TRAIN_PRESETS, "cpu") | ({"model": args.model} if args.model else {})
     resolve_model(opts["model"])           # converted once, before any process would race to do it
     res: dict = {"benchmark": "side_by_side", "model": opts["model"], "steps": args.steps, "threads": args.threads,
-                 "baseline": "one after the other, every thread", "ours": "side by side, half the threads each",
-                 "repeats": []}
+                 "baseline": "one after the other, every thread", "ours": "side by side, half the threads each"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_dataset(generate(DataConfig(n_people=100, seed=0)), root / "data", overwrite=True)
@@ -54,23 +52,20 @@ def main() -> None:
             return {s: opts | {"strategy": s, "data": str(root / "data"), "out": str(root / where / s)}
                     for s in ("two-stage", "mixed")}
 
-        for r in range(args.repeats):
-            rep: dict = {}
-            for way in ("baseline", "ours"):            # alternating: both ways see the same machine load
-                jobs = cfgs(f"{way}{r}")
-                t0 = time.perf_counter()
-                if way == "baseline":
-                    for s, c in jobs.items():
-                        run_side_by_side({s: c}, logs=root / f"{way}{r}", threads=args.threads, verbose=False,
-                                         stop_after_steps=args.steps)
-                else:
-                    run_side_by_side(jobs, logs=root / f"{way}{r}", threads=max(1, args.threads // 2),
-                                     verbose=False, stop_after_steps=args.steps)
-                rep[way] = {"wall_s": time.perf_counter() - t0,
-                            "s_per_step": {s: _per_step(Path(c["out"])) for s, c in jobs.items()}}
-            rep["speedup"] = rep["baseline"]["wall_s"] / rep["ours"]["wall_s"]
-            res["repeats"].append(rep)
-    res["median_speedup"] = statistics.median(r["speedup"] for r in res["repeats"])
+        def measure(way: str, r: int) -> dict:
+            jobs = cfgs(f"{way}{r}")
+            t0 = time.perf_counter()
+            if way == "baseline":
+                for s, c in jobs.items():
+                    run_side_by_side({s: c}, logs=root / f"{way}{r}", threads=args.threads, verbose=False,
+                                     stop_after_steps=args.steps)
+            else:
+                run_side_by_side(jobs, logs=root / f"{way}{r}", threads=max(1, args.threads // 2), verbose=False,
+                                 stop_after_steps=args.steps)
+            return {"wall_s": time.perf_counter() - t0,
+                    "s_per_step": {s: _per_step(Path(c["out"])) for s, c in jobs.items()}}
+
+        res |= alternate(args.repeats, measure)
     res["environment"] = environment()
     write_result(args.out, res)
 
