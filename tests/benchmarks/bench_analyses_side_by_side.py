@@ -71,9 +71,10 @@ def main() -> None:
 
         def measure(way: str, r: int) -> dict:
             out = folder(f"{way}{r}")
+            groups = [[s] for s in RECIPES] if way == "baseline" else [list(RECIPES)]
+            threads = args.threads if way == "baseline" else max(1, args.threads // 2)
             t0 = time.perf_counter()
-            for group in ([[s] for s in RECIPES] if way == "baseline" else [list(RECIPES)]):
-                threads = args.threads if way == "baseline" else max(1, args.threads // 2)
+            for group in groups:
                 run_processes({s: command(out, s, threads) for s in group}, logs=out, threads=threads,
                               what="analyses", verbose=False, log_prefix="analyses-")
             return {"wall_s": time.perf_counter() - t0}

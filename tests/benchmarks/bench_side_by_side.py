@@ -54,13 +54,11 @@ def main() -> None:
 
         def measure(way: str, r: int) -> dict:
             jobs = cfgs(f"{way}{r}")
+            groups = [{s: c} for s, c in jobs.items()] if way == "baseline" else [jobs]
+            threads = args.threads if way == "baseline" else max(1, args.threads // 2)
             t0 = time.perf_counter()
-            if way == "baseline":
-                for s, c in jobs.items():
-                    run_side_by_side({s: c}, logs=root / f"{way}{r}", threads=args.threads, verbose=False,
-                                     stop_after_steps=args.steps)
-            else:
-                run_side_by_side(jobs, logs=root / f"{way}{r}", threads=max(1, args.threads // 2), verbose=False,
+            for group in groups:
+                run_side_by_side(group, logs=root / f"{way}{r}", threads=threads, verbose=False,
                                  stop_after_steps=args.steps)
             return {"wall_s": time.perf_counter() - t0,
                     "s_per_step": {s: _per_step(Path(c["out"])) for s, c in jobs.items()}}
