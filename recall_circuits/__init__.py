@@ -33,6 +33,7 @@ _ENTRY_POINTS = {
     "recall_circuits.training.side_by_side": ("run_side_by_side",),
     "recall_circuits.training.evaluation": ("evaluate", "answer_logprob", "Evaluation"),
     "recall_circuits.training.intervals": ("accuracy_interval", "gap_interval"),
+    "recall_circuits.training.curve": ("learning_curve", "LearningCurve", "run_points"),
     "recall_circuits.attribution.trace": ("TraceConfig", "cross_task_trace", "TraceResult"),
     "recall_circuits.attribution.shared": ("shared_mask", "top_k_mask", "shared_curve", "SharedCurve", "head_stats",
                                            "HeadStats"),

@@ -28,7 +28,7 @@ def _options(ap: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def test_the_scripts_are_all_here():
     assert {"gradient_trace", "head_ablation", "activation_patching", "attention_compare", "consistency",
-            "grafting", "finetune", "make_data", "reproduce", "regime_search"} <= set(SCRIPTS)
+            "grafting", "finetune", "make_data", "reproduce", "regime_search", "learning_curve"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -45,6 +45,8 @@ def test_one_grammar(name):
         assert opts["--model"].nargs is None and not isinstance(opts["--model"], argparse._AppendAction)
     if "--models" in opts:                                  # a set of named models, one flag
         assert opts["--models"].nargs == "+" and opts["--models"].metavar == "NAME=PATH"
+    if "--runs" in opts:                                    # a set of named training runs, one flag
+        assert opts["--runs"].nargs == "+" and opts["--runs"].metavar == "NAME=DIR"
     assert not any(isinstance(a, argparse._AppendAction) for a in ap._actions), "lists are NAME=PATH ... or a,b,c"
     if "--out" in opts and name != "regime_search":
         assert opts["--out"].required

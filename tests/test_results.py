@@ -49,6 +49,10 @@ def _results(bridges):
         # measured along a real run in test_consistency; here the type itself, with a phase that was not logged
         "ConsistencyAlong": rc.ConsistencyAlong([2, 4], ["bio", None], [0.25, 1 / 3], ["run/snapshots/step-2",
                                                                                       "run/model"]),
+        # measured along a real run in test_training; here the type itself
+        "LearningCurve": rc.LearningCurve("run", [2, 4], ["bio", None], ["run/snapshots/step-2", "run/model"],
+                                          [rc.evaluate(llama, llama.tokenizer, DS, batch_size=8, bio=False).to_dict()
+                                           for _ in range(2)]),
     }
 
 

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recall_circuits.runs.artefacts import read_json
 from recall_circuits.compare.attention import aligned_pairs
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
@@ -176,26 +175,10 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
                                dtype: str = "float32") -> ConsistencyAlong:
     """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
     in step order, each with the phase it was taken in."""
-    import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
     from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.training.loop import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
+    from recall_circuits.training.curve import run_points  # noqa: PLC0415
 
-    run = Path(run_dir)
-    points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*")) if d.is_dir()
-              and not d.name.endswith(".partial")}
-    if (run / "model").is_dir() and (run / TRAIN_META).is_file():
-        points.setdefault(int(read_json(run / TRAIN_META).get("steps", max(points, default=0))),
-                          run / "model")
-    if not points:
-        raise RecallCircuitsError(f"{run_dir} has neither snapshots/ nor a finished model/ (train with "
-                                  f"snapshot_every > 0)")
-    phase = {}
-    if (run / METRICS_FILE).is_file():
-        for line in (run / METRICS_FILE).read_text().splitlines():
-            r = json.loads(line)
-            phase[r["step"]] = r["phase"]
+    points, phase = run_points(run_dir)
     cosines = []
     for step in sorted(points):
         log.info("gradient consistency along %s: step %d", run_dir, step)

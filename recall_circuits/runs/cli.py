@@ -5,7 +5,7 @@ One spelling for one thing, on every script:
 
 - a single model is ``--model NAME_OR_PATH`` (a registry name such as ``smollm2-135m`` or a checkpoint directory);
   a pretrained / fine-tuned pair is ``--base`` and ``--finetuned``; a set of named models is
-  ``--models NAME=PATH [NAME=PATH ...]``;
+  ``--models NAME=PATH [NAME=PATH ...]``, a set of named fine-tuning runs ``--runs NAME=DIR [NAME=DIR ...]``;
 - ``--data DIR`` is a generated dataset, ``--out DIR`` the run directory, ``--overwrite`` recomputes into it;
 - people counts: ``--people N`` is how many people a stage generates, traces or measures; ``--eval-people N`` caps
   the people whose answers an evaluation scores; pairs of prompts are ``--pairs N``;

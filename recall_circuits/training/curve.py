@@ -1,0 +1,197 @@
+"""Learning curves: QA accuracy (ID and OOD) of every snapshot a fine-tuning run kept.
+
+A run trained with ``snapshot_every > 0`` keeps ``snapshots/step-NNNNNN`` (weights only); :func:`learning_curve`
+evaluates each of them and the run's final model with :func:`~recall_circuits.training.evaluation.evaluate`, so
+one can see *when* a recipe learns the trained questions and whether extraction for OOD people follows (Physics of
+LMs 3.1: OOD accuracy rises only after the ID questions are learned). Each point keeps the per-person table, so
+every accuracy has its bootstrap interval over people.
+
+Example::
+
+    curve = rc.learning_curve("runs/reproduce/mixed", cache="runs/curve/mixed")   # a LearningCurve
+    curve.to_dataframe().query("measure == 'qa_ood'")       # step, phase, acc, low, high, first_token_acc
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.results import Result
+from recall_circuits.runs.artefacts import checkpoint_identity, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str]]:
+    """The checkpoints along a training run: ``{step: folder}`` for every finished snapshot and the final
+    ``model/`` (at the run's last step), and ``{step: phase}`` from ``metrics.jsonl`` (the last record of a step
+    wins: a resumed run may repeat steps). A run with neither is a one-line error."""
+    from recall_circuits.training.loop import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
+
+    run = Path(run_dir)
+    points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*"))
+              if d.is_dir() and not d.name.endswith(".partial")}
+    if (run / "model").is_dir() and (run / TRAIN_META).is_file():
+        points.setdefault(int(read_json(run / TRAIN_META).get("steps", max(points, default=0))), run / "model")
+    if not points:
+        raise RecallCircuitsError(f"{run_dir} has neither snapshots/ nor a finished model/ (train with "
+                                  "snapshot_every > 0)")
+    phase: dict[int, str] = {}
+    if (run / METRICS_FILE).is_file():
+        for line in (run / METRICS_FILE).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                phase[r["step"]] = r["phase"]
+    return dict(sorted(points.items())), phase
+
+
+@dataclass(frozen=True, eq=False)
+class LearningCurve(Result):
+    """QA accuracy along a training run (:func:`learning_curve`): at each kept ``step``, the ``phase`` it was in
+    (``bio``, ``qa``, ``mixed``; None when unknown), the checkpoint (``path``) and its evaluation in the flat form
+    of ``results.json`` (``qa_ood_acc``, ``qa_ood_per_person``, …; with ``bio`` also BIO recall)."""
+
+    run: str
+    step: list[int]
+    phase: list[str | None]
+    path: list[str]
+    evaluation: list[dict[str, Any]]
+
+    def measures(self) -> list[str]:
+        from recall_circuits.training.evaluation import Evaluation  # noqa: PLC0415
+
+        return list(Evaluation.from_dict(self.evaluation[0]).accuracy) if self.evaluation else []
+
+    def to_dataframe(self, *, n_draws: int = 2000) -> Any:
+        """One row per step and measure: ``step``, ``phase``, ``measure``, ``acc`` with its 95% bootstrap interval
+        over people (``low``, ``high``), ``first_token_acc`` and ``n`` (questions or facts)."""
+        import pandas as pd  # noqa: PLC0415
+
+        from recall_circuits.training.evaluation import Evaluation  # noqa: PLC0415
+
+        rows = []
+        for step, phase, flat in zip(self.step, self.phase, self.evaluation):
+            ev = Evaluation.from_dict(flat)
+            for m, acc in ev.accuracy.items():
+                iv = ev.interval(m, n_draws=n_draws)
+                rows.append({"step": step, "phase": phase, "measure": m, "acc": acc, "low": iv.low, "high": iv.high,
+                             "first_token_acc": ev.first_token[m],
+                             "n": sum(v[1] for v in ev.per_person[m].values())})
+        return pd.DataFrame(rows)
+
+
+def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: bool = False, batch_size: int = 32,
+                   device: str = "cpu", dtype: str = "float32", cache: str | Path | None = None,
+                   verbose: bool = False) -> LearningCurve:
+    """:func:`~recall_circuits.training.evaluation.evaluate` (QA ID / OOD; with ``bio`` also BIO recall) of every
+    snapshot of ``run_dir`` and of its final model, in step order. ``data``: the dataset (default: the one the run
+    was trained on, from its ``recall_circuits_train.json``). ``cache``: a folder where each point is kept as
+    ``step-NNNNNN.json`` as soon as it is measured and reused when the checkpoint, data and options are the same
+    (an interrupted curve resumes)."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.models.loading import load_hf  # noqa: PLC0415
+    from recall_circuits.training.evaluation import evaluate  # noqa: PLC0415
+    from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
+
+    run = Path(run_dir)
+    points, phase = run_points(run)
+    if data is None:
+        if not (run / TRAIN_META).is_file():
+            raise RecallCircuitsError(f"{run} has no {TRAIN_META}: pass the dataset it was trained on (data=)")
+        data = read_json(run / TRAIN_META)["config"]["data"]
+    ds = load_dataset(data)
+    cache = Path(cache) if cache is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    evaluations, tok = [], None
+    for step, folder in tqdm(points.items(), desc=f"learning curve {run.name}", unit="checkpoint",
+                             disable=not verbose):
+        key = {"checkpoint": checkpoint_identity(folder), "data": ds.manifest, "bio": bio}
+        f = cache / f"step-{step:06d}.json" if cache is not None else None
+        if f is not None and f.is_file():
+            kept = read_json(f)
+            if kept.get("key") == json.loads(json.dumps(key)):
+                evaluations.append(kept["evaluation"])
+                continue
+        log.info("learning curve %s: step %d (%s)", run, step, folder.name)
+        model, loaded_tok = load_hf(folder, device=device, dtype=dtype)
+        tok = tok or loaded_tok
+        flat = evaluate(model, tok, ds, batch_size=batch_size, bio=bio).to_dict()
+        del model
+        if f is not None:
+            write_json(f, {"key": key, "evaluation": flat}, sort_keys=True)
+        evaluations.append(flat)
+    steps = list(points)
+    return LearningCurve(str(run), steps, [phase.get(s) for s in steps], [str(points[s]) for s in steps], evaluations)
+
+
+def curve_figure(curves: dict[str, LearningCurve], measures: tuple[str, ...] = ("qa_id", "qa_ood")) -> Any:
+    """QA accuracy against step for several runs (one line per run and measure, 95% intervals as error bars)."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for name, curve in curves.items():
+        df = curve.to_dataframe()
+        for m in measures:
+            d = df[df["measure"] == m]
+            if d.empty:
+                continue
+            fig.add_trace(go.Scatter(x=d["step"], y=d["acc"], mode="lines+markers", name=f"{name} {m}",
+                                     error_y={"type": "data", "symmetric": False, "array": d["high"] - d["acc"],
+                                              "arrayminus": d["acc"] - d["low"]}))
+    fig.update_layout(title="QA exact match along training (95% intervals over people)", xaxis_title="step",
+                      yaxis_title="accuracy", yaxis_range=[0, 1])
+    return fig
+
+
+_RESERVED = {"points", "figures"}
+
+
+def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None = None, bio: bool = False,
+               batch_size: int = 32, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
+               verbose: bool = False) -> dict[str, LearningCurve]:
+    """:func:`learning_curve` of several named runs into the run directory ``out`` (``analyses/learning_curve.py``):
+    ``out/points/<name>/`` keeps each point as it is measured (a rerun of the same command resumes), ``out/<name>/``
+    the ``LearningCurve``, ``out/summary.json`` the accuracies with their intervals, ``out/figures/`` the plot.
+    Everything is checked before any model loads or any file is written."""
+    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import (CONFIG_FILE, SUMMARY_FILE, check_run_dir, save_figure,  # noqa: PLC0415
+                                                save_summary, start_run)
+    from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
+
+    out = Path(out)
+    if batch_size < 1:
+        raise RecallCircuitsError(f"batch size must be >= 1, got {batch_size}")
+    for name, d in runs.items():
+        if name in _RESERVED or "/" in name or name.startswith("."):
+            raise RecallCircuitsError(f"run name {name!r} is not allowed (a plain name other than "
+                                      f"{', '.join(sorted(_RESERVED))})")
+        run_points(d)                                   # a folder without checkpoints: one-line error
+        if data is None and not (Path(d) / TRAIN_META).is_file():
+            raise RecallCircuitsError(f"{d} has no {TRAIN_META}: pass --data, the dataset it was trained on")
+    if data is not None:
+        load_dataset(data)
+    config = {"runs": {n: str(Path(d).resolve()) for n, d in runs.items()},
+              "data": None if data is None else str(Path(data).resolve()), "bio": bio}
+    same = ((out / CONFIG_FILE).is_file() and not (out / SUMMARY_FILE).exists()
+            and read_json(out / CONFIG_FILE).get("config") == config)
+    if not same:
+        check_run_dir(out, overwrite=overwrite)
+        start_run(out, config, overwrite=overwrite)
+    curves = {name: learning_curve(d, data=data, bio=bio, batch_size=batch_size, device=device, dtype=dtype,
+                                   cache=out / "points" / name, verbose=verbose) for name, d in runs.items()}
+    summary: dict[str, Any] = {"runs": {}}
+    for name, curve in curves.items():
+        curve.save(out / name)
+        df = curve.to_dataframe()
+        summary["runs"][name] = {"run": curve.run, "points": df.to_dict(orient="records")}
+    save_figure(out, curve_figure(curves), "learning_curve")
+    save_summary(out, summary)
+    return curves
