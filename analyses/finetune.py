@@ -63,21 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-@script(build_parser)
-def main(args: argparse.Namespace) -> int:
-    from recall_circuits.training.run import run_finetune  # heavy imports after argument errors
-
+def train_config(args: argparse.Namespace) -> dict:
+    """The ``TrainConfig`` fields these options give: the preset's, overridden by every option given."""
     cfg = preset(TRAIN_PRESETS, args.preset)
     for key in ("model", "epochs", "bio_epochs", "lr", "qa_lr", "batch_size", "grad_accum", "seed", "checkpoint_every",
-                "snapshot_every", "warmup_frac", "weight_decay", "mix_bio_repeat", "mix_qa_repeat", "schedule", "device", "bf16",
-                "gradient_checkpointing", "freeze_embeddings"):
+                "snapshot_every", "warmup_frac", "weight_decay", "mix_bio_repeat", "mix_qa_repeat", "schedule", "device",
+                "bf16", "gradient_checkpointing", "freeze_embeddings"):
         val = getattr(args, key)
         if val is not None:
             cfg[key] = val
     if args.dtype is not None:
         cfg["bf16"] = args.dtype == "bfloat16"
-    results = run_finetune(cfg | {"strategy": args.strategy, "data": args.data, "out": args.out},
-                           resume=args.resume, overwrite=args.overwrite, verbose=args.progress)
+    return cfg | {"strategy": args.strategy, "data": args.data, "out": args.out}
+
+
+@script(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from recall_circuits.training.run import run_finetune  # heavy imports after argument errors
+
+    results = run_finetune(train_config(args), resume=args.resume, overwrite=args.overwrite, verbose=args.progress)
     if results is not None and int(os.environ.get("RANK", "0")) == 0:
         log.info("results: %s", json.dumps({k: v for k, v in results.items() if isinstance(v, (int, float))}))
         log.info("wrote %s", Path(args.out) / "results.json")

@@ -113,3 +113,41 @@ def test_a_broken_or_missing_record_is_a_one_line_error(tmp_path):
     (tmp_path / "rec" / "A1.json").write_text("{")
     with pytest.raises(RecallCircuitsError, match="A1.json is not valid JSON"):
         load_record(tmp_path / "rec")
+
+
+def test_the_cpu_preset_is_the_pair_the_search_chose():
+    """The main job trains what the search measured: with ``PRESET_PAIR`` set, each recipe's training options under
+    the ``cpu`` presets equal that pair's arm (every option that changes what is trained), and the data preset is the
+    pair's; before the search has chosen, the presets are the ones that preceded it."""
+    import argparse
+    from pathlib import Path
+
+    from analyses.finetune import build_parser, train_config
+    from recall_circuits.runs import regime
+    from recall_circuits.runs.pipeline import _train_cfg
+    from recall_circuits.training.loop import _NOT_IDENTITY, TrainConfig, build_phases
+    from recall_circuits.training.presets import DATA_PRESETS, TRAIN_PRESETS
+
+    def trained(cfg):
+        """What is trained: every option that changes it, the phases' passes, rates and examples in place of the
+        options that only spell them (``bio_epochs`` None means ``epochs``, ``qa_lr`` None means ``lr``)."""
+        tc = TrainConfig(**cfg)
+        phases = [(p.name, p.epochs, p.lr, p.examples) for p in build_phases(tc, 3, 5)]
+        spelled = ("bio_epochs", "qa_lr", "mix_bio_repeat", "mix_qa_repeat", "epochs", "lr")
+        return {k: v for k, v in tc.to_dict().items() if k not in _NOT_IDENTITY + spelled} | {"phases": phases}
+
+    if regime.PRESET_PAIR is None:
+        cfg = TrainConfig(**_train_cfg(Path("o"), Path("d"), "mixed", "cpu", {}))
+        assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.schedule, cfg.freeze_embeddings) == (
+            10, 5e-4, 4, "linear", False)
+        assert DATA_PRESETS["cpu"] == {"n_people": 100, "seed": 0}
+        return
+    record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
+    s = Setting(**record[regime.PRESET_PAIR]["setting"])
+    assert choose(record)[0]["setting"]["id"] == regime.PRESET_PAIR
+    for strategy in ("mixed", "two-stage"):
+        args: argparse.Namespace = build_parser().parse_args(
+            [*arm_options(s, strategy), "--data", "d", "--out", "o"])
+        assert trained(train_config(args)) == trained(_train_cfg(Path("o"), Path("d"), strategy, "cpu", {})), strategy
+    assert DATA_PRESETS["cpu"] == {"n_people": s.people, "seed": s.seed} | ({"fullname": True} if s.fullname else {})
+    assert TRAIN_PRESETS["cpu"]["model"] == "smollm2-135m"
