@@ -8,7 +8,7 @@ every accuracy has its bootstrap interval over people.
 
 Example::
 
-    curve = rc.learning_curve("runs/reproduce/mixed", cache="runs/curve/mixed")   # a LearningCurve
+    curve = rc.learning_curve("runs/quick/mixed", cache="runs/curve/mixed")   # a LearningCurve
     curve.to_dataframe().query("measure == 'qa_ood'")       # step, phase, acc, low, high, first_token_acc
 """
 
