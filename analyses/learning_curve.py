@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import add_device_args, add_progress_arg, parser, script
+from recall_circuits.runs.cli import add_device_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("learning_curve")
 
@@ -26,8 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", help="dataset directory (default: the one each run was trained on)")
     ap.add_argument("--bio", action="store_true", help="also BIO recall at every point (slower)")
     ap.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
-    ap.add_argument("--out", required=True, help="run directory: created, or resumed when it holds the same run")
-    ap.add_argument("--overwrite", action="store_true", help="recompute into --out whatever differs from this run")
+    add_run_args(ap, data=False)
     add_device_args(ap)
     add_progress_arg(ap)
     return ap
