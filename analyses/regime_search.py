@@ -124,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
         if chosen is None:
             raise RecallCircuitsError("no pair meets the premise yet: nothing to repeat with a second seed")
         from recall_circuits.runs.regime import Setting  # noqa: PLC0415
-        todo = [dataclasses.replace(Setting(**chosen["setting"]), id=f"{chosen['setting']['id']}-seed{SECOND_SEED}",
+        todo = [dataclasses.replace(Setting.from_dict(chosen["setting"]), id=f"{chosen['setting']['id']}-seed{SECOND_SEED}",
                                     seed=SECOND_SEED)]
     if todo:   # build or convert the model once, before two arms would race to do it
         from recall_circuits.models.registry import resolve_model  # noqa: PLC0415

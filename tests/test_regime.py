@@ -70,6 +70,18 @@ def test_from_best_takes_the_other_fields_from_the_best_pair():
         assert best_pair(done) is tied
 
 
+def test_from_best_resolves_from_the_json_record():
+    """The record on disk holds each setting as JSON (tuples become lists): A11 and A12 resolve from it."""
+    from pathlib import Path
+
+    record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
+    best = best_pair(record)["setting"]
+    for p in PLAN[10:]:
+        s = resolve(p, record)
+        assert s.from_best == () and s.epochs == best["epochs"] and s.people == best["people"]
+        assert (s.qa_share, s.fullname) == ((4, best["fullname"]) if p.id == "A11" else (2, True))
+
+
 def test_the_row_carries_the_ood_breakdown_where_the_results_have_it():
     stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
     mixed = _res(1.0, 0.5, 0.95)
@@ -143,11 +155,17 @@ def test_the_cpu_preset_is_the_pair_the_search_chose():
         assert DATA_PRESETS["cpu"] == {"n_people": 100, "seed": 0}
         return
     record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
-    s = Setting(**record[regime.PRESET_PAIR]["setting"])
+    s = Setting.from_dict(record[regime.PRESET_PAIR]["setting"])
     assert choose(record)[0]["setting"]["id"] == regime.PRESET_PAIR
     for strategy in ("mixed", "two-stage"):
         args: argparse.Namespace = build_parser().parse_args(
             [*arm_options(s, strategy), "--data", "d", "--out", "o"])
-        assert trained(train_config(args)) == trained(_train_cfg(Path("o"), Path("d"), strategy, "cpu", {})), strategy
+        preset_cfg = trained(_train_cfg(Path("o"), Path("d"), strategy, "cpu", {}))
+        # the one deliberate difference: the preset autocasts to bfloat16 (float32 weights and optimiser), the
+        # search trained in float32
+        assert preset_cfg.pop("bf16") is True
+        search_cfg = trained(train_config(args))
+        assert search_cfg.pop("bf16") is False
+        assert search_cfg == preset_cfg, strategy
     assert DATA_PRESETS["cpu"] == {"n_people": s.people, "seed": s.seed} | ({"fullname": True} if s.fullname else {})
     assert TRAIN_PRESETS["cpu"]["model"] == "smollm2-135m"

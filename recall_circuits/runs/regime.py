@@ -53,6 +53,11 @@ class Setting:
     from_best: tuple[str, ...] = ()  # fields kept from this Setting; all others come from the best pair so far
     why: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Setting:
+        """A setting from its JSON form (a row's ``setting``: lists where the dataclass has tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 PLAN: tuple[Setting, ...] = (
     Setting("A1", why="constant rate after warm-up and twice the passes: ID is learned well before the end"),
@@ -72,9 +77,11 @@ PLAN: tuple[Setting, ...] = (
 SECOND_SEED = 1   # the chosen setting is repeated with this data and training seed
 # the pair the ``cpu`` preset was set from by the decision rule; None while the preset is the one that preceded the
 # search (the search has not chosen yet)
-PRESET_PAIR: str | None = None
+PRESET_PAIR: str | None = "A10"
 
-FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "checkpoint_every": 200}
+# the search trains in float32 whatever the ``cpu`` preset's precision (``regime_search.py --dtype`` overrides)
+FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "checkpoint_every": 200,
+         "dtype": "float32"}
 
 
 def best_pair(done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -90,7 +97,7 @@ def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
     if not setting.from_best:
         return setting
     best = best_pair(done)
-    base = Setting(**best["setting"]) if best else Setting(setting.id)
+    base = Setting.from_dict(best["setting"]) if best else Setting(setting.id)
     keep = {f: getattr(setting, f) for f in setting.from_best}
     return dataclasses.replace(base, id=setting.id, from_best=(), why=setting.why, **keep)
 
@@ -105,7 +112,8 @@ def arm_options(s: Setting, strategy: str) -> list[str]:
         raise RecallCircuitsError(f"invalid setting {s}")
     opts = ["--strategy", strategy, "--preset", FIXED["preset"], "--lr", str(FIXED["lr"]),
             "--batch-size", str(FIXED["batch_size"]), "--warmup-frac", str(FIXED["warmup_frac"]),
-            "--checkpoint-every", str(FIXED["checkpoint_every"]), "--schedule", s.schedule, "--seed", str(s.seed),
+            "--checkpoint-every", str(FIXED["checkpoint_every"]), "--dtype", FIXED["dtype"],
+            "--schedule", s.schedule, "--seed", str(s.seed),
             "--freeze-embeddings" if s.frozen else "--no-freeze-embeddings"]
     if strategy == "mixed":
         return [*opts, "--epochs", str(s.epochs), "--mix-qa-repeat", str(s.qa_share)]
