@@ -18,13 +18,10 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from recall_circuits.runs.artefacts import read_json, write_json
+from recall_circuits.runs.artefacts import write_json
 from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.regime import (PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
@@ -46,29 +43,24 @@ def _load_done(out: Path, record: Path) -> dict[str, dict]:
 
 def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None,
               extra: list[str]) -> dict[str, dict]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    procs, logs = {}, []
-    for arm in ARMS:
-        out = pair_dir / arm
-        if (out / "results.json").is_file():
-            continue
-        cmd = [sys.executable, str(ROOT / "analyses" / "finetune.py"), *arm_options(setting, arm),
-               "--data", str(data), "--out", str(out), *(["--model", model] if model else []), *extra]
-        if out.exists():
-            cmd.append("--resume")
-        if not progress:
-            cmd.append("--no-progress")
-        log.info("%s %s: %s", setting.id, arm, " ".join(cmd[1:]))
-        pair_dir.mkdir(parents=True, exist_ok=True)
-        logs.append(open(pair_dir / f"{arm}.log", "a"))
-        procs[arm] = subprocess.Popen(cmd, env=env, stdout=logs[-1], stderr=subprocess.STDOUT)
-    failed = [arm for arm, p in procs.items() if p.wait() != 0]
-    for f in logs:
-        f.close()
-    if failed:
-        raise RecallCircuitsError(f"{setting.id}: {', '.join(failed)} failed; see {pair_dir}/<arm>.log, then rerun "
-                                  "the same command to resume")
-    return {arm: read_json(pair_dir / arm / "results.json") for arm in ARMS}
+    """Both arms of a pair side by side, one torch thread each (an arm whose folder exists resumes from its last
+    checkpoint; a finished arm is read back); each arm's options are ``analyses/finetune.py``'s."""
+    try:                 # imported as analyses.regime_search (the tests) or run as a script from analyses/
+        from analyses.finetune import build_parser as finetune_parser, train_config  # noqa: PLC0415
+    except ModuleNotFoundError:
+        from finetune import build_parser as finetune_parser, train_config  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
+    from recall_circuits.training.side_by_side import run_side_by_side  # noqa: PLC0415
+
+    cfgs = {arm: train_config(finetune_parser().parse_args(
+        [*arm_options(setting, arm), "--data", str(data), "--out", str(pair_dir / arm),
+         *(["--model", model] if model else []), *extra])) for arm in ARMS}
+    for arm, cfg in cfgs.items():
+        log.info("%s %s: %s", setting.id, arm, json.dumps(cfg, sort_keys=True))
+    resolve_model(cfgs["mixed"]["model"])    # build or convert the model once, before the two arms race to do it
+    pair_dir.mkdir(parents=True, exist_ok=True)
+    res = run_side_by_side(cfgs, logs=pair_dir, threads=1, verbose=progress)
+    return {arm: r for arm, r in res.items() if r is not None}
 
 
 def _ensure_data(out: Path, setting) -> Path:
@@ -126,10 +118,6 @@ def main(args: argparse.Namespace) -> int:
         from recall_circuits.runs.regime import Setting  # noqa: PLC0415
         todo = [dataclasses.replace(Setting.from_dict(chosen["setting"]), id=f"{chosen['setting']['id']}-seed{SECOND_SEED}",
                                     seed=SECOND_SEED)]
-    if todo:   # build or convert the model once, before two arms would race to do it
-        from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-        from recall_circuits.training.presets import TRAIN_PRESETS  # noqa: PLC0415
-        resolve_model(args.model or TRAIN_PRESETS["cpu"]["model"])
     for raw in todo:
         s = resolve(raw, done)
         t0 = time.time()

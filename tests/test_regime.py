@@ -169,3 +169,24 @@ def test_the_cpu_preset_is_the_pair_the_search_chose():
         assert search_cfg == preset_cfg, strategy
     assert DATA_PRESETS["cpu"] == {"n_people": s.people, "seed": s.seed} | ({"fullname": True} if s.fullname else {})
     assert TRAIN_PRESETS["cpu"]["model"] == "smollm2-135m"
+
+
+def test_a_pair_runs_its_arms_side_by_side_with_the_search_options(tmp_path):
+    """``analyses/regime_search.py`` trains both arms through the library's side-by-side runner: one torch thread
+    each, float32 whatever the preset, the QA updates matched; a finished pair is read back, not retrained."""
+    from analyses.regime_search import _ensure_data, _run_arms
+
+    s = Setting("T", epochs=1, people=8, qa_share=2)
+    data = _ensure_data(tmp_path, s)
+    res = _run_arms(s, data, tmp_path / "T", False, "tiny-llama", [])
+    assert set(res) == {"mixed", "two-stage"}
+    for arm, r in res.items():
+        assert r["torch_threads"] == 1 and r["config"]["bf16"] is False and r["config"]["freeze_embeddings"], arm
+        assert (tmp_path / "T" / f"{arm}.log").is_file()
+    # mixed: 8 BIO + 2 × 24 QA examples in its epoch; two-stage: 8 BIO, then 2 epochs of 24 QA (batches of 4)
+    assert (res["mixed"]["steps"], res["two-stage"]["steps"]) == (14, 2 + 12)
+    row = pair_row(s, res["mixed"], res["two-stage"])
+    assert row["steps"] == 28 and row["torch_threads"] == {"mixed": 1, "two-stage": 1}
+    stamp = (tmp_path / "T" / "mixed" / "results.json").stat().st_mtime_ns
+    assert _run_arms(s, data, tmp_path / "T", False, "tiny-llama", []) == res
+    assert (tmp_path / "T" / "mixed" / "results.json").stat().st_mtime_ns == stamp
