@@ -106,6 +106,13 @@ def test_quick_reproduction(quick_run):
     assert set(summary["traces"]["mixed"]["ablation"]) >= {"none", "shared", "random0", "random1"}
     doc = (out / "report.html").read_text()
     assert doc.count("<section><h2>") == 5 and "plotly" in doc.lower() and "Restore ablation" in doc
+    # what each recipe trained with, from its own results: the tiny preset's passes, precision and steps
+    for s in ("mixed", "two-stage"):
+        t = summary["training"][s]
+        assert (t["epochs"], t["bf16"], t["steps"]) == (res[s]["config"]["epochs"], False, res[s]["steps"])
+        assert t["epochs"] >= 1 and t["steps"] >= 1
+    assert f"{res['mixed']['config']['epochs']} BIO, then {res['mixed']['config']['epochs']} QA" in doc
+    assert doc.count("<td>float32</td>") == 2 and "<th>optimiser steps</th>" in doc
     assert "pretrained (no fine-tuning)" in doc     # the shared-set curve's baseline
     assert "class='banner'><b>Undecided.</b>" in doc
     assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5
@@ -232,7 +239,7 @@ def test_the_report_says_where_the_regime_search_stands(tmp_path):
 
     doc = render(search_state(rows))
     assert ("<b>Regime search: 2 of 12 pre-registered pairs done; pair A2 reaches the target: mixed − two-stage on "
-            "QA-OOD 0.500 [0.500, 0.500]; this preset is the one that preceded the search") in doc
+            "QA-OOD 0.500 [0.500, 0.500]; this preset is pair A10&#x27;s setting") in doc   # regime.PRESET_PAIR
     assert "<h2>The regime search</h2>" in doc and "<td>second try</td>" in doc and "target 0.25" in doc
     assert doc.index("Headline accuracies") < doc.index("Regime search: 2 of 12") < doc.index("<section><h2>")
     doc = render(search_state({"A1": rows["A1"]}))

@@ -40,6 +40,17 @@ def _train_cfg(out: Path, data: Path, strategy: str, train_preset: str, extra: d
     return preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
 
 
+TRAINING_KEYS = ("epochs", "bio_epochs", "mix_qa_repeat", "lr", "qa_lr", "schedule", "warmup_frac", "batch_size",
+                 "freeze_embeddings", "bf16", "seed")
+
+
+def training_settings(results: dict[str, Any]) -> dict[str, Any]:
+    """What a fine-tuning run trained with (from its ``results.json``): the options that change what is trained and
+    the optimiser steps it made, for the summary and the report's "What was run"."""
+    cfg = results.get("config") or {}
+    return {k: cfg.get(k) for k in TRAINING_KEYS} | {"steps": results.get("steps")}
+
+
 def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
               verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]],
               stale: dict[str, str] | None = None, run: bool = True) -> dict[str, Any] | None:
@@ -351,6 +362,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     summary["consistency_probe"] = {m: v.get("probe") for m, v in consistency["models"].items()}
     summary["gradient_consistency_along"] = consistency.get("along")
     summary["preset"] = name
+    summary["training"] = {s: training_settings(r) for s, r in runs.items()}
     summary["models"] = {"base": {"name": base_model, **ctx.model(base_model)},
                          **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
     summary["data"] = {"path": str(data), "config": read_json(data / "manifest.json").get("config"),

@@ -129,6 +129,23 @@ def _plot(fig: Any) -> str:
     return pio.to_html(fig, full_html=False, include_plotlyjs=False)
 
 
+def _training_table(training: dict[str, dict[str, Any]]) -> str:
+    """Each recipe's fine-tuning settings: passes, rate and schedule, batch, embedding, precision, steps."""
+    def passes(s: str, t: dict[str, Any]) -> str:
+        if s == "two-stage":
+            bio = t["epochs"] if t.get("bio_epochs") is None else t["bio_epochs"]
+            return f"{bio} BIO, then {t['epochs']} QA"
+        return f"{t['epochs']} (QA ×{t.get('mix_qa_repeat') or 1} per pass)"
+
+    rows = [[s, passes(s, t), f"{t['lr']:g}" + (f" (QA phase {t['qa_lr']:g})" if t.get("qa_lr") else ""),
+             f"{t['schedule']} after {t['warmup_frac']:.0%} warm-up", t["batch_size"],
+             "frozen" if t.get("freeze_embeddings") else "trained",
+             "bfloat16 autocast" if t.get("bf16") else "float32", t["seed"], t.get("steps")]
+            for s, t in training.items() if t.get("epochs") is not None]
+    return _table(rows, ["recipe", "passes", "learning rate", "schedule", "batch", "tied embedding", "precision",
+                         "seed", "optimiser steps"]) if rows else ""
+
+
 def _what_was_run(summary: dict[str, Any]) -> str:
     rows = []
     for role, m in (summary.get("models") or {}).items():
@@ -147,6 +164,7 @@ def _what_was_run(summary: dict[str, Any]) -> str:
                      "(stages it found complete were not computed again)")
     out = f"<h2>What was run</h2><p>Preset <b>{html.escape(str(summary.get('preset', '')))}</b>.</p>"
     out += _table(rows, ["", "model or data", "identity"]) if rows else ""
+    out += _training_table(summary.get("training") or {})
     return out + (f"<p>Wall time: {html.escape('; '.join(walls))}.</p>" if walls else "")
 
 
