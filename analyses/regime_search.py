@@ -59,8 +59,7 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
         log.info("%s %s: %s", setting.id, arm, json.dumps(cfg, sort_keys=True))
     resolve_model(cfgs["mixed"]["model"])    # build or convert the model once, before the two arms race to do it
     pair_dir.mkdir(parents=True, exist_ok=True)
-    res = run_side_by_side(cfgs, logs=pair_dir, threads=1, verbose=progress)
-    return {arm: r for arm, r in res.items() if r is not None}
+    return run_side_by_side(cfgs, logs=pair_dir, threads=1, verbose=progress)
 
 
 def _ensure_data(out: Path, setting) -> Path:
