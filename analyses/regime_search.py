@@ -24,7 +24,7 @@ from pathlib import Path
 from recall_circuits.runs.artefacts import write_json
 from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import (PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
+from recall_circuits.runs.regime import (FIXED, PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
                                         load_record, pair_row, read_pair, resolve, table_markdown)
 
 log = logging.getLogger("regime_search")
@@ -110,20 +110,25 @@ def main(args: argparse.Namespace) -> int:
         print(table_markdown(done), end="")
         return 0
     todo = [s for s in PLAN if s.id not in done and (not args.only or s.id in args.only)]
+    repeat_of = None
     if args.second_seed:
         chosen, _ = choose(done)
         if chosen is None:
             raise RecallCircuitsError("no pair meets the premise yet: nothing to repeat with a second seed")
         from recall_circuits.runs.regime import Setting  # noqa: PLC0415
-        todo = [dataclasses.replace(Setting.from_dict(chosen["setting"]), id=f"{chosen['setting']['id']}-seed{SECOND_SEED}",
-                                    seed=SECOND_SEED)]
+        repeat_of = chosen["setting"]["id"]
+        dtype = args.dtype or FIXED["dtype"]       # a repeat at another precision than the search's is its own row
+        rid = f"{repeat_of}-seed{SECOND_SEED}" + ("" if dtype == FIXED["dtype"] else f"-{dtype}")
+        todo = [] if rid in done else [dataclasses.replace(Setting.from_dict(chosen["setting"]), id=rid,
+                                                           seed=SECOND_SEED)]
     for raw in todo:
         s = resolve(raw, done)
         t0 = time.time()
         data = _ensure_data(out, s)
         extra = [*(["--device", args.device] if args.device else []), *(["--dtype", args.dtype] if args.dtype else [])]
         res = _run_arms(s, data, out / s.id, args.progress, args.model, extra)
-        row = pair_row(s, res["mixed"], res["two-stage"])
+        row = pair_row(s, res["mixed"], res["two-stage"], dtype=args.dtype or FIXED["dtype"],
+                       repeat_of=repeat_of)
         row["pair_wall_s"] = time.time() - t0
         tmp = out / s.id / "pair.json.partial"
         tmp.write_text(json.dumps(row, indent=2))

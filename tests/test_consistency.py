@@ -12,25 +12,29 @@ DS = generate(DataConfig(n_people=4, seed=0))
 
 
 def test_gradient_consistency_by_hand(bridges):
+    """Every pair's cosine equals two separate forward and backward passes (the function makes one forward pass
+    per biography for all its attributes), for two people."""
     model = bridges["tiny-neox"]
-    res = gradient_consistency(model, DS, [0])
+    res = gradient_consistency(model, DS, [0, 1])
     space = ParamSpace(model)
     params = space.params(model)
-    bio, qa, _ = _pair_examples(model.tokenizer, DS, [0])[0]
-    grads = []
-    for ex in (bio, qa):
-        for p in params.values():
-            p.requires_grad_(True)
-            p.grad = None
-        ids, labels, _ = pad_batch([ex], 0)
-        per_example_loss(model(ids), labels).sum().backward()
-        grads.append(space.flatten({k: p.grad for k, p in params.items()}))
-        for p in params.values():
-            p.requires_grad_(False)
+    refs = []
+    for bio, qa, _ in _pair_examples(model.tokenizer, DS, [0, 1]):
+        grads = []
+        for ex in (bio, qa):
+            for p in params.values():
+                p.requires_grad_(True)
+                p.grad = None
+            ids, labels, _ = pad_batch([ex], 0)
+            per_example_loss(model(ids), labels).sum().backward()
+            grads.append(space.flatten({k: p.grad for k, p in params.items()}))
+            for p in params.values():
+                p.requires_grad_(False)
+        refs.append(float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)))
     forget_graph(model)          # the session's bridge is shared with later tests
-    ref = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
-    assert res.per_pair[0] == pytest.approx(float(ref), abs=1e-5)
-    assert res.n_pairs == 6 and set(res.per_module) == {"L0.attn", "L0.mlp", "L1.attn", "L1.mlp"}
+    assert res.per_pair == pytest.approx(refs, abs=1e-5) and len(set(refs)) > 1
+    assert res.overall == pytest.approx(sum(refs) / len(refs), abs=1e-6)
+    assert res.n_pairs == 12 and set(res.per_module) == {"L0.attn", "L0.mlp", "L1.attn", "L1.mlp"}
     assert all(not p.requires_grad for p in model.parameters())
 
 
@@ -116,6 +120,12 @@ def test_representation_probe_and_gradient_consistency_along_snapshots(bridges, 
     ref = gradient_consistency(load_bridge(along.path[0]), ds, people).overall
     assert along.gradient_cosine[0] == pytest.approx(ref, abs=1e-6)
     assert list(along.to_dataframe()["step"]) == along.step and along.to_points()[0]["path"] == along.path[0]
+    # the last point is the final model, measured once: a cosine already known for it is taken, not measured again
+    assert along.path[-1] == str(out / "model")
+    assert along.gradient_cosine[-1] == pytest.approx(
+        gradient_consistency(load_bridge(str(out / "model")), ds, people).overall, abs=1e-6)
+    reused = gradient_consistency_along(str(out), ds, people, known={str(out / "model"): 7.0})
+    assert reused.gradient_cosine == [*along.gradient_cosine[:-1], 7.0]
     with pytest.raises(Exception, match="snapshots"):
         gradient_consistency_along(str(tmp_path), ds, people)
 

@@ -58,12 +58,15 @@ def _pair_examples(tokenizer: Any, dataset: Dataset, people: list[int]) -> list[
     return out
 
 
-def _grad(model: Any, space: ParamSpace, params: dict[str, Tensor], ex: dict[str, list[int]]) -> Tensor:
+def _grad(model: Any, space: ParamSpace, params: dict[str, Tensor], ex: dict[str, list[int]], *,
+          logits: Tensor | None = None, keep_graph: bool = False) -> Tensor:
+    """The flattened gradient of ``ex``'s label loss; ``logits``: the forward pass of ``ex["input_ids"]`` already
+    made (its graph kept for another backward when ``keep_graph``)."""
     for p in params.values():
         p.grad = None
-    ids = torch.tensor([ex["input_ids"]])
-    labels = torch.tensor([ex["labels"]])
-    per_example_loss(model(ids), labels).sum().backward()
+    if logits is None:
+        logits = model(torch.tensor([ex["input_ids"]]))
+    per_example_loss(logits, torch.tensor([ex["labels"]])).sum().backward(retain_graph=keep_graph)
     return space.flatten({k: p.grad for k, p in params.items()}).float()
 
 
@@ -129,9 +132,17 @@ def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
     space = ParamSpace(model, include=include)
     params = space.params(model)
     cos_all, per_mod = [], {}
+    pairs = _pair_examples(model.tokenizer, dataset, people)
     with gradients_for(model, params.values()):
-        for bio, qa, _ in _pair_examples(model.tokenizer, dataset, people):
-            gb, gq = _grad(model, space, params, bio), _grad(model, space, params, qa)
+        for i, (bio, qa, _) in enumerate(pairs):
+            # a person's attributes share one biography: one forward pass, one backward per attribute's value
+            if i == 0 or bio["input_ids"] != pairs[i - 1][0]["input_ids"]:
+                bio_logits = model(torch.tensor([bio["input_ids"]]))
+            last = i + 1 == len(pairs) or pairs[i + 1][0]["input_ids"] != bio["input_ids"]
+            gb = _grad(model, space, params, bio, logits=bio_logits, keep_graph=not last)
+            if last:
+                bio_logits = None
+            gq = _grad(model, space, params, qa)
             cos_all.append(float(torch.nn.functional.cosine_similarity(gb, gq, dim=0)))
             for info in space.infos:
                 key = f"L{info.layer}.{info.module}"
@@ -172,15 +183,23 @@ class ConsistencyAlong(Result):
 
 def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int],
                                include: tuple[str, ...] = ("attn", "mlp"), *, device: str = "cpu",
-                               dtype: str = "float32") -> ConsistencyAlong:
+                               dtype: str = "float32", known: dict[str, float] | None = None) -> ConsistencyAlong:
     """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
-    in step order, each with the phase it was taken in."""
+    in step order, each with the phase it was taken in. ``known``: checkpoint folder → overall cosine already
+    measured on the same people, device and dtype (e.g. the final model's), not measured again."""
+    from pathlib import Path  # noqa: PLC0415
+
     from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
     from recall_circuits.training.curve import run_points  # noqa: PLC0415
 
     points, phase = run_points(run_dir)
     cosines = []
+    known = {str(Path(k).resolve()): v for k, v in (known or {}).items()}
     for step in sorted(points):
+        if (have := known.get(str(Path(points[step]).resolve()))) is not None:
+            log.info("gradient consistency along %s: step %d (the checkpoint already measured)", run_dir, step)
+            cosines.append(have)
+            continue
         log.info("gradient consistency along %s: step %d", run_dir, step)
         g = gradient_consistency(load_bridge(str(points[step]), device=device, dtype=dtype), dataset, people, include)
         cosines.append(g.overall)
@@ -363,7 +382,10 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
                       xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1])
     save_figure(run, fig, "probe")
     if along:
-        summary["along"] = {name: gradient_consistency_along(d, ds, people, device=device, dtype=dtype).to_points()
+        # a run's final model is usually one of the models measured above: its cosine is not measured again
+        known = {str(resolve_model(v)): summary["models"][k]["gradient_cosine"] for k, v in models.items()}
+        summary["along"] = {name: gradient_consistency_along(d, ds, people, device=device, dtype=dtype,
+                                                             known=known).to_points()
                             for name, d in along.items()}
         fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
                                     mode="lines+markers", name=name) for name, pts in summary["along"].items()])

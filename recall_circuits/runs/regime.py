@@ -87,8 +87,14 @@ FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "che
 def best_pair(done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The completed pair meeting the ID and memorisation conditions with the largest gap lower bound (ties: the
     larger gap, then the earlier pair in the plan)."""
-    ok = [p for p in in_plan_order(done).values() if p["premise_ok"]]
+    ok = [p for p in planned_rows(done).values() if p["premise_ok"]]
     return max(ok, key=lambda p: (p["gap"]["low"], p["gap"]["value"]), default=None)
+
+
+def planned_rows(done: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rows the decision rule compares, in the plan's order: a repeat of a pair (a second seed, whose row
+    names the pair in ``repeat_of``) informs, it does not compete."""
+    return {k: v for k, v in in_plan_order(done).items() if not v.get("repeat_of")}
 
 
 def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
@@ -128,14 +134,19 @@ def premise_ok(mixed: dict[str, Any], stage: dict[str, Any]) -> bool:
             and bio(mixed) >= MIN_BIO and bio(stage["after_bio"]) >= MIN_BIO)
 
 
-def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
-    """One row of the search table: accuracies with intervals over people, the gap, the verdict."""
+def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any],
+             dtype: str = FIXED["dtype"], repeat_of: str | None = None) -> dict[str, Any]:
+    """One row of the search table: accuracies with intervals over people, the gap, the verdict. ``dtype``: the
+    arms' training compute precision (the search's is float32; bfloat16 is the ``cpu`` preset's autocast);
+    ``repeat_of``: the pair this row repeats with another seed (the decision rule does not compare it)."""
     acc = {f"{arm}_{k}": accuracy_interval(r[f"{k}_per_person"]).to_dict()
            for arm, r in (("mixed", mixed), ("stage", stage)) for k in ("qa_id", "qa_ood")}
     gap = gap_interval(mixed["qa_ood_per_person"], stage["qa_ood_per_person"]).to_dict()
     ok = premise_ok(mixed, stage)
     return {
         "setting": dataclasses.asdict(setting),
+        "dtype": dtype,
+        "repeat_of": repeat_of,
         **acc,
         "gap": gap,
         "mixed_bio": [mixed["bio_recall_id"], mixed["bio_recall_ood"]],
@@ -161,7 +172,9 @@ def _ood_detail(mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
 
 
 def choose(done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
-    """The default by the decision rule: (pair, reached the target). None when no pair meets the premise."""
+    """The default by the decision rule among the plan's pairs (a repeat does not compete): (pair, reached the
+    target). None when no pair meets the premise."""
+    done = planned_rows(done)
     good = [p for p in done.values() if p["qualifies"]]
     if good:
         return min(good, key=lambda p: (p["steps"], -p["gap"]["low"])), True
@@ -205,8 +218,8 @@ def table_markdown(done: dict[str, dict[str, Any]]) -> str:
     """The finished pairs as the markdown table of ``docs/results.md``."""
     head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
             "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | "
-            "BIO two-stage after BIO (ID/OOD) | steps | arms' training time (min) | premise | qualifies |\n"
-            + "|---" * 19 + "|\n")
+            "BIO two-stage after BIO (ID/OOD) | steps | precision | arms' training time (min) | premise | qualifies |\n"
+            + "|---" * 20 + "|\n")
     rows = []
     for pid, p in done.items():
         s = p["setting"]
@@ -218,6 +231,7 @@ def table_markdown(done: dict[str, dict[str, Any]]) -> str:
                     f"{interval_text(p['mixed_qa_ood'])} | {interval_text(p['stage_qa_ood'])} | "
                     f"{interval_text(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
                     f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
+                    f"{p.get('dtype', 'float32')} | "
                     f"{wall['mixed'] / 60:.0f} / {wall['two-stage'] / 60:.0f} | "
                     f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
     return head + "\n".join(rows) + "\n"

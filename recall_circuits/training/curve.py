@@ -29,15 +29,15 @@ log = logging.getLogger(__name__)
 
 def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str]]:
     """The checkpoints along a training run: ``{step: folder}`` for every finished snapshot and the final
-    ``model/`` (at the run's last step), and ``{step: phase}`` from ``metrics.jsonl`` (the last record of a step
+    ``model/`` (at the run's last step, in place of a snapshot of the same step), and ``{step: phase}`` from ``metrics.jsonl`` (the last record of a step
     wins: a resumed run may repeat steps). A run with neither is a one-line error."""
     from recall_circuits.training.loop import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
 
     run = Path(run_dir)
     points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*"))
               if d.is_dir() and not d.name.endswith(".partial")}
-    if (run / "model").is_dir() and (run / TRAIN_META).is_file():
-        points.setdefault(int(read_json(run / TRAIN_META).get("steps", max(points, default=0))), run / "model")
+    if (run / "model").is_dir() and (run / TRAIN_META).is_file():   # the final model, also where a snapshot was
+        points[int(read_json(run / TRAIN_META).get("steps", max(points, default=0)))] = run / "model"  # taken
     if not points:
         raise RecallCircuitsError(f"{run_dir} has neither snapshots/ nor a finished model/ (train with "
                                   "snapshot_every > 0)")
