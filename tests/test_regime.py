@@ -56,6 +56,13 @@ def test_choose_takes_the_cheapest_qualifying_pair_else_the_largest_gap():
     assert choose({"C": c}) == (c, False)
     bad = pair_row(Setting("D"), _res(0.1, 0.9, 0.1), stage)
     assert choose({"D": bad}) == (None, False)
+    # a repeat of a pair with another seed (and precision) informs but does not compete, even with a larger gap
+    again = pair_row(Setting("C", epochs=10, seed=1), _res(1.0, 0.5, 0.95, steps=100), stage, dtype="bfloat16",
+                     repeat_of="C")
+    assert again["qualifies"] and choose({"C": c, "C-seed1-bfloat16": again}) == (c, False)
+    assert best_pair({"C": c, "C-seed1-bfloat16": again}) is c
+    rows = table_markdown({"C": c, "C-seed1-bfloat16": again}).splitlines()[2:]
+    assert "| 200 | float32 |" in rows[0] and "| 200 | bfloat16 |" in rows[1]
 
 
 def test_from_best_takes_the_other_fields_from_the_best_pair():
