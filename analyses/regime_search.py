@@ -44,17 +44,13 @@ def _load_done(out: Path, record: Path) -> dict[str, dict]:
 def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None,
               extra: list[str]) -> dict[str, dict]:
     """Both arms of a pair side by side, one torch thread each (an arm whose folder exists resumes from its last
-    checkpoint; a finished arm is read back); each arm's options are ``analyses/finetune.py``'s."""
-    try:                 # imported as analyses.regime_search (the tests) or run as a script from analyses/
-        from analyses.finetune import build_parser as finetune_parser, train_config  # noqa: PLC0415
-    except ModuleNotFoundError:
-        from finetune import build_parser as finetune_parser, train_config  # noqa: PLC0415
+    checkpoint; a finished arm is read back); each arm is a list of ``analyses/finetune.py``'s options."""
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
+    from recall_circuits.training.options import config_from_options  # noqa: PLC0415
     from recall_circuits.training.side_by_side import run_side_by_side  # noqa: PLC0415
 
-    cfgs = {arm: train_config(finetune_parser().parse_args(
-        [*arm_options(setting, arm), "--data", str(data), "--out", str(pair_dir / arm),
-         *(["--model", model] if model else []), *extra])) for arm in ARMS}
+    cfgs = {arm: config_from_options([*arm_options(setting, arm), "--data", str(data), "--out", str(pair_dir / arm),
+                                      *(["--model", model] if model else []), *extra]) for arm in ARMS}
     for arm, cfg in cfgs.items():
         log.info("%s %s: %s", setting.id, arm, json.dumps(cfg, sort_keys=True))
     resolve_model(cfgs["mixed"]["model"])    # build or convert the model once, before the two arms race to do it

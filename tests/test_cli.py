@@ -94,6 +94,26 @@ def test_lists_are_comma_separated():
         build_parser().parse_args(["--base", "b", "--finetuned", "f", "--data", "d", "--out", "o", "--grid", "1,x"])
 
 
+def test_finetune_options_are_one_grammar_for_the_script_and_the_library():
+    """``analyses/finetune.py`` and the regime search's arms read the same options into the same ``TrainConfig``
+    fields: the preset's values, each option given replacing its field; a bad option is one library error."""
+    from analyses.finetune import build_parser
+    from recall_circuits.errors import RecallCircuitsError
+    from recall_circuits.training.options import config_from_options, train_config
+    from recall_circuits.training.presets import TRAIN_PRESETS
+
+    argv = ["--strategy", "mixed", "--data", "d", "--out", "o", "--preset", "tiny", "--epochs", "7",
+            "--schedule", "constant", "--no-freeze-embeddings", "--dtype", "bfloat16"]
+    cfg = config_from_options(argv)
+    assert cfg == train_config(build_parser().parse_args(argv))
+    assert cfg == TRAIN_PRESETS["tiny"] | {"epochs": 7, "schedule": "constant", "freeze_embeddings": False,
+                                          "bf16": True, "strategy": "mixed", "data": "d", "out": "o"}
+    assert config_from_options(argv[:6])["epochs"] == TRAIN_PRESETS["cpu"]["epochs"]
+    for bad in (argv[:4], [*argv, "--epochs", "x"], [*argv, "--no-such-option"]):
+        with pytest.raises(RecallCircuitsError, match="fine-tuning options"):
+            config_from_options(bad)
+
+
 def test_model_sets_are_named_and_distinct():
     from recall_circuits.errors import RecallCircuitsError
     from recall_circuits.models.loading import parse_model_specs

@@ -138,13 +138,12 @@ def test_the_cpu_preset_is_the_pair_the_search_chose():
     """The main job trains what the search measured: with ``PRESET_PAIR`` set, each recipe's training options under
     the ``cpu`` presets equal that pair's arm (every option that changes what is trained), and the data preset is the
     pair's; before the search has chosen, the presets are the ones that preceded it."""
-    import argparse
     from pathlib import Path
 
-    from analyses.finetune import build_parser, train_config
     from recall_circuits.runs import regime
     from recall_circuits.runs.pipeline import _train_cfg
     from recall_circuits.training.loop import _NOT_IDENTITY, TrainConfig, build_phases
+    from recall_circuits.training.options import config_from_options
     from recall_circuits.training.presets import DATA_PRESETS, TRAIN_PRESETS
 
     def trained(cfg):
@@ -165,13 +164,11 @@ def test_the_cpu_preset_is_the_pair_the_search_chose():
     s = Setting.from_dict(record[regime.PRESET_PAIR]["setting"])
     assert choose(record)[0]["setting"]["id"] == regime.PRESET_PAIR
     for strategy in ("mixed", "two-stage"):
-        args: argparse.Namespace = build_parser().parse_args(
-            [*arm_options(s, strategy), "--data", "d", "--out", "o"])
         preset_cfg = trained(_train_cfg(Path("o"), Path("d"), strategy, "cpu", {}))
         # the one deliberate difference: the preset autocasts to bfloat16 (float32 weights and optimiser), the
         # search trained in float32
         assert preset_cfg.pop("bf16") is True
-        search_cfg = trained(train_config(args))
+        search_cfg = trained(config_from_options([*arm_options(s, strategy), "--data", "d", "--out", "o"]))
         assert search_cfg.pop("bf16") is False
         assert search_cfg == preset_cfg, strategy
     assert DATA_PRESETS["cpu"] == {"n_people": s.people, "seed": s.seed} | ({"fullname": True} if s.fullname else {})

@@ -3,6 +3,8 @@
 - :mod:`~recall_circuits.training.loop`: ``TrainConfig`` and ``train`` (Hugging Face models saved as safetensors,
   checkpoints and resume, snapshots, ``torchrun`` DDP / FSDP).
 - :mod:`~recall_circuits.training.presets`: the named data and training presets (``tiny``, ``cpu``, GPU ones).
+- :mod:`~recall_circuits.training.options`: the fine-tuning options (``analyses/finetune.py``'s, the regime
+  search's arms) and the ``TrainConfig`` fields they give.
 - :mod:`~recall_circuits.training.evaluation`: ``evaluate`` (an ``Evaluation``: QA exact match ID / OOD, BIO
   recall) and ``answer_logprob``.
 - :mod:`~recall_circuits.training.curve`: ``learning_curve`` (a ``LearningCurve``: QA accuracy at every snapshot
