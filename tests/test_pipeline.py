@@ -76,6 +76,26 @@ def test_recipe_analyses_in_child_processes_match_this_process(quick_run, tmp_pa
             json.loads((here / f"{stage}-two-stage" / IDENTITY_FILE).read_text())
 
 
+def test_consistency_per_recipe_merges_into_the_joint_measurement(quick_run, tmp_path):
+    """Each recipe's consistency stage (in its own child) merged is what one joint measurement of both models and
+    both runs gives; stages that measured different people do not merge."""
+    from recall_circuits.compare.consistency import run_consistency
+    from recall_circuits.errors import RecallCircuitsError
+    from recall_circuits.runs.pipeline import merge_consistency
+
+    per = {s: json.loads((quick_run / f"consistency-{s}" / "summary.json").read_text()) for s in ("mixed",
+                                                                                                  "two-stage")}
+    merged = merge_consistency(per)
+    assert set(merged["models"]) == set(merged["along"]) == {"mixed", "two-stage"}
+    joint = run_consistency({s: str(quick_run / s / "model") for s in per}, str(quick_run / "data"),
+                            str(tmp_path / "joint"), n_people=2, along={s: str(quick_run / s) for s in per},
+                            verbose=False)
+    _close(json.loads(json.dumps(joint)), merged)
+    other = per["mixed"] | {"people": per["mixed"]["people"][::-1]}
+    with pytest.raises(RecallCircuitsError, match="different people"):
+        merge_consistency({"mixed": other, "two-stage": per["two-stage"]})
+
+
 def test_quick_reproduction(quick_run):
     out = quick_run
     summary = json.loads((out / "summary.json").read_text())

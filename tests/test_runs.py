@@ -71,7 +71,8 @@ def test_quick_run_interrupted_resumes_and_refuses_changed_inputs(tmp_path, monk
     again = json.loads((out / "summary.json").read_text())
     assert again["stale"] == {"attention": "code"} and again["directions"] == summary["directions"]
     assert "Rendered from stages computed from other inputs" in (out / "report.html").read_text()
-    models = json.loads((out / "consistency" / "identity.json").read_text())["models"]
+    models = {k: v for s in ("mixed", "two-stage")
+              for k, v in json.loads((out / f"consistency-{s}" / "identity.json").read_text())["models"].items()}
     good["models"] = models | {"pretrained": ident["models"]["pretrained"]}      # the true weights again
     (out / "attention" / "identity.json").write_text(json.dumps(good))
     assert reproduce_main([*argv, "--report-only"]) == 0

@@ -3,8 +3,8 @@
 ``python -m recall_circuits.runs.analyse_recipe --job JSON [--threads N]`` runs
 :func:`~recall_circuits.runs.pipeline.recipe_analyses` for ``job["recipe"]`` in the reproduction folder
 ``job["out"]`` (its ``data/`` and ``<recipe>/model``); :func:`~recall_circuits.runs.pipeline.reproduce` starts one
-per recipe on a CPU so that the two recipes' traces, grafts, patching and head curves are computed at once. Stages
-already finished from the same inputs are reused, so an interrupted child resumes with the next call.
+per recipe on a CPU so that the two recipes' traces, grafts, patching, head curves and consistency are computed at
+once. Stages already finished from the same inputs are reused, so an interrupted child resumes with the next call.
 """
 
 from __future__ import annotations

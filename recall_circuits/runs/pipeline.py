@@ -219,18 +219,32 @@ def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, 
         ctx.identity(models, along=sorted(along or {})))
 
 
-RECIPE_STAGES = ("trace", "graft", "patching", "heads")
+RECIPE_STAGES = ("trace", "graft", "patching", "heads", "consistency")
 
 
 def recipe_analyses(ctx: _Ctx, out: Path, base_model: str, recipe: str) -> tuple[dict[str, Any], ...]:
     """One recipe's own analysis stages, in order: gradient trace + restore ablation, grafting, activation patching,
-    head curves (each reused when finished from the same inputs)."""
+    head curves, consistency (of the final model and, where the run kept snapshots, along training); each is reused
+    when finished from the same inputs."""
     ft, d = out / recipe / "model", {n: out / f"{n}-{recipe}" for n in RECIPE_STAGES}
     trace = _trace(ctx, d["trace"], base_model, ft)
     graft = _graft(ctx, d["graft"], base_model, ft, d["trace"])
     patching = _patching(ctx, d["patching"], ft)
     heads = _heads(ctx, d["heads"], base_model, ft, d["trace"], d["graft"], d["patching"])
-    return trace, graft, patching, heads
+    along = {recipe: str(out / recipe)} if (out / recipe / "snapshots").is_dir() else None
+    consistency = _consistency(ctx, d["consistency"], {recipe: str(ft)}, along)
+    return trace, graft, patching, heads, consistency
+
+
+def merge_consistency(per_recipe: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recipes' consistency stages as one result (the same people in each: a split's first people, sorted):
+    every recipe's model measures, and the runs measured along training."""
+    people = {json.dumps(c["people"]) for c in per_recipe.values()}
+    if len(people) > 1:
+        raise RecallCircuitsError("the recipes' consistency stages measured different people; run with --overwrite")
+    along = {k: v for c in per_recipe.values() for k, v in (c.get("along") or {}).items()}
+    return {"people": next(iter(per_recipe.values()))["people"],
+            "models": {k: v for c in per_recipe.values() for k, v in c["models"].items()}, "along": along or None}
 
 
 def _stages_done(out: Path, recipe: str) -> int:
@@ -253,8 +267,8 @@ def _recipe_analyses_side_by_side(ctx: _Ctx, out: Path, base_model: str, verbose
     threads = max(1, torch.get_num_threads() // len(todo))
     job = {"out": str(out), "base": base_model, "quick": ctx.quick, "overwrite": ctx.overwrite,
            "device": ctx.device, "dtype": ctx.dtype}
-    log.info("stages trace, graft, patching, heads of %s: side by side, %d torch thread(s) each", " and ".join(todo),
-             threads)
+    log.info("stages %s of %s: side by side, %d torch thread(s) each", ", ".join(RECIPE_STAGES),
+             " and ".join(todo), threads)
     run_processes({s: ["-m", "recall_circuits.runs.analyse_recipe", "--job", json.dumps(job | {"recipe": s}),
                        "--threads", str(threads)] for s in todo},
                   logs=out, threads=threads, what="analyses", verbose=verbose, unit="stage", log_prefix="analyses-",
@@ -339,11 +353,10 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     if side_by_side and not report_only:
         _recipe_analyses_side_by_side(ctx, out, base_model, verbose)
     per_recipe = {s: recipe_analyses(ctx, out, base_model, s) for s in ft}
-    traces, grafts, patching, heads = ({s: r[i] for s, r in per_recipe.items()} for i in range(4))
+    traces, grafts, patching, heads, consistencies = ({s: r[i] for s, r in per_recipe.items()} for i in range(5))
     attention = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
                                                      "pretrained": base_model})
-    consistency = _consistency(ctx, out / "consistency", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"])},
-                               {s: str(out / s) for s in ft if (out / s / "snapshots").is_dir()})
+    consistency = merge_consistency(consistencies)
     sens = _sensitivity(out, data, name, extra, runs, train=sensitivity and not report_only, verbose=verbose,
                         overwrite=overwrite, hashed=ctx.model)
     summary = summarise(runs, sens, traces, consistency)
