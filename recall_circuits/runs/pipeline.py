@@ -239,12 +239,12 @@ def recipe_analyses(ctx: _Ctx, out: Path, base_model: str, recipe: str) -> tuple
 def merge_consistency(per_recipe: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The recipes' consistency stages as one result (the same people in each: a split's first people, sorted):
     every recipe's model measures, and the runs measured along training."""
-    people = {json.dumps(c["people"]) for c in per_recipe.values()}
-    if len(people) > 1:
+    people = [c["people"] for c in per_recipe.values()]
+    if any(p != people[0] for p in people):
         raise RecallCircuitsError("the recipes' consistency stages measured different people; run with --overwrite")
     along = {k: v for c in per_recipe.values() for k, v in (c.get("along") or {}).items()}
-    return {"people": next(iter(per_recipe.values()))["people"],
-            "models": {k: v for c in per_recipe.values() for k, v in c["models"].items()}, "along": along or None}
+    return {"people": people[0], "models": {k: v for c in per_recipe.values() for k, v in c["models"].items()},
+            "along": along or None}
 
 
 def _stages_done(out: Path, recipe: str) -> int:
