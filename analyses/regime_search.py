@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
         res = _run_arms(s, data, out / s.id, args.progress, args.model, extra)
         row = pair_row(s, res["mixed"], res["two-stage"], dtype=args.dtype or FIXED["dtype"],
                        repeat_of=repeat_of)
-        row["pair_wall_s"] = time.time() - t0
+        row["pair_wall_s"] = time.time() - t0     # this invocation (a resumed pair: since the resume)
         tmp = out / s.id / "pair.json.partial"
         tmp.write_text(json.dumps(row, indent=2))
         tmp.rename(out / s.id / "pair.json")
