@@ -25,7 +25,7 @@ from recall_circuits.runs.artefacts import write_json
 from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.regime import (FIXED, PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
-                                        load_record, pair_row, read_pair, resolve, table_markdown)
+                                        load_record, pair_row, read_pair, resolve, table_markdown, unsettled_by)
 
 log = logging.getLogger("regime_search")
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,15 @@ def _ensure_data(out: Path, setting) -> Path:
     return path
 
 
+def _hardware(device: str | None) -> str:
+    """What the arms trained on, for the table: ``cpu`` or the accelerator's name."""
+    if not device or device == "cpu":
+        return "cpu"
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
+
+
 def _plan_id(text: str) -> str:
     if text not in {s.id for s in PLAN}:
         raise ValueError(text)
@@ -90,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
                     help="progress bars in the arms' logs")
     add_device_args(ap, device=None, dtype=None, dtypes=("float32", "bfloat16"))   # both arms; default: the preset's
+    for name, what in (("checkpoint-every", "resumable checkpoints"), ("snapshot-every", "saved model snapshots")):
+        ap.add_argument(f"--{name}", type=int, help=f"optimiser steps between the arms' {what} (default: the "
+                        "search's; 0: none, e.g. on a machine whose disk does not outlive the run). Where the arms "
+                        "save, not what they train: the row is the same")
     return ap
 
 
@@ -117,15 +130,24 @@ def main(args: argparse.Namespace) -> int:
         rid = f"{repeat_of}-seed{SECOND_SEED}" + ("" if dtype == FIXED["dtype"] else f"-{dtype}")
         todo = [] if rid in done else [dataclasses.replace(Setting.from_dict(chosen["setting"]), id=rid,
                                                            seed=SECOND_SEED)]
+    for i, raw in enumerate(todo):     # before anything is written: a pair whose setting is not settled yet
+        unsettled = unsettled_by(raw, done, [t.id for t in todo[:i]])
+        if unsettled:
+            raise RecallCircuitsError(
+                f"{raw.id} takes its other settings from the best pair so far, and {', '.join(unsettled)} (not in "
+                f"the record {record}) could change them: run them first, or name the record that holds them")
     for raw in todo:
         s = resolve(raw, done)
         t0 = time.time()
         data = _ensure_data(out, s)
-        extra = [*(["--device", args.device] if args.device else []), *(["--dtype", args.dtype] if args.dtype else [])]
+        extra = [*(["--device", args.device] if args.device else []), *(["--dtype", args.dtype] if args.dtype else []),
+                 *(["--checkpoint-every", str(args.checkpoint_every)] if args.checkpoint_every is not None else []),
+                 *(["--snapshot-every", str(args.snapshot_every)] if args.snapshot_every is not None else [])]
         res = _run_arms(s, data, out / s.id, args.progress, args.model, extra)
         row = pair_row(s, res["mixed"], res["two-stage"], dtype=args.dtype or FIXED["dtype"],
                        repeat_of=repeat_of)
         row["pair_wall_s"] = time.time() - t0     # this invocation (a resumed pair: since the resume)
+        row["hardware"] = _hardware(args.device)
         tmp = out / s.id / "pair.json.partial"
         tmp.write_text(json.dumps(row, indent=2))
         tmp.rename(out / s.id / "pair.json")

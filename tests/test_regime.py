@@ -194,3 +194,32 @@ def test_a_pair_runs_its_arms_side_by_side_with_the_search_options(tmp_path):
     stamp = (tmp_path / "T" / "mixed" / "results.json").stat().st_mtime_ns
     assert _run_arms(s, data, tmp_path / "T", False, "tiny-llama", []) == res
     assert (tmp_path / "T" / "mixed" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(tmp_path, capsys, monkeypatch):
+    """A12 takes its other fields from the best pair so far: with a record that lacks the pairs before it (an
+    empty one), it would silently start from A1's defaults; the search refuses, naming the pairs, before anything
+    is written. With the repository's record only A11 is pending, and A11 cannot change A12's setting."""
+    from pathlib import Path
+
+    import analyses.regime_search as search
+    from recall_circuits.runs.regime import unsettled_by
+
+    a12 = next(p for p in PLAN if p.id == "A12")
+    a11 = next(p for p in PLAN if p.id == "A11")
+    record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
+    # with nothing done A12 would start from A1's defaults; A2 and A4 differ from them only in fields A12 names
+    assert unsettled_by(a12, {}) == ["A3", "A5", "A6", "A7", "A8", "A9", "A10"]
+    assert unsettled_by(a12, {k: v for k, v in record.items() if k != "A11"}) == []
+    assert unsettled_by(a11, {}, running_first=[p.id for p in PLAN[:10]]) == []    # they run first, in order
+    without_a10 = {k: v for k, v in record.items() if k != "A10"}
+    assert unsettled_by(a11, without_a10) == ["A10"]     # E = 40 as the base would change A11's passes
+    assert unsettled_by(PLAN[0], {}) == []               # a pair with a fixed setting never waits
+    empty = tmp_path / "record"
+    empty.mkdir()
+    for step in ("_ensure_data", "_run_arms"):     # were the check gone, the pair would start: fail at once
+        monkeypatch.setattr(search, step, lambda *a, _step=step, **k: pytest.fail(f"{_step} ran"))
+    assert search.main(["--out", str(tmp_path / "out"), "--record", str(empty), "--only", "A12"]) == 2
+    assert "error: A12 takes its other settings from the best pair so far, and A3, A5, A6, A7, A8, A9, A10 (not in" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not any(empty.iterdir())

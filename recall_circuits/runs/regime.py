@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,21 @@ def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
     base = Setting.from_dict(best["setting"]) if best else Setting(setting.id)
     keep = {f: getattr(setting, f) for f in setting.from_best}
     return dataclasses.replace(base, id=setting.id, from_best=(), why=setting.why, **keep)
+
+
+def unsettled_by(setting: Setting, done: dict[str, dict[str, Any]], running_first: Sequence[str] = ()) -> list[str]:
+    """The pairs before ``setting`` in the plan, neither finished (in ``done``) nor run first in this invocation
+    (``running_first``), whose outcome could change its concrete setting: for a ``from_best`` pair, each such pair
+    that, were it the best, would give it other fields than the best so far does. Empty: it may run now (a pair
+    whose setting no pending pair can change, e.g. A12 before A11, which differ only in fields A12 names itself)."""
+    if not setting.from_best:
+        return []
+    ids = [p.id for p in PLAN]
+    before = PLAN[:ids.index(setting.id)] if setting.id in ids else PLAN
+    here = resolve(setting, done)
+    keep = {f: getattr(setting, f) for f in setting.from_best}
+    return [p.id for p in before if p.id not in done and p.id not in running_first
+            and dataclasses.replace(resolve(p, done), id=setting.id, from_best=(), why=setting.why, **keep) != here]
 
 
 def data_name(s: Setting) -> str:
@@ -220,6 +236,9 @@ def table_markdown(done: dict[str, dict[str, Any]]) -> str:
             "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | "
             "BIO two-stage after BIO (ID/OOD) | steps | precision | arms' training time (min) | premise | qualifies |\n"
             + "|---" * 20 + "|\n")
+    def hw(p: dict[str, Any]) -> str:      # rows without "hardware" trained on this project's 2-core CPU
+        return "" if p.get("hardware", "cpu") == "cpu" else f" on {p['hardware']}"
+
     rows = []
     for pid, p in done.items():
         s = p["setting"]
@@ -231,7 +250,7 @@ def table_markdown(done: dict[str, dict[str, Any]]) -> str:
                     f"{interval_text(p['mixed_qa_ood'])} | {interval_text(p['stage_qa_ood'])} | "
                     f"{interval_text(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
                     f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
-                    f"{p.get('dtype', 'float32')} | "
+                    f"{p.get('dtype', 'float32')}{hw(p)} | "
                     f"{wall['mixed'] / 60:.0f} / {wall['two-stage'] / 60:.0f} | "
                     f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
     return head + "\n".join(rows) + "\n"
