@@ -1,0 +1,108 @@
+"""One whole optimiser step of fine-tuning on a GPU (forward, backward, gradient clipping, AdamW), three ways
+alternating in one process on the same batches: eager with foreach AdamW (what ``finetune.py --device cuda`` runs,
+the baseline), eager with fused AdamW (``optimizer_impl="fused"``), and the model under ``torch.compile``.
+
+    python tests/benchmarks/bench_train_step_gpu.py --out FILE                       # SmolLM2-135M from the cache
+    python tests/benchmarks/bench_train_step_gpu.py --config DIR --out FILE          # DIR/config.json, random weights
+
+``--config``: a checkpoint folder whose ``config.json`` and tokenizer are used with freshly initialised weights (a
+speed figure: the kernels and their shapes are those of the checkpoint). Each way has its own copy of the model
+and optimiser, from the same weights; the tied embedding is frozen as in the regime search; float32 with TF32 off
+(the search's precision), one CPU thread (as each arm of a pair). Reports each way's median step time over
+``--steps`` steps after ``--warmup`` steps (the compiled model compiles during its warm-up, whose time is reported
+apart), the speed-ups against the baseline, and the loss of the last step of each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
+
+from recall_circuits.data.bios import DataConfig, generate
+from recall_circuits.training.loop import _collate, token_loss_sum, tokenize_dataset
+
+
+def _load(args: argparse.Namespace):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    if args.config:
+        torch.manual_seed(0)
+        cfg = AutoConfig.from_pretrained(args.config)
+        return (AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager"),
+                AutoTokenizer.from_pretrained(args.config))
+    from recall_circuits.models.loading import load_hf  # noqa: PLC0415
+
+    return load_hf(args.model)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--config", help="a checkpoint folder: its config and tokenizer, random weights")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--ways", default="eager,fused,compile")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke test of the script only")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, tok = _load(args)
+    model.get_input_embeddings().weight.requires_grad_(False)
+    bio, qa = tokenize_dataset(tok, generate(DataConfig(n_people=100, seed=0)))
+    b = args.batch_size
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    batches = [{k: v.to(dev) for k, v in _collate(items[i * b:(i + 1) * b], tok.pad_token_id).items()}
+               for items in (qa, bio) for i in range(8)]       # 8 QA and 8 BIO batches, taken in turn
+    ways = args.ways.split(",")
+    runs = {}
+    for way in ways:
+        m = copy.deepcopy(model).to(dev).train()
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0, **({"fused": True} if way == "fused"
+                                                                     else {"foreach": True}))
+        if way == "compile":
+            m.base_model.compile()      # in place: the loss calls model.base_model (see token_loss_sum)
+        runs[way] = {"model": m, "raw": m, "opt": opt, "times": [],
+                     "warmup_s": 0.0, "loss": None}
+
+    def step(r: dict, batch: dict) -> float:
+        s, n = token_loss_sum(r["model"], batch, label_rows_only=True)
+        (s / n).backward()
+        torch.nn.utils.clip_grad_norm_(r["raw"].parameters(), 1.0)
+        r["opt"].step()
+        r["opt"].zero_grad(set_to_none=True)
+        return float(s.detach())       # one sync a step, as the training loop logs the loss
+
+    res = {"benchmark": "train_step_gpu", "model": args.config or args.model, "random_weights": bool(args.config),
+           "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "batch_size": b, "steps": args.steps, "warmup": args.warmup,
+           "ways": {}}
+    for i in range(args.warmup + args.steps):
+        batch = batches[i % len(batches)]
+        for way, r in runs.items():          # alternating: every way sees the same batches and machine state
+            sync()
+            t0 = time.perf_counter()
+            r["loss"] = step(r, batch)
+            dt = time.perf_counter() - t0
+            if i < args.warmup:
+                r["warmup_s"] += dt
+            else:
+                r["times"].append(dt)
+    base = statistics.median(runs[ways[0]]["times"])
+    for way, r in runs.items():
+        med = statistics.median(r["times"])
+        res["ways"][way] = {"median_step_s": med, "speedup_vs_" + ways[0]: base / med, "warmup_s": r["warmup_s"],
+                            "last_loss": r["loss"]}
+    res["environment"] = environment()
+    write_result(args.out, res)
+
+
+if __name__ == "__main__":
+    main()
