@@ -104,7 +104,11 @@ def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
     if not setting.from_best:
         return setting
     best = best_pair(done)
-    base = Setting.from_dict(best["setting"]) if best else Setting(setting.id)
+    return _on_base(setting, Setting.from_dict(best["setting"]) if best else Setting(setting.id))
+
+
+def _on_base(setting: Setting, base: Setting) -> Setting:
+    """``setting`` (a ``from_best`` one) with every field it does not name taken from ``base``."""
     keep = {f: getattr(setting, f) for f in setting.from_best}
     return dataclasses.replace(base, id=setting.id, from_best=(), why=setting.why, **keep)
 
@@ -119,9 +123,8 @@ def unsettled_by(setting: Setting, done: dict[str, dict[str, Any]], running_firs
     ids = [p.id for p in PLAN]
     before = PLAN[:ids.index(setting.id)] if setting.id in ids else PLAN
     here = resolve(setting, done)
-    keep = {f: getattr(setting, f) for f in setting.from_best}
     return [p.id for p in before if p.id not in done and p.id not in running_first
-            and dataclasses.replace(resolve(p, done), id=setting.id, from_best=(), why=setting.why, **keep) != here]
+            and _on_base(setting, resolve(p, done)) != here]
 
 
 def data_name(s: Setting) -> str:

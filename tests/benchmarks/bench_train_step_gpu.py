@@ -70,13 +70,13 @@ def main() -> None:
                                                                      else {"foreach": True}))
         if way == "compile":
             m.base_model.compile()      # in place: the loss calls model.base_model (see token_loss_sum)
-        runs[way] = {"model": m, "raw": m, "opt": opt, "times": [],
+        runs[way] = {"model": m, "opt": opt, "times": [],
                      "warmup_s": 0.0, "loss": None}
 
     def step(r: dict, batch: dict) -> float:
         s, n = token_loss_sum(r["model"], batch, label_rows_only=True)
         (s / n).backward()
-        torch.nn.utils.clip_grad_norm_(r["raw"].parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(r["model"].parameters(), 1.0)
         r["opt"].step()
         r["opt"].zero_grad(set_to_none=True)
         return float(s.detach())       # one sync a step, as the training loop logs the loss
