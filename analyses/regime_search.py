@@ -80,6 +80,13 @@ def _hardware(device: str | None) -> str:
     return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
 
 
+def _steps(text: str) -> int:
+    """A number of optimiser steps, 0 or more (checked before anything is written)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, 0 or more, not {text!r}")
+    return int(text)
+
+
 def _plan_id(text: str) -> str:
     if text not in {s.id for s in PLAN}:
         raise ValueError(text)
@@ -103,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="progress bars in the arms' logs")
     add_device_args(ap, device=None, dtype=None, dtypes=("float32", "bfloat16"))   # both arms; default: the preset's
     for name, what in (("checkpoint-every", "resumable checkpoints"), ("snapshot-every", "saved model snapshots")):
-        ap.add_argument(f"--{name}", type=int, help=f"optimiser steps between the arms' {what} (default: the "
+        ap.add_argument(f"--{name}", type=_steps, help=f"optimiser steps between the arms' {what} (default: the "
                         "search's; 0: none, e.g. on a machine whose disk does not outlive the run). Where the arms "
                         "save, not what they train: the row is the same")
     return ap

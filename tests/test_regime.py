@@ -223,3 +223,7 @@ def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(t
     assert "error: A12 takes its other settings from the best pair so far, and A3, A5, A6, A7, A8, A9, A10 (not in" \
         in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not any(empty.iterdir())
+    with pytest.raises(SystemExit):      # a step count below 0: argparse's one-line error, nothing written
+        search.main(["--out", str(tmp_path / "out"), "--only", "A1", "--checkpoint-every", "-1"])
+    assert "--checkpoint-every: expected a whole number of steps" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
