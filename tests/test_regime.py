@@ -1,5 +1,6 @@
 """The search plan's fairness and decision rules on synthetic results (no training)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -77,13 +78,29 @@ def test_from_best_takes_the_other_fields_from_the_best_pair():
         assert best_pair(done) is tied
 
 
+def test_the_best_pair_so_far_is_among_the_pairs_before_it_in_the_plan():
+    """A12 may finish before A11: its outcome, however good, does not change A11's setting (the best pair before
+    A11), while A11's does change A12's."""
+    stage = _res(1.0, 0.0, 0.5, after_bio=1.0)
+    a10 = pair_row(Setting("A10", epochs=40), _res(1.0, 1 / 6, 0.95), stage)
+    a12_raw = next(p for p in PLAN if p.id == "A12")
+    a12 = pair_row(resolve(a12_raw, {"A10": a10}), _res(1.0, 0.5, 0.95), stage)
+    assert best_pair({"A10": a10, "A12": a12}) is a12
+    a11 = resolve(next(p for p in PLAN if p.id == "A11"), {"A10": a10, "A12": a12})
+    assert (a11.epochs, a11.fullname, a11.qa_share) == (40, False, 4)
+    a11_row = pair_row(a11, _res(1.0, 0.9, 0.95), stage)
+    assert resolve(a12_raw, {"A10": a10, "A11": a11_row, "A12": a12}).epochs == 40
+    assert resolve(a12_raw, {"A10": a10, "A11": a11_row}) == dataclasses.replace(a11, id="A12", fullname=True,
+                                                                                 qa_share=2, why=a12_raw.why)
+
+
 def test_from_best_resolves_from_the_json_record():
     """The record on disk holds each setting as JSON (tuples become lists): A11 and A12 resolve from it."""
     from pathlib import Path
 
     record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
-    best = best_pair(record)["setting"]
-    for p in PLAN[10:]:
+    for i, p in enumerate(PLAN[10:], start=10):
+        best = best_pair({k: v for k, v in record.items() if k in {q.id for q in PLAN[:i]}})["setting"]
         s = resolve(p, record)
         assert s.from_best == () and s.epochs == best["epochs"] and s.people == best["people"]
         assert (s.qa_share, s.fullname) == ((4, best["fullname"]) if p.id == "A11" else (2, True))

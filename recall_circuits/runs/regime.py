@@ -99,12 +99,22 @@ def planned_rows(done: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def resolve(setting: Setting, done: dict[str, dict[str, Any]]) -> Setting:
-    """The concrete setting: a ``from_best`` setting takes every field it does not name from the best pair so far
-    (from ``A1``'s defaults when no pair meets the conditions yet)."""
+    """The concrete setting: a ``from_best`` setting takes every field it does not name from the best pair so far,
+    among the finished pairs before it in the plan (from ``A1``'s defaults when none meets the conditions yet). A
+    pair after it in the plan that happened to finish first (A12 before A11) does not count."""
     if not setting.from_best:
         return setting
-    best = best_pair(done)
+    best = best_pair(_before(setting, done))
     return _on_base(setting, Setting.from_dict(best["setting"]) if best else Setting(setting.id))
+
+
+def _before(setting: Setting, done: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rows of ``done`` for pairs before ``setting`` in the plan (all of them when it is not in the plan)."""
+    ids = [p.id for p in PLAN]
+    if setting.id not in ids:
+        return done
+    earlier = set(ids[:ids.index(setting.id)])
+    return {k: v for k, v in done.items() if v["setting"]["id"] in earlier}
 
 
 def _on_base(setting: Setting, base: Setting) -> Setting:
