@@ -4,15 +4,15 @@
     python analyses/regime_search.py --out runs/search --only A1   # one pair
     python analyses/regime_search.py --out runs/search --list      # the plan and what is done
     python analyses/regime_search.py --table                       # the finished pairs' table (docs/results.md)
-    python analyses/regime_search.py --out DIR --only A12 --device cuda --checkpoint-every 0   # on a GPU
+    python analyses/regime_search.py --out DIR --only A11 --device cuda --checkpoint-every 0   # on a GPU
 
 Each pair runs its two arms side by side, one torch thread each (two 2-thread jobs on 2 cores slow each other
 many times over), with analyses/finetune.py; an interrupted arm resumes from its last checkpoint with the same
 command. OUT/<id>/pair.json holds the row (accuracies with 95% intervals over people, the gap, the verdict), copied to
 docs/search/<id>.json to be committed (a pair found there is done); OUT/table.md the table so far. Keep OUT
 outside the work tree (e.g. ~/recall_circuits_search) when the checkpoints should outlive a fresh checkout. A pair
-that takes its settings from the best pair so far (A11, A12) runs only once no unfinished pair before it could
-change them.
+that takes its settings from the best pair so far (A11, A12: the best among the pairs before it in the plan) runs
+only once no unfinished pair before it could change them.
 """
 
 from __future__ import annotations
