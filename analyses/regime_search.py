@@ -80,6 +80,15 @@ def _hardware(device: str | None) -> str:
     return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
 
 
+def _started(pair_dir: Path) -> str | None:
+    """How far a pair begun in ``pair_dir`` got ("started: mixed 410 / 13000 (resumes from 400), two-stage ..."),
+    or None when neither arm has begun."""
+    from recall_circuits.training.side_by_side import run_state  # noqa: PLC0415
+
+    arms = [f"{arm} {state}" for arm in ("mixed", "two-stage") if (state := run_state(pair_dir / arm))]
+    return "started: " + ", ".join(arms) if arms else None
+
+
 def _steps(text: str) -> int:
     """A number of optimiser steps, 0 or more (checked before anything is written)."""
     if not text.isdigit():
@@ -123,7 +132,8 @@ def main(args: argparse.Namespace) -> int:
     done = _load_done(out, record)
     if args.list:
         for s in PLAN:
-            print(f"{s.id:4s} {'done' if s.id in done else 'todo'}  {s.why}")
+            state = "done" if s.id in done else _started(out / s.id) or "todo"
+            print(f"{s.id:4s} {state}  {s.why}")
         return 0
     if args.table:
         print(table_markdown(done), end="")

@@ -244,3 +244,26 @@ def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(t
         search.main(["--out", str(tmp_path / "out"), "--only", "A1", "--checkpoint-every", "-1"])
     assert "--checkpoint-every: expected a whole number of steps" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_list_says_how_far_a_started_pair_got(tmp_path, capsys):
+    """``--list`` names, for a pair begun in OUT and not in the record, each arm's last step, its steps and the
+    checkpoint it resumes from (a finished arm: "finished"); a pair not begun is "todo"."""
+    import analyses.regime_search as search
+
+    empty = tmp_path / "record"
+    empty.mkdir()
+    mixed, stage = tmp_path / "out" / "A3" / "mixed", tmp_path / "out" / "A3" / "two-stage"
+    (stage / "checkpoint").mkdir(parents=True)
+    (stage / "recall_circuits_train.json").write_text(json.dumps({"total_steps": 6000}))
+    (stage / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in (1, 2, 411)))
+    (stage / "checkpoint" / "trainer_state.json").write_text(json.dumps({"step": 400, "global_step": 400}))
+    mixed.mkdir()
+    (mixed / "results.json").write_text("{}")
+    assert search.main(["--out", str(tmp_path / "out"), "--record", str(empty), "--list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "started: mixed finished, two-stage 411 / 6000 (resumes from 400)" in lines["A3"]
+    assert lines["A2"].split()[1] == "todo" and lines["A4"].split()[1] == "todo"
+    (stage / "checkpoint" / "trainer_state.json").unlink()       # before its first checkpoint: from the start
+    search.main(["--out", str(tmp_path / "out"), "--record", str(empty), "--list"])
+    assert "two-stage 411 / 6000 (resumes from 0)" in capsys.readouterr().out

@@ -30,12 +30,13 @@ from tqdm.auto import tqdm
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.artefacts import read_json
-from recall_circuits.training.loop import METRICS_FILE, TRAIN_META
+from recall_circuits.training.loop import METRICS_FILE, STATE_FILE, TRAIN_META
+from recall_circuits.training.run import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
 
-def _last_step(out: Path) -> int:
+def last_step(out: Path) -> int:
     """A run's last logged step (from the end of its ``metrics.jsonl``; 0 before its first)."""
     metrics = out / METRICS_FILE
     if not metrics.is_file():
@@ -51,12 +52,28 @@ def _last_step(out: Path) -> int:
     return 0
 
 
-def _total_steps(out: Path) -> int | None:
+def total_steps(out: Path) -> int | None:
     """A run's number of steps, once it has written it (``TRAIN_META``)."""
     try:
         return read_json(out / TRAIN_META).get("total_steps")
     except (OSError, ValueError):        # not written yet, or being written
         return None
+
+
+def run_state(out: str | Path) -> str | None:
+    """Where a fine-tuning run in ``out`` stands, in words: "finished", "410 / 13000 (resumes from 400)" (the last
+    logged step, the run's steps, the last checkpoint's step), or None when it has not begun."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    if (out / RESULTS_FILE).is_file():
+        return "finished"
+    total = total_steps(out)
+    try:
+        ckpt = int(read_json(out / "checkpoint" / STATE_FILE)["global_step"])
+    except (OSError, ValueError, KeyError):   # no checkpoint yet
+        ckpt = 0
+    return f"{last_step(out)} / {total if total is not None else '?'} (resumes from {ckpt})"
 
 
 def run_processes(commands: dict[str, list[str]], *, logs: str | Path, threads: int, what: str,
@@ -124,7 +141,7 @@ def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threa
                        *(["--stop-after-steps", str(stop_after_steps)] if stop_after_steps is not None else [])]
                 for name, cfg in cfgs.items()}
     run_processes(commands, logs=logs, threads=threads, what="fine-tuning", verbose=verbose, poll_s=poll_s,
-                  progress=lambda name: (_last_step(Path(cfgs[name]["out"])), _total_steps(Path(cfgs[name]["out"]))))
+                  progress=lambda name: (last_step(Path(cfgs[name]["out"])), total_steps(Path(cfgs[name]["out"]))))
     from recall_circuits.training.run import RESULTS_FILE  # noqa: PLC0415
 
     done = {name: Path(cfg["out"]) / RESULTS_FILE for name, cfg in cfgs.items()}
