@@ -100,7 +100,8 @@ def test_from_best_resolves_from_the_json_record():
 
     record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
     for i, p in enumerate(PLAN[10:], start=10):
-        best = best_pair({k: v for k, v in record.items() if k in {q.id for q in PLAN[:i]}})["setting"]
+        earlier = {q.id for q in PLAN[:i]}
+        best = best_pair({k: v for k, v in record.items() if k in earlier})["setting"]
         s = resolve(p, record)
         assert s.from_best == () and s.epochs == best["epochs"] and s.people == best["people"]
         assert (s.qa_share, s.fullname) == ((4, best["fullname"]) if p.id == "A11" else (2, True))

@@ -142,7 +142,5 @@ def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threa
                 for name, cfg in cfgs.items()}
     run_processes(commands, logs=logs, threads=threads, what="fine-tuning", verbose=verbose, poll_s=poll_s,
                   progress=lambda name: (last_step(Path(cfgs[name]["out"])), total_steps(Path(cfgs[name]["out"]))))
-    from recall_circuits.training.run import RESULTS_FILE  # noqa: PLC0415
-
     done = {name: Path(cfg["out"]) / RESULTS_FILE for name, cfg in cfgs.items()}
     return {name: read_json(f) if f.is_file() else None for name, f in done.items()}
