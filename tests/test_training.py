@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,6 +162,16 @@ def test_grad_accum_equals_big_batch(tiny_dirs, tiny_data, tmp_path):
     a = _weights(train(TrainConfig(**kw, out=str(tmp_path / "a")), verbose=False))
     b = _weights(train(TrainConfig(**kw, grad_accum=2, out=str(tmp_path / "b")), verbose=False))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+def test_gradient_checkpointing_changes_memory_not_the_run(tiny_dirs, tiny_data, tmp_path):
+    kw = dict(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data), epochs=1, batch_size=4,
+              checkpoint_every=0)
+    a = _weights(train(TrainConfig(**kw, out=str(tmp_path / "a")), verbose=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)     # the deprecated name is not called where the new one is
+        b = _weights(train(TrainConfig(**kw, gradient_checkpointing=True, out=str(tmp_path / "b")), verbose=False))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 
 
 def test_finetune_bad_input(tiny_dirs, tiny_data, tmp_path, capsys):

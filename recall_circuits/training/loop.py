@@ -161,6 +161,13 @@ def _collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing):
+    ``activation_checkpointing_enable`` where transformers has it, the older name (deprecated since) before."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 def token_loss_sum(model: Any, batch: dict[str, torch.Tensor], *, label_rows_only: bool = False
                    ) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over label tokens (-100 = ignored), and the number of label tokens.
@@ -321,7 +328,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         raise RecallCircuitsError("the tokenizer produces ids outside the model's vocabulary")
     model.to(cfg.device)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     model.train()

@@ -33,7 +33,7 @@ import torch
 from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate
-from recall_circuits.training.loop import _collate, token_loss_sum, tokenize_dataset
+from recall_circuits.training.loop import _collate, enable_checkpointing, token_loss_sum, tokenize_dataset
 
 
 def _load(args: argparse.Namespace):
@@ -82,7 +82,7 @@ def main() -> None:
     for way in ways:
         m = (model if len(ways) == 1 else copy.deepcopy(model)).to(dev).train()
         if args.gradient_checkpointing:
-            m.gradient_checkpointing_enable()
+            enable_checkpointing(m)
         params = [p for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0, **({"fused": True} if way == "fused"
                                                                      else {"foreach": True}))
