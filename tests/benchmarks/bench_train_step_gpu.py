@@ -9,8 +9,8 @@ alternating in one process on the same batches: eager with foreach AdamW (the ba
 
 ``--config``: a checkpoint folder whose ``config.json`` and tokenizer are used with freshly initialised weights (a
 speed figure: the kernels and their shapes are those of the checkpoint). Each way has its own copy of the model
-and optimiser, from the same weights; the tied embedding is frozen as in the regime search; float32 with TF32 off
-(the search's precision), one CPU thread (as each arm of a pair). Reports each way's median step time over
+and optimiser, from the same weights; by default the tied embedding is frozen as in the regime search, and the step
+is float32 with TF32 off (the search's precision); one CPU thread (as each arm of a pair). Reports each way's median step time over
 ``--steps`` steps after ``--warmup`` steps (the compiled model compiles during its warm-up, whose time is reported
 apart), the speed-ups against the baseline, the label and input tokens a second, the loss of the last step of each
 way and the peak GPU memory of the whole run.
