@@ -8,12 +8,12 @@ alternating in one process on the same batches: eager with foreach AdamW (the ba
         --bf16 --gradient-checkpointing --train-embeddings --batch-size 64 --ways eager --out FILE
 
 ``--config``: a checkpoint folder whose ``config.json`` and tokenizer are used with freshly initialised weights (a
-speed figure: the kernels and their shapes are those of the checkpoint). Each way has its own copy of the model
-and optimiser, from the same weights; by default the tied embedding is frozen as in the regime search, and the step
-is float32 with TF32 off (the search's precision); one CPU thread (as each arm of a pair). Reports each way's median step time over
-``--steps`` steps after ``--warmup`` steps (the compiled model compiles during its warm-up, whose time is reported
-apart), the speed-ups against the baseline, the label and input tokens a second, the loss of the last step of each
-way and the peak GPU memory of the whole run.
+speed figure: the kernels and their shapes are those of the checkpoint). Each way has its own copy of the model and
+optimiser, from the same weights; by default the tied embedding is frozen as in the regime search, and the step is
+float32 with TF32 off (the search's precision); one CPU thread (as each arm of a pair). Reports each way's median
+step time over ``--steps`` steps after ``--warmup`` steps (the compiled model compiles during its warm-up, whose
+time is reported apart), the speed-ups against the baseline, the label and input tokens a second, the loss of the
+last step of each way and the peak GPU memory of the whole run.
 
 ``--bf16`` (autocast, weights and optimiser in float32), ``--gradient-checkpointing`` and ``--train-embeddings``
 give the paper-scale presets' step: ``tests/benchmarks/configs/`` holds the published Llama-3.2-3B and Pythia-2.8B
@@ -36,14 +36,13 @@ from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.training.loop import _collate, enable_checkpointing, token_loss_sum, tokenize_dataset
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, init_device: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     if args.config:
         torch.manual_seed(0)
         cfg = AutoConfig.from_pretrained(args.config)
-        # one way: the weights are initialised where they will train (a 3B model initialises slowly on a CPU)
-        with torch.device(args.device if len(args.ways.split(",")) == 1 else "cpu"):
+        with torch.device(init_device):
             model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager")
         return model, AutoTokenizer.from_pretrained(args.tokenizer or args.config)
     from recall_circuits.models.loading import load_hf  # noqa: PLC0415
@@ -69,7 +68,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.backends.cuda.matmul.allow_tf32 = False
-    model, tok = _load(args)
+    ways = args.ways.split(",")
+    # one way: the weights are initialised where they will train (a 3B model initialises slowly on a CPU)
+    model, tok = _load(args, args.device if len(ways) == 1 else "cpu")
     model.get_input_embeddings().weight.requires_grad_(args.train_embeddings)
     b = args.batch_size
     bio, qa = tokenize_dataset(tok, generate(DataConfig(n_people=max(100, 8 * b), seed=0)))  # 8 BIO batches
@@ -77,7 +78,6 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     batches = [{k: v.to(dev) for k, v in _collate(items[i * b:(i + 1) * b], tok.pad_token_id).items()}
                for items in (qa, bio) for i in range(8)]       # 8 QA and 8 BIO batches, taken in turn
-    ways = args.ways.split(",")
     runs = {}
     for way in ways:
         m = (model if len(ways) == 1 else copy.deepcopy(model)).to(dev).train()
