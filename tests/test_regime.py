@@ -249,7 +249,8 @@ def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(t
 
 def test_list_says_how_far_a_started_pair_got(tmp_path, capsys):
     """``--list`` names, for a pair begun in OUT and not in the record, each arm's last step, its steps and the
-    checkpoint it resumes from (a finished arm: "finished"); a pair not begun is "todo"."""
+    checkpoint it resumes from (a finished arm: "finished"; one whose final model is saved and not yet evaluated:
+    "trained, evaluating", since a resume only evaluates it); a pair not begun is "todo"."""
     import analyses.regime_search as search
 
     empty = tmp_path / "record"
@@ -268,3 +269,7 @@ def test_list_says_how_far_a_started_pair_got(tmp_path, capsys):
     (stage / "checkpoint" / "trainer_state.json").unlink()       # before its first checkpoint: from the start
     search.main(["--out", str(tmp_path / "out"), "--record", str(empty), "--list"])
     assert "two-stage 411 / 6000 (resumes from 0)" in capsys.readouterr().out
+    (stage / "model").mkdir()                                    # trained, the evaluation not yet written
+    (stage / "model" / "recall_circuits_train.json").write_text(json.dumps({"total_steps": 6000}))
+    search.main(["--out", str(tmp_path / "out"), "--record", str(empty), "--list"])
+    assert "started: mixed finished, two-stage trained, evaluating" in capsys.readouterr().out

@@ -61,13 +61,16 @@ def total_steps(out: Path) -> int | None:
 
 
 def run_state(out: str | Path) -> str | None:
-    """Where a fine-tuning run in ``out`` stands, in words: "finished", "410 / 13000 (resumes from 400)" (the last
+    """Where a fine-tuning run in ``out`` stands, in words: "finished", "trained, evaluating" (the final model
+    saved, its evaluation not yet written: a resume only evaluates), "410 / 13000 (resumes from 400)" (the last
     logged step, the run's steps, the last checkpoint's step), or None when it has not begun."""
     out = Path(out)
     if not out.is_dir():
         return None
     if (out / RESULTS_FILE).is_file():
         return "finished"
+    if (out / "model" / TRAIN_META).is_file():
+        return "trained, evaluating"
     total = total_steps(out)
     try:
         ckpt = int(read_json(out / "checkpoint" / STATE_FILE)["global_step"])
