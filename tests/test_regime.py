@@ -217,7 +217,7 @@ def test_a_pair_runs_its_arms_side_by_side_with_the_search_options(tmp_path):
 def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(tmp_path, capsys, monkeypatch):
     """A12 takes its other fields from the best pair so far: with a record that lacks the pairs before it (an
     empty one), it would silently start from A1's defaults; the search refuses, naming the pairs, before anything
-    is written. With the repository's record only A11 is pending, and A11 cannot change A12's setting."""
+    is written. With the repository's record less A11 (pending when A12 ran), A11 cannot change A12's setting."""
     from pathlib import Path
 
     import analyses.regime_search as search
