@@ -6,7 +6,9 @@
 
 Each point is kept (OUT/points/<name>/step-NNNNNN.json) as soon as it is measured, so an interrupted curve resumes
 with the same command. Writes OUT/<name>/ (a LearningCurve: result.json), OUT/summary.json (each run's steps,
-phases and accuracies with 95% bootstrap intervals over people) and OUT/figures/learning_curve.html (offline).
+phases and accuracies with 95% bootstrap intervals over people, and its training loss over windows of about a
+hundredth of the longest run: loss_windows), OUT/figures/learning_curve.html and OUT/figures/training_loss.html
+(offline).
 """
 
 from __future__ import annotations

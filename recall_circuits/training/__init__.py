@@ -8,7 +8,8 @@
 - :mod:`~recall_circuits.training.evaluation`: ``evaluate`` (an ``Evaluation``: QA exact match ID / OOD, BIO
   recall) and ``answer_logprob``.
 - :mod:`~recall_circuits.training.curve`: ``learning_curve`` (a ``LearningCurve``: QA accuracy at every snapshot
-  of a run, with intervals) and ``run_points`` (a run's checkpoints along training).
+  of a run, with intervals), ``run_points`` (a run's checkpoints along training) and ``training_log`` (a
+  ``TrainingLog``: the training loss step by step, summarised over windows of steps; ``loss_figure``).
 - :mod:`~recall_circuits.training.intervals`: bootstrap intervals over people for accuracies and the gap.
 - :mod:`~recall_circuits.training.parallel`: the process group under ``torchrun``.
 - :mod:`~recall_circuits.training.run`: fine-tune, evaluate and write ``results.json`` (``analyses/finetune.py``).

@@ -4,12 +4,14 @@ A run trained with ``snapshot_every > 0`` keeps ``snapshots/step-NNNNNN`` (weigh
 evaluates each of them and the run's final model with :func:`~recall_circuits.training.evaluation.evaluate`, so
 one can see *when* a recipe learns the trained questions and whether extraction for OOD people follows (Physics of
 LMs 3.1: OOD accuracy rises only after the ID questions are learned). Each point keeps the per-person table, so
-every accuracy has its bootstrap interval over people.
+every accuracy has its bootstrap interval over people. :func:`training_log` reads the run's training loss, step by
+step, with a summary over windows of steps (``TrainingLog.windows``) that shows where a loss came back up.
 
 Example::
 
     curve = rc.learning_curve("runs/quick/mixed", cache="runs/curve/mixed")   # a LearningCurve
     curve.to_dataframe().query("measure == 'qa_ood'")       # step, phase, acc, low, high, first_token_acc
+    rc.training_log("runs/quick/mixed").windows(1000)        # first_step, last_step, format, n, mean, max
 """
 
 from __future__ import annotations
@@ -132,6 +134,92 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
     return LearningCurve(str(run), steps, [phase.get(s) for s in steps], [str(points[s]) for s in steps], evaluations)
 
 
+@dataclass(frozen=True, eq=False)
+class TrainingLog(Result):
+    """A run's training loss, step by step (:func:`training_log`): each optimiser ``step`` with its ``phase``
+    (``bio``, ``qa``, ``mixed``), the ``format`` of its batch (``bio``, ``qa``; None where the log does not say),
+    the mean token ``loss`` and the learning rate ``lr``."""
+
+    run: str
+    step: list[int]
+    phase: list[str | None]
+    format: list[str | None]
+    loss: list[float]
+    lr: list[float | None]
+
+    def to_dataframe(self) -> Any:
+        """One row per step: ``step``, ``phase``, ``format``, ``loss``, ``lr``."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame({"step": self.step, "phase": self.phase, "format": self.format, "loss": self.loss,
+                             "lr": self.lr})
+
+    def windows(self, every: int = 1000) -> Any:
+        """The loss summarised over windows of ``every`` steps (steps 1..every, every+1..2·every, …), per batch
+        format: ``first_step``, ``last_step`` (the window's bounds), ``format``, ``n`` (steps), ``mean``, ``max``.
+        A loss that comes back up after reaching near zero (a spike of a constant learning rate) shows as a window
+        whose mean or max rises again, and a run that ends in one as a high last window."""
+        import pandas as pd  # noqa: PLC0415
+
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise RecallCircuitsError(f"every must be a whole number of steps, at least 1, not {every!r}")
+        df = self.to_dataframe()
+        cols = ["first_step", "last_step", "format", "n", "mean", "max"]
+        if df.empty:
+            return pd.DataFrame(columns=cols)
+        df["window"] = (df["step"] - 1) // every
+        df["format"] = df["format"].fillna("all")
+        g = df.groupby(["window", "format"], sort=True)["loss"].agg(n="count", mean="mean", max="max").reset_index()
+        g["first_step"] = g["window"] * every + 1
+        g["last_step"] = (g["window"] + 1) * every
+        return g[cols].reset_index(drop=True)
+
+
+def training_log(run_dir: str | Path) -> TrainingLog:
+    """The training loss of the run in ``run_dir``, read from its ``metrics.jsonl`` (finished or still training:
+    a line being written is skipped; where a resumed run logged a step twice, the last record wins). A folder
+    without the log is a one-line error."""
+    from recall_circuits.training.loop import METRICS_FILE  # noqa: PLC0415
+
+    f = Path(run_dir) / METRICS_FILE
+    if not f.is_file():
+        raise RecallCircuitsError(f"{run_dir} has no {METRICS_FILE} (not a fine-tuning run, or not begun)")
+    lines = f.read_text().splitlines()
+    records: dict[int, dict[str, Any]] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:          # the line the run is writing now
+                continue
+            raise RecallCircuitsError(f"{f}: line {i + 1} is not JSON") from None
+        if "step" in r and "loss" in r:
+            records[int(r["step"])] = r
+    steps = sorted(records)
+    return TrainingLog(str(run_dir), steps, [records[s].get("phase") for s in steps],
+                       [records[s].get("format") for s in steps], [float(records[s]["loss"]) for s in steps],
+                       [records[s].get("lr") for s in steps])
+
+
+def loss_figure(logs: dict[str, TrainingLog], every: int = 100) -> Any:
+    """Training loss against step for several runs: the mean over windows of ``every`` steps, one line per run and
+    batch format, the window's largest loss as a dotted line (a spike shows in it first)."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for name, log_ in logs.items():
+        w = log_.windows(every)
+        for fmt, d in w.groupby("format", sort=True):
+            fig.add_trace(go.Scatter(x=d["last_step"], y=d["mean"], mode="lines", name=f"{name} {fmt} mean"))
+            fig.add_trace(go.Scatter(x=d["last_step"], y=d["max"], mode="lines", line={"dash": "dot"},
+                                     name=f"{name} {fmt} max"))
+    fig.update_layout(title=f"Training loss (over windows of {every} steps)", xaxis_title="step",
+                      yaxis_title="loss (mean token cross-entropy)", yaxis_type="log")
+    return fig
+
+
 def curve_figure(curves: dict[str, LearningCurve], measures: tuple[str, ...] = ("qa_id", "qa_ood")) -> Any:
     """QA accuracy against step for several runs (one line per run and measure, 95% intervals as error bars)."""
     import plotly.graph_objects as go  # noqa: PLC0415
@@ -159,12 +247,13 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
                verbose: bool = False) -> dict[str, LearningCurve]:
     """:func:`learning_curve` of several named runs into the run directory ``out`` (``analyses/learning_curve.py``):
     ``out/points/<name>/`` keeps each point as it is measured (a rerun of the same command resumes), ``out/<name>/``
-    the ``LearningCurve``, ``out/summary.json`` the accuracies with their intervals, ``out/figures/`` the plot.
-    Everything is checked before any model loads or any file is written."""
+    the ``LearningCurve``, ``out/summary.json`` the accuracies with their intervals and each run's training loss
+    over windows of about a hundredth of the longest run (``loss_windows``), ``out/figures/`` the plots (QA
+    accuracy, training loss). Everything is checked before any model loads or any file is written."""
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.runs.artefacts import (CONFIG_FILE, SUMMARY_FILE, check_run_dir, save_figure,  # noqa: PLC0415
                                                 save_summary, start_run)
-    from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
+    from recall_circuits.training.loop import METRICS_FILE, TRAIN_META  # noqa: PLC0415
 
     out = Path(out)
     if batch_size < 1:
@@ -193,5 +282,11 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
         df = curve.to_dataframe()
         summary["runs"][name] = {"run": curve.run, "points": df.to_dict(orient="records")}
     save_figure(out, curve_figure(curves), "learning_curve")
+    logs = {name: training_log(d) for name, d in runs.items() if (Path(d) / METRICS_FILE).is_file()}
+    if logs:
+        every = max(1, max((log_.step[-1] for log_ in logs.values() if log_.step), default=1) // 100)
+        for name, log_ in logs.items():
+            summary["runs"][name]["loss_windows"] = log_.windows(every).to_dict(orient="records")
+        save_figure(out, loss_figure(logs, every), "training_loss")
     save_summary(out, summary)
     return curves
