@@ -6,6 +6,7 @@ import tempfile
 
 import pytest
 
+import recall_circuits as rc
 from analyses.reproduce import main
 
 
@@ -133,6 +134,13 @@ def test_quick_reproduction(quick_run):
         assert t["epochs"] >= 1 and t["steps"] >= 1
     assert f"{res['mixed']['config']['epochs']} BIO, then {res['mixed']['config']['epochs']} QA" in doc
     assert doc.count("<td>float32</td>") == 2 and "<th>optimiser steps</th>" in doc
+    # each recipe's training loss over windows of steps, read from its own log: every step counted once
+    for s in ("mixed", "two-stage"):
+        windows = summary["training_loss"][s]
+        assert sum(w["n"] for w in windows) == res[s]["steps"]
+        lg = rc.training_log(out / s)
+        assert windows == lg.windows(windows[0]["last_step"]).to_dict(orient="records")
+    assert "<h3>Training loss</h3>" in doc and "Mean QA loss over the last window: two-stage" in doc
     assert "pretrained (no fine-tuning)" in doc     # the shared-set curve's baseline
     assert "class='banner'><b>Undecided.</b>" in doc
     assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5
@@ -234,6 +242,27 @@ def test_report_states_each_verdict_and_why(tmp_path):
     assert doc.count("<b class='undecided'>Undecided</b>: the models did not learn") == 5
     assert "class='banner'><b>Undecided.</b> The models did not learn" in doc and "No QA-OOD gap" not in doc
     assert "Reproduced</b>." not in doc
+
+
+def test_the_report_shows_a_recipe_that_ends_in_a_loss_spike(tmp_path):
+    """Known answer: a mixed run whose QA loss comes back up in its last window (planted) is named with that loss in
+    the report's training-loss paragraph, beside a two-stage run that ends low; no log, no section."""
+    from recall_circuits.runs.report import write_report
+    from recall_circuits.runs.verdicts import summarise
+
+    def rows(last_qa):
+        return [{"first_step": 1 + 10 * i, "last_step": 10 * (i + 1), "format": f, "n": 5,
+                 "mean": (last_qa if i == 2 and f == "qa" else 1.0 / (i + 1)), "max": 3.0}
+                for i in range(3) for f in ("bio", "qa")]
+
+    runs, traces, cons = _synthetic(0.05)
+    summary = summarise(runs, [], traces, cons)
+    write_report(tmp_path / "none.html", summary)
+    assert "Training loss" not in (tmp_path / "none.html").read_text()
+    write_report(tmp_path / "r.html", summary | {"training_loss": {"two-stage": rows(0.001), "mixed": rows(2.5)}})
+    doc = (tmp_path / "r.html").read_text()
+    assert "Mean QA loss over the last window: two-stage 0.001; mixed 2.5." in doc
+    assert "mean over windows of 10 steps" in doc
 
 
 def test_the_report_says_where_the_regime_search_stands(tmp_path):

@@ -376,6 +376,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     summary["gradient_consistency_along"] = consistency.get("along")
     summary["preset"] = name
     summary["training"] = {s: training_settings(r) for s, r in runs.items()}
+    summary["training_loss"] = _training_loss(out)
     summary["models"] = {"base": {"name": base_model, **ctx.model(base_model)},
                          **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
     summary["data"] = {"path": str(data), "config": read_json(data / "manifest.json").get("config"),
@@ -391,6 +392,16 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     write_json(out / SUMMARY_FILE, summary, indent=2, sort_keys=True)
     write_report(out / REPORT_FILE, summary, out)
     return summary
+
+
+def _training_loss(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each recipe's training loss over about 50 windows of steps (``TrainingLog.windows``), from its log."""
+    from recall_circuits.training.curve import training_log  # noqa: PLC0415
+    from recall_circuits.training.loop import METRICS_FILE  # noqa: PLC0415
+
+    logs = {s: training_log(out / s) for s in ("two-stage", "mixed") if (out / s / METRICS_FILE).is_file()}
+    longest = max((lg.step[-1] for lg in logs.values() if lg.step), default=1)
+    return {s: lg.windows(max(1, longest // 50)).to_dict(orient="records") for s, lg in logs.items()}
 
 
 def _single_head_summary(h: dict[str, Any]) -> dict[str, Any]:

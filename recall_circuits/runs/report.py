@@ -1,6 +1,6 @@
 """The reproduction's report: one self-contained offline HTML page (plotly.js and the circuitsvis bundle once) that
-reads like a results section. First what was run (models and data with their identities, preset, wall times) and
-the headline accuracies with their intervals; then one section per direction of the paper, each with a one-sentence
+reads like a results section. First what was run (models and data with their identities, preset, wall times, each
+recipe's training loss over windows of steps) and the headline accuracies with their intervals; then one section per direction of the paper, each with a one-sentence
 verdict, our numbers beside the paper's, the figure that shows it and the rule that decided it; then the further
 analyses (grafting, patching, single heads, attention, learning-rate sensitivity). A reproduction of the ``cpu``
 preset also shows where the pre-registered regime search that sets the preset stands (``summary["search"]``): a
@@ -165,7 +165,32 @@ def _what_was_run(summary: dict[str, Any]) -> str:
     out = f"<h2>What was run</h2><p>Preset <b>{html.escape(str(summary.get('preset', '')))}</b>.</p>"
     out += _table(rows, ["", "model or data", "identity"]) if rows else ""
     out += _training_table(summary.get("training") or {})
-    return out + (f"<p>Wall time: {html.escape('; '.join(walls))}.</p>" if walls else "")
+    out += (f"<p>Wall time: {html.escape('; '.join(walls))}.</p>" if walls else "")
+    return out + _training_loss(summary.get("training_loss") or {})
+
+
+def _training_loss(losses: dict[str, list[dict[str, Any]]]) -> str:
+    """Each recipe's training loss over windows of steps (``TrainingLog.windows``): a model evaluated just after
+    its loss came back up (a spike of a constant learning rate) shows here before it shows in its accuracies."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for recipe, rows in losses.items():
+        for fmt in sorted({r["format"] for r in rows}):
+            d = [r for r in rows if r["format"] == fmt]
+            fig.add_trace(go.Scatter(x=[r["last_step"] for r in d], y=[r["mean"] for r in d], mode="lines",
+                                     name=f"{recipe}, {fmt} batches"))
+    if not fig.data:
+        return ""
+    every = next(r["last_step"] - r["first_step"] + 1 for rows in losses.values() for r in rows)
+    fig.update_layout(title=f"Training loss, mean over windows of {every} steps", xaxis_title="step",
+                      yaxis_title="loss (mean token cross-entropy)", yaxis_type="log", height=380)
+    qa_last = {recipe: max((r for r in rows if r["format"] == "qa"), key=lambda r: r["last_step"])["mean"]
+               for recipe, rows in losses.items() if any(r["format"] == "qa" for r in rows)}
+    last = "; ".join(f"{recipe} {v:.3g}" for recipe, v in qa_last.items())
+    note = f" Mean QA loss over the last window: {html.escape(last)}." if last else ""
+    return ("<h3>Training loss</h3><p>By batch format, from each recipe's <code>metrics.jsonl</code>."
+            f"{note}</p>" + _plot(fig))
 
 
 def _headline(summary: dict[str, Any]) -> str:
