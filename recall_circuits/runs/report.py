@@ -1,10 +1,10 @@
 """The reproduction's report: one self-contained offline HTML page (plotly.js and the circuitsvis bundle once) that
 reads like a results section. First what was run (models and data with their identities, preset, wall times, each
-recipe's training loss over windows of steps) and the headline accuracies with their intervals; then one section per direction of the paper, each with a one-sentence
-verdict, our numbers beside the paper's, the figure that shows it and the rule that decided it; then the further
-analyses (grafting, patching, single heads, attention, learning-rate sensitivity). A reproduction of the ``cpu``
-preset also shows where the pre-registered regime search that sets the preset stands (``summary["search"]``): a
-sentence in the headline, and its table and gaps after it."""
+recipe's training loss over windows of steps) and the headline accuracies with their intervals; then one section per
+direction of the paper, each with a one-sentence verdict, our numbers beside the paper's, the figure that shows it
+and the rule that decided it; then the further analyses (grafting, patching, single heads, attention, learning-rate
+sensitivity). A reproduction of the ``cpu`` preset also shows where the pre-registered regime search that sets the
+preset stands (``summary["search"]``): a sentence in the headline, and its table and gaps after it."""
 
 from __future__ import annotations
 
