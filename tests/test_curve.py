@@ -142,11 +142,12 @@ def test_training_log_windows_match_a_slow_reference_and_find_a_planted_spike(tm
 def test_training_log_reads_resumed_and_running_logs_and_refuses_bad_input(tmp_path):
     """A resumed run that logged a step twice keeps the last record; the line a running run is writing is skipped;
     a broken line elsewhere, a folder without a log and a bad window are one-line errors. The log round-trips."""
-    recs = [{"step": s, "phase": "bio", "format": "bio", "loss": float(s), "lr": 1e-3} for s in (1, 2, 3)]
+    recs = [{"step": s, "phase": "bio", "format": "bio", "loss": s, "lr": 1e-3 if s > 1 else 0} for s in (1, 2, 3)]
     _write_log(tmp_path / "r", [*recs, dict(recs[2], loss=30.0), {"step": 4, "phase": "qa", "loss": 4.0}],
                tail='{"step": 5, "lo')
     lg = rc.training_log(tmp_path / "r")
     assert lg.step == [1, 2, 3, 4] and lg.loss == [1.0, 2.0, 30.0, 4.0] and lg.format == ["bio"] * 3 + [None]
+    assert lg.lr == [0.0, 1e-3, 1e-3, None] and isinstance(lg.lr[0], float)      # an integer in the log: a float
     w = lg.windows(2)
     assert w[["first_step", "format", "n", "mean"]].values.tolist() == [[1, "bio", 2, 1.5], [3, "all", 1, 4.0],
                                                                         [3, "bio", 1, 30.0]]

@@ -200,7 +200,7 @@ def training_log(run_dir: str | Path) -> TrainingLog:
     steps = sorted(records)
     return TrainingLog(str(run_dir), steps, [records[s].get("phase") for s in steps],
                        [records[s].get("format") for s in steps], [float(records[s]["loss"]) for s in steps],
-                       [records[s].get("lr") for s in steps])
+                       [None if records[s].get("lr") is None else float(records[s]["lr"]) for s in steps])
 
 
 def loss_figure(logs: dict[str, TrainingLog], every: int = 100) -> Any:
