@@ -396,12 +396,10 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
 
 def _training_loss(out: Path) -> dict[str, list[dict[str, Any]]]:
     """Each recipe's training loss over about 50 windows of steps (``TrainingLog.windows``), from its log."""
-    from recall_circuits.training.curve import training_log  # noqa: PLC0415
-    from recall_circuits.training.loop import METRICS_FILE  # noqa: PLC0415
+    from recall_circuits.training.curve import run_logs  # noqa: PLC0415
 
-    logs = {s: training_log(out / s) for s in ("two-stage", "mixed") if (out / s / METRICS_FILE).is_file()}
-    longest = max((lg.step[-1] for lg in logs.values() if lg.step), default=1)
-    return {s: lg.windows(max(1, longest // 50)).to_dict(orient="records") for s, lg in logs.items()}
+    logs, every = run_logs({s: out / s for s in ("two-stage", "mixed")}, 50)
+    return {s: lg.windows(every).to_dict(orient="records") for s, lg in logs.items()}
 
 
 def _single_head_summary(h: dict[str, Any]) -> dict[str, Any]:

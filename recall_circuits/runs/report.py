@@ -172,19 +172,12 @@ def _what_was_run(summary: dict[str, Any]) -> str:
 def _training_loss(losses: dict[str, list[dict[str, Any]]]) -> str:
     """Each recipe's training loss over windows of steps (``TrainingLog.windows``): a model evaluated just after
     its loss came back up (a spike of a constant learning rate) shows here before it shows in its accuracies."""
-    import plotly.graph_objects as go  # noqa: PLC0415
+    from recall_circuits.training.curve import windows_figure  # noqa: PLC0415
 
-    fig = go.Figure()
-    for recipe, rows in losses.items():
-        for fmt in sorted({r["format"] for r in rows}):
-            d = [r for r in rows if r["format"] == fmt]
-            fig.add_trace(go.Scatter(x=[r["last_step"] for r in d], y=[r["mean"] for r in d], mode="lines",
-                                     name=f"{recipe}, {fmt} batches"))
-    if not fig.data:
+    first = next((r for rows in losses.values() for r in rows), None)
+    if first is None:
         return ""
-    every = next(r["last_step"] - r["first_step"] + 1 for rows in losses.values() for r in rows)
-    fig.update_layout(title=f"Training loss, mean over windows of {every} steps", xaxis_title="step",
-                      yaxis_title="loss (mean token cross-entropy)", yaxis_type="log", height=380)
+    fig = windows_figure(losses, first["last_step"] - first["first_step"] + 1, with_max=False)
     qa_last = {recipe: max((r for r in rows if r["format"] == "qa"), key=lambda r: r["last_step"])["mean"]
                for recipe, rows in losses.items() if any(r["format"] == "qa" for r in rows)}
     last = "; ".join(f"{recipe} {v:.3g}" for recipe, v in qa_last.items())

@@ -29,10 +29,11 @@ from recall_circuits.runs.artefacts import checkpoint_identity, read_json, write
 log = logging.getLogger(__name__)
 
 
-def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str]]:
+def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str | None]]:
     """The checkpoints along a training run: ``{step: folder}`` for every finished snapshot and the final
-    ``model/`` (at the run's last step, in place of a snapshot of the same step), and ``{step: phase}`` from ``metrics.jsonl`` (the last record of a step
-    wins: a resumed run may repeat steps). A run with neither is a one-line error."""
+    ``model/`` (at the run's last step, in place of a snapshot of the same step), and ``{step: phase}`` from
+    ``metrics.jsonl`` (read by :func:`training_log`: the last record of a step wins, as a resumed run may repeat
+    steps). A run with neither is a one-line error."""
     from recall_circuits.training.loop import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
 
     run = Path(run_dir)
@@ -43,12 +44,10 @@ def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str]]:
     if not points:
         raise RecallCircuitsError(f"{run_dir} has neither snapshots/ nor a finished model/ (train with "
                                   "snapshot_every > 0)")
-    phase: dict[int, str] = {}
+    phase: dict[int, str | None] = {}
     if (run / METRICS_FILE).is_file():
-        for line in (run / METRICS_FILE).read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                phase[r["step"]] = r["phase"]
+        lg = training_log(run)
+        phase = dict(zip(lg.step, lg.phase))
     return dict(sorted(points.items())), phase
 
 
@@ -203,21 +202,40 @@ def training_log(run_dir: str | Path) -> TrainingLog:
                        [None if records[s].get("lr") is None else float(records[s]["lr"]) for s in steps])
 
 
-def loss_figure(logs: dict[str, TrainingLog], every: int = 100) -> Any:
-    """Training loss against step for several runs: the mean over windows of ``every`` steps, one line per run and
-    batch format, the window's largest loss as a dotted line (a spike shows in it first)."""
+def run_logs(runs: dict[str, str | Path], n_windows: int) -> tuple[dict[str, TrainingLog], int]:
+    """The training logs of those of the named ``runs`` that have one, and the window size (in steps) that cuts
+    the longest of them into about ``n_windows`` windows, the same for all so that they compare."""
+    from recall_circuits.training.loop import METRICS_FILE  # noqa: PLC0415
+
+    logs = {name: training_log(d) for name, d in runs.items() if (Path(d) / METRICS_FILE).is_file()}
+    longest = max((lg.step[-1] for lg in logs.values() if lg.step), default=1)
+    return logs, max(1, longest // n_windows)
+
+
+def windows_figure(windows: dict[str, list[dict[str, Any]]], every: int, *, with_max: bool = True) -> Any:
+    """Training loss against step from window records (``TrainingLog.windows(every)`` as records, e.g. a run
+    summary's): the mean over each window, one line per run and batch format in format order, with ``with_max``
+    the window's largest loss after it as a dotted line (a spike shows in it first)."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
     fig = go.Figure()
-    for name, log_ in logs.items():
-        w = log_.windows(every)
-        for fmt, d in w.groupby("format", sort=True):
-            fig.add_trace(go.Scatter(x=d["last_step"], y=d["mean"], mode="lines", name=f"{name} {fmt} mean"))
-            fig.add_trace(go.Scatter(x=d["last_step"], y=d["max"], mode="lines", line={"dash": "dot"},
-                                     name=f"{name} {fmt} max"))
-    fig.update_layout(title=f"Training loss (over windows of {every} steps)", xaxis_title="step",
-                      yaxis_title="loss (mean token cross-entropy)", yaxis_type="log")
+    for name, rows in windows.items():
+        for fmt in sorted({r["format"] for r in rows}):
+            d = [r for r in rows if r["format"] == fmt]
+            x = [r["last_step"] for r in d]
+            fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in d], mode="lines", name=f"{name}, {fmt} batches"))
+            if with_max:
+                fig.add_trace(go.Scatter(x=x, y=[r["max"] for r in d], mode="lines", line={"dash": "dot"},
+                                         name=f"{name}, {fmt} batches, largest"))
+    fig.update_layout(title=f"Training loss, mean over windows of {every} steps", xaxis_title="step",
+                      yaxis_title="loss (mean token cross-entropy)", yaxis_type="log", height=380)
     return fig
+
+
+def loss_figure(logs: dict[str, TrainingLog], every: int = 100) -> Any:
+    """Training loss against step for several runs: the mean over windows of ``every`` steps, one line per run and
+    batch format, the window's largest loss as a dotted line (a spike shows in it first)."""
+    return windows_figure({name: lg.windows(every).to_dict(orient="records") for name, lg in logs.items()}, every)
 
 
 def curve_figure(curves: dict[str, LearningCurve], measures: tuple[str, ...] = ("qa_id", "qa_ood")) -> Any:
@@ -253,7 +271,7 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.runs.artefacts import (CONFIG_FILE, SUMMARY_FILE, check_run_dir, save_figure,  # noqa: PLC0415
                                                 save_summary, start_run)
-    from recall_circuits.training.loop import METRICS_FILE, TRAIN_META  # noqa: PLC0415
+    from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
 
     out = Path(out)
     if batch_size < 1:
@@ -282,11 +300,11 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
         df = curve.to_dataframe()
         summary["runs"][name] = {"run": curve.run, "points": df.to_dict(orient="records")}
     save_figure(out, curve_figure(curves), "learning_curve")
-    logs = {name: training_log(d) for name, d in runs.items() if (Path(d) / METRICS_FILE).is_file()}
+    logs, every = run_logs(runs, 100)
     if logs:
-        every = max(1, max((log_.step[-1] for log_ in logs.values() if log_.step), default=1) // 100)
-        for name, log_ in logs.items():
-            summary["runs"][name]["loss_windows"] = log_.windows(every).to_dict(orient="records")
-        save_figure(out, loss_figure(logs, every), "training_loss")
+        windows = {name: lg.windows(every).to_dict(orient="records") for name, lg in logs.items()}
+        for name, rows in windows.items():
+            summary["runs"][name]["loss_windows"] = rows
+        save_figure(out, windows_figure(windows, every), "training_loss")
     save_summary(out, summary)
     return curves

@@ -234,6 +234,11 @@ def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> None:
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_rng"])
 
 
+def trained(out: Path) -> bool:
+    """Whether the run in ``out`` finished training (its final model is saved with the run's metadata)."""
+    return (out / "model" / TRAIN_META).is_file()
+
+
 def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, Any]) -> dict[str, Any] | None:
     """Refuse an existing run directory unless resume/overwrite; return the saved trainer state when resuming.
 
@@ -247,7 +252,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
         if resume:
             if (out / TRAIN_META).is_file():
                 check_same(read_json(out / TRAIN_META).get("identity"), identity, out)
-            if (out / "model" / TRAIN_META).is_file():
+            if trained(out):
                 return {"finished": True}
             if (ckpt / STATE_FILE).is_file():
                 return read_json(ckpt / STATE_FILE)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.artefacts import read_json
-from recall_circuits.training.loop import METRICS_FILE, STATE_FILE, TRAIN_META
+from recall_circuits.training.loop import METRICS_FILE, STATE_FILE, TRAIN_META, trained
 from recall_circuits.training.run import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def run_state(out: str | Path) -> str | None:
         return None
     if (out / RESULTS_FILE).is_file():
         return "finished"
-    if (out / "model" / TRAIN_META).is_file():
+    if trained(out):
         return "trained, evaluating"
     total = total_steps(out)
     try:
