@@ -37,15 +37,15 @@ def test_points_are_each_checkpoints_evaluation(learned_run, tiny_data, tmp_path
     ds = load_dataset(tiny_data)
     i = len(c.step) // 2
     model, tok = load_hf(c.path[i])
-    assert c.evaluation[i] == evaluate(model, tok, ds, bio=False).to_dict()
+    assert c.evaluation[i] == evaluate(model, tok, ds, bio=False, floor=True).to_dict()
     # the last point is the run's own final evaluation (results.json)
-    for k in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_per_person"):
+    for k in ("qa_id_acc", "qa_ood_acc", "qa_id_first_token_acc", "qa_ood_per_person", "qa_floor_per_person"):
         assert c.evaluation[-1][k] == res[k], k
     # known answer: the run learns its trained questions, and the curve shows it
     df = c.to_dataframe().query("measure == 'qa_id'")
     assert df["acc"].iloc[0] < 0.2 and res["qa_id_acc"] == df["acc"].iloc[-1] >= 0.9
     assert (df["low"] <= df["acc"]).all() and (df["acc"] <= df["high"]).all()
-    assert set(c.to_dataframe()["measure"]) == {"qa_id", "qa_ood"}
+    assert set(c.to_dataframe()["measure"]) == {"qa_id", "qa_ood", "qa_floor"}
 
 
 def test_cache_reuses_and_resumes(learned_run, tmp_path, monkeypatch):

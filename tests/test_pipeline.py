@@ -117,8 +117,12 @@ def test_quick_reproduction(quick_run):
     res = {s: json.loads((out / s / "results.json").read_text()) for s in ("mixed", "two-stage")}
     iv = accuracy_interval(res["mixed"]["qa_ood_per_person"])
     assert summary["runs"]["mixed"]["ci95"]["qa_ood_acc"] == [iv.low, iv.high]
-    assert set(summary["runs"]["two-stage"]["after_bio"]["ci95"]) == {"qa_id_acc", "qa_ood_acc", "bio_recall_id",
-                                                                     "bio_recall_ood"}
+    assert set(summary["runs"]["two-stage"]["after_bio"]["ci95"]) == {"qa_id_acc", "qa_ood_acc", "qa_floor_acc",
+                                                                     "bio_recall_id", "bio_recall_ood"}
+    # QA-OOD's chance floor, and QA-OOD above it paired over people, for each recipe
+    fl = gap_interval(res["mixed"]["qa_ood_per_person"], res["mixed"]["qa_floor_per_person"])
+    assert summary["runs"]["mixed"]["qa_ood_above_floor"] == fl.to_dict() == gap["measured"]["mixed_above_floor"]
+    assert "chance floor" in (out / "report.html").read_text()
     iv = gap_interval(res["mixed"]["qa_ood_per_person"], res["two-stage"]["qa_ood_per_person"])
     assert gap["measured"]["gap_ci95"] == [iv.low, iv.high]
     sf = summary["directions"][1]["measured"]

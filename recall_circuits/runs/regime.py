@@ -172,6 +172,7 @@ def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any],
            for arm, r in (("mixed", mixed), ("stage", stage)) for k in ("qa_id", "qa_ood")}
     gap = gap_interval(mixed["qa_ood_per_person"], stage["qa_ood_per_person"]).to_dict()
     ok = premise_ok(mixed, stage)
+    acc |= floor_fields(mixed, stage)
     return {
         "setting": dataclasses.asdict(setting),
         "dtype": dtype,
@@ -191,13 +192,29 @@ def pair_row(setting: Setting, mixed: dict[str, Any], stage: dict[str, Any],
     }
 
 
+def floor_fields(mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """Each arm's QA-OOD chance floor (``<arm>_qa_floor``) and QA-OOD minus it on the same people
+    (``<arm>_above_floor``), with 95% intervals, where both arms were evaluated with the floor (else nothing)."""
+    if not all(r.get("qa_floor_per_person") for r in (mixed, stage)):
+        return {}
+    out: dict[str, Any] = {}
+    for arm, r in (("mixed", mixed), ("stage", stage)):
+        out[f"{arm}_qa_floor"] = accuracy_interval(r["qa_floor_per_person"]).to_dict()
+        out[f"{arm}_above_floor"] = gap_interval(r["qa_ood_per_person"], r["qa_floor_per_person"]).to_dict()
+    return out
+
+
 def _ood_detail(mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
     """Descriptive only (no rule uses it): each arm's QA-OOD first-token accuracy and exact match per attribute,
     where its ``results.json`` has them."""
     _, first, prefix = flat_keys("qa_ood")
-    return {arm: {"first_token": r.get(first),
-                  "per_attribute": {a: v["acc"] for a, v in r.get(f"{prefix}_per_attribute", {}).items()}}
-            for arm, r in (("mixed", mixed), ("two-stage", stage))}
+    detail = {arm: {"first_token": r.get(first),
+                    "per_attribute": {a: v["acc"] for a, v in r.get(f"{prefix}_per_attribute", {}).items()}}
+              for arm, r in (("mixed", mixed), ("two-stage", stage))}
+    for arm, r in (("mixed", mixed), ("two-stage", stage)):
+        if r.get("qa_floor_per_attribute"):
+            detail[arm]["floor_per_attribute"] = {a: v["acc"] for a, v in r["qa_floor_per_attribute"].items()}
+    return detail
 
 
 def choose(done: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
@@ -246,9 +263,9 @@ def search_state(done: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def table_markdown(done: dict[str, dict[str, Any]]) -> str:
     """The finished pairs as the markdown table of ``docs/results.md``."""
     head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
-            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | BIO mixed (ID/OOD) | "
-            "BIO two-stage after BIO (ID/OOD) | steps | precision | arms' training time (min) | premise | qualifies |\n"
-            + "|---" * 20 + "|\n")
+            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | QA-OOD − chance floor (mixed / two-stage) | "
+            "BIO mixed (ID/OOD) | BIO two-stage after BIO (ID/OOD) | steps | precision | arms' training time (min) | "
+            "premise | qualifies |\n" + "|---" * 21 + "|\n")
     def hw(p: dict[str, Any]) -> str:      # rows without "hardware" trained on this project's 2-core CPU
         return "" if p.get("hardware", "cpu") == "cpu" else f" on {p['hardware']}"
 
@@ -261,12 +278,19 @@ def table_markdown(done: dict[str, dict[str, Any]]) -> str:
                     f"{s['qa_share']} | {'full name' if s['fullname'] else 'pronoun'} | {s['people']} | {s['seed']} | "
                     f"{interval_text(p['mixed_qa_id'])} | {interval_text(p['stage_qa_id'])} | "
                     f"{interval_text(p['mixed_qa_ood'])} | {interval_text(p['stage_qa_ood'])} | "
-                    f"{interval_text(p['gap'])} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
+                    f"{interval_text(p['gap'])} | {floor_text(p)} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
                     f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
                     f"{p.get('dtype', 'float32')}{hw(p)} | "
                     f"{wall['mixed'] / 60:.0f} / {wall['two-stage'] / 60:.0f} | "
                     f"{'holds' if p['premise_ok'] else 'fails'} | {'yes' if p['qualifies'] else 'no'} |")
     return head + "\n".join(rows) + "\n"
+
+
+def floor_text(p: dict[str, Any]) -> str:
+    """A row's QA-OOD above its chance floor for both arms (``–`` for a row measured before the floor existed)."""
+    if "mixed_above_floor" not in p:
+        return "–"
+    return f"{interval_text(p['mixed_above_floor'])} / {interval_text(p['stage_above_floor'])}"
 
 
 def interval_text(d: dict[str, float]) -> str:

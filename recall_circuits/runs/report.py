@@ -17,8 +17,8 @@ from recall_circuits.runs.gradient_trace import PRETRAINED_LABEL
 from recall_circuits.runs.verdicts import PREMISE_LEARNED
 from recall_circuits.runs.viz import share_circuitsvis
 
-ACCURACIES = {"qa_id_acc": "QA-ID", "qa_ood_acc": "QA-OOD", "bio_recall_id": "BIO recall ID",
-              "bio_recall_ood": "BIO recall OOD"}
+ACCURACIES = {"qa_id_acc": "QA-ID", "qa_ood_acc": "QA-OOD", "qa_floor_acc": "QA-OOD chance floor",
+              "bio_recall_id": "BIO recall ID", "bio_recall_ood": "BIO recall OOD"}
 TITLES = {
     "qa_ood_gap": "Mixed training answers questions about people whose QA it never saw; two-stage does not",
     "shared_fraction": "Mixed training makes more shared parameters (moved by both the BIO and the QA loss)",
@@ -59,6 +59,15 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _floor_sentence(m: dict[str, Any]) -> str:
+    """The QA-OOD chance floor (each OOD question scored against another OOD person's answer), when measured."""
+    if m.get("mixed_above_floor") is None or m.get("two_stage_above_floor") is None:
+        return ""
+    return (f" Answering with another OOD person's answers scores {_f(m['mixed_qa_floor'])} (mixed) and "
+            f"{_f(m['two_stage_qa_floor'])} (two-stage), the chance floor: QA-OOD above it by "
+            f"{_interval(m['mixed_above_floor'])} and {_interval(m['two_stage_above_floor'])}.")
+
+
 def _sentence(d: dict[str, Any]) -> str:
     """What this run measured for direction ``d``, in one sentence."""
     m = d["measured"]
@@ -69,7 +78,7 @@ def _sentence(d: dict[str, Any]) -> str:
         return (f"Mixed answers {_f(m['mixed_qa_ood'])} of the QA-OOD questions and two-stage "
                 f"{_f(m['two_stage_qa_ood'])} (exact match): a gap of {_with_ci(m['gap'], m.get('gap_ci95'))}, "
                 f"with QA-ID {_f(m['mixed_qa_id'], 2)} (mixed) and {_f(m['two_stage_qa_id'], 2)} (two-stage) and "
-                f"BIO recall at least {_f(m['min_bio_recall'], 2)}.")
+                f"BIO recall at least {_f(m['min_bio_recall'], 2)}.{_floor_sentence(m)}")
     if name == "shared_fraction":
         pre = "" if m.get("pretrained") is None else f", the pretrained model {_f(m['pretrained'])}"
         return (f"At k = {m['k']:,}, |S_k|/k is {_f(m['mixed'])} under mixed and {_f(m['two_stage'])} under two-stage "
@@ -209,6 +218,11 @@ def _headline(summary: dict[str, Any]) -> str:
     gap = _measured(summary, "qa_ood_gap")
     gap_line = (f"<p><b>QA-OOD gap, mixed − two-stage:</b> {_with_ci(gap['gap'], gap.get('gap_ci95'))} (paired "
                 "over the same people).</p>" if gap else "")
+    above = [(s, r["qa_ood_above_floor"]) for s, r in named if r.get("qa_ood_above_floor")]
+    if above:
+        gap_line += ("<p><b>QA-OOD above its chance floor</b> (the same questions scored against another OOD "
+                     "person's answers; paired over people): " + "; ".join(
+                         f"{html.escape(s)} {_interval(iv)}" for s, iv in above) + ".</p>")
     search = summary.get("search")
     search_line = f"<p><b>{html.escape(_search_sentence(search))}</b></p>" if search else ""
     return ("<h2>Headline accuracies</h2><p>Greedy exact match; 95% percentile-bootstrap intervals over people in "

@@ -89,7 +89,8 @@ class LearningCurve(Result):
 def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: bool = False, batch_size: int = 32,
                    device: str = "cpu", dtype: str = "float32", cache: str | Path | None = None,
                    verbose: bool = False) -> LearningCurve:
-    """:func:`~recall_circuits.training.evaluation.evaluate` (QA ID / OOD; with ``bio`` also BIO recall) of every
+    """:func:`~recall_circuits.training.evaluation.evaluate` (QA ID / OOD and QA-OOD's chance floor; with ``bio``
+    also BIO recall) of every
     snapshot of ``run_dir`` and of its final model, in step order. ``data``: the dataset (default: the one the run
     was trained on, from its ``recall_circuits_train.json``). ``cache``: a folder where each point is kept as
     ``step-NNNNNN.json`` as soon as it is measured and reused when the checkpoint, data and options are the same
@@ -114,7 +115,7 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
     evaluations, tok = [], None
     for step, folder in tqdm(points.items(), desc=f"learning curve {run.name}", unit="checkpoint",
                              disable=not verbose):
-        key = {"checkpoint": checkpoint_identity(folder), "data": ds.manifest, "bio": bio}
+        key = {"checkpoint": checkpoint_identity(folder), "data": ds.manifest, "bio": bio, "floor": True}
         f = cache / f"step-{step:06d}.json" if cache is not None else None
         if f is not None and f.is_file():
             kept = read_json(f)
@@ -124,7 +125,7 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
         log.info("learning curve %s: step %d (%s)", run, step, folder.name)
         model, loaded_tok = load_hf(folder, device=device, dtype=dtype)
         tok = tok or loaded_tok
-        flat = evaluate(model, tok, ds, batch_size=batch_size, bio=bio).to_dict()
+        flat = evaluate(model, tok, ds, batch_size=batch_size, bio=bio, floor=True).to_dict()
         del model
         if f is not None:
             write_json(f, {"key": key, "evaluation": flat}, sort_keys=True)

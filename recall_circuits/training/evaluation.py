@@ -11,6 +11,11 @@ Example::
     res = rc.evaluate(hf_model, tokenizer, dataset)   # an Evaluation
     res.accuracy["qa_ood"], res.interval("qa_ood")      # exact match, and its bootstrap interval over people
     res.to_dataframe()                                  # measure × attribute: acc, first_token_acc, n
+    rc.evaluate(hf_model, tokenizer, dataset, floor=True).above_floor()   # QA-OOD − its chance floor, paired
+
+The chance floor of QA-OOD (``floor=True``, measure ``qa_floor``) asks each OOD question and scores it against the
+answer of *another* OOD person to the same attribute (a fixed derangement, :func:`floor_examples`): what a model
+that answers without knowing the person gets, including the answers two people happen to share.
 """
 
 from __future__ import annotations
@@ -85,6 +90,28 @@ def evaluate_qa(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batc
     return _summarise(scores, [e["attribute"] for e in examples], [e["person"] for e in examples])
 
 
+def floor_examples(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chance floor's examples: each QA example asked as it is and answered with the answer of the next person
+    (people in id order, the last one taking the first one's answers: a derangement) to the same attribute. Each
+    keeps the asking ``person`` (so the floor's per-person table pairs with the accuracy's) and names the person
+    whose answer it carries in ``answer_of``."""
+    people = sorted({e["person"] for e in examples})
+    if len(people) < 2:
+        raise RecallCircuitsError(f"a chance floor needs at least 2 people, got {len(people)}")
+    nxt = {p: people[(i + 1) % len(people)] for i, p in enumerate(people)}
+    answers = {(e["person"], e["attribute"]): e["answer"] for e in examples}
+    out = []
+    for e in examples:
+        key = (nxt[e["person"]], e["attribute"])
+        if key not in answers:
+            raise RecallCircuitsError(f"person {key[0]} has no {key[1]!r} question to take the floor's answer from")
+        other = answers[key]
+        start = e["value"][0]
+        out.append({**e, "answer": other, "text": e["text"][:start] + other, "value": [start, start + len(other)],
+                    "answer_of": key[0]})
+    return out
+
+
 def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 16
                  ) -> dict[str, Any]:
     """BIO recall: each attribute value of each biography completed greedily from the true preceding text."""
@@ -152,11 +179,12 @@ def flat_keys(measure: str) -> tuple[str, str, str]:
 class Evaluation(Result):
     """What :func:`evaluate` measured. Measures are ``qa_id``, ``qa_ood`` (greedy exact match on the QA of ID and
     OOD people) and, when BIO was evaluated, ``bio_id``, ``bio_ood`` (BIO recall). For each measure:
+    ``qa_floor`` (with ``floor=True``): the chance floor of ``qa_ood`` (:func:`floor_examples`). For each measure:
     ``accuracy`` (exact match), ``first_token`` (first-token accuracy), ``per_attribute[m][attr]`` (``acc``,
     ``first_token_acc``, ``n``) and ``per_person[m][person id]`` = [exact matches, questions or facts], the table
     the bootstrap intervals resample."""
 
-    MEASURES: ClassVar[tuple[str, ...]] = ("qa_id", "qa_ood", "bio_id", "bio_ood")
+    MEASURES: ClassVar[tuple[str, ...]] = ("qa_id", "qa_ood", "qa_floor", "bio_id", "bio_ood")
 
     accuracy: dict[str, float]
     first_token: dict[str, float]
@@ -170,6 +198,14 @@ class Evaluation(Result):
         if measure not in self.per_person:
             raise RecallCircuitsError(f"no measure {measure!r} here (have: {', '.join(self.per_person)})")
         return accuracy_interval(self.per_person[measure], n_draws=n_draws, seed=seed)
+
+    def above_floor(self, *, n_draws: int = 2000, seed: int = 0) -> Any:
+        """QA-OOD minus its chance floor on the same people, with a paired bootstrap interval (an ``Interval``)."""
+        from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
+
+        if "qa_floor" not in self.per_person:
+            raise RecallCircuitsError("this evaluation has no chance floor (evaluate with floor=True)")
+        return gap_interval(self.per_person["qa_ood"], self.per_person["qa_floor"], n_draws=n_draws, seed=seed)
 
     def to_dataframe(self) -> Any:
         """One row per measure and attribute, plus an ``all`` row per measure."""
@@ -205,8 +241,9 @@ class Evaluation(Result):
 
 
 def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 32, bio: bool = True,
-             max_people: int | None = None) -> Evaluation:
-    """The headline metrics: QA exact match / first token for ID and OOD people, BIO recall for both."""
+             max_people: int | None = None, floor: bool = False) -> Evaluation:
+    """The headline metrics: QA exact match / first token for ID and OOD people, BIO recall for both; with
+    ``floor`` also QA-OOD's chance floor (measure ``qa_floor``, :func:`floor_examples`)."""
     keep = None
     if max_people is not None:
         keep = set(dataset.person_ids("id")[:max_people]) | set(dataset.person_ids("ood")[:max_people])
@@ -226,6 +263,11 @@ def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 
                 m = f"{kind}_{split}"
                 acc[m], first[m], per_attr[m], per_person[m] = (r["acc"], r["first_token_acc"], r["per_attribute"],
                                                                 r["per_person"])
+                if kind == "qa" and split == "ood" and floor:
+                    ood = [e for e in dataset.qa("ood") if keep is None or e["person"] in keep]
+                    r = evaluate_qa(model, tokenizer, floor_examples(ood), batch_size)
+                    acc["qa_floor"], first["qa_floor"] = r["acc"], r["first_token_acc"]
+                    per_attr["qa_floor"], per_person["qa_floor"] = r["per_attribute"], r["per_person"]
     finally:
         model.train(was_training)
     return Evaluation(acc, first, per_attr, per_person)

@@ -47,10 +47,11 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
         train_meta = read_json(out / TRAIN_META)
         ds = load_dataset(cfg.data)
         model, tok = load_hf(model_dir, device=cfg.device)
-        results: dict[str, Any] = {"strategy": cfg.strategy, **evaluate(model, tok, ds, batch_size=cfg.eval_batch_size).to_dict()}
+        results: dict[str, Any] = {"strategy": cfg.strategy, **evaluate(model, tok, ds, batch_size=cfg.eval_batch_size,
+                                                                          floor=True).to_dict()}
         if cfg.strategy == "two-stage" and (out / "after_bio").is_dir():
             ab, _ = load_hf(out / "after_bio", device=cfg.device)
-            results["after_bio"] = evaluate(ab, tok, ds, batch_size=cfg.eval_batch_size).to_dict()
+            results["after_bio"] = evaluate(ab, tok, ds, batch_size=cfg.eval_batch_size, floor=True).to_dict()
         results["train_wall_s"] = train_meta.get("wall_s")
         results["wall_s"] = time.time() - t0
         results["steps"] = train_meta.get("steps")
