@@ -15,6 +15,14 @@ Loss: BIO on all tokens, QA on answer tokens only; each optimiser step averages 
 Runs under ``torchrun`` (DDP; gloo on CPU). Checkpoints every ``checkpoint_every`` steps; ``resume`` continues to
 bit-identical weights on CPU.
 
+The fast path, for large batches on a GPU (each option also runs on CPU, and none changes the loss it computes):
+``length_buckets`` makes each batch of one format from examples of similar length (an epoch's seeded shuffle is cut
+into windows of 32 batches, each sorted by length, so little of a batch is padding; a different order of examples,
+hence part of the run's identity); ``log_every`` reads the loss back to the host every N steps instead of every step
+(no synchronisation of the device per step; ``metrics.jsonl`` still gets one line per step, and the weights are the
+same); ``compile`` runs the model through ``torch.compile``. bfloat16 autocast (``bf16``) keeps the weights and
+AdamW (fused) in float32.
+
 Example::
 
     rc.train(rc.TrainConfig(model="tiny-llama", strategy="mixed", data="runs/quick/data", out="runs/ft/mixed",
@@ -78,6 +86,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     freeze_embeddings: bool = False
     optimizer_impl: str = "fused"    # fused | foreach: the same AdamW; fused is ~8x faster per step on CPU
+    length_buckets: bool = False     # batches of examples of similar length (less padding; another order)
+    log_every: int = 1               # steps between reading the loss back to the host (metrics: every step)
+    compile: bool = False            # torch.compile the model
     device: str = "cpu"
     eval_batch_size: int = 32
 
@@ -92,6 +103,8 @@ class TrainConfig:
             raise RecallCircuitsError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if self.optimizer_impl not in ("fused", "foreach"):
             raise RecallCircuitsError(f"unknown optimizer_impl {self.optimizer_impl!r}")
+        if self.log_every < 1:
+            raise RecallCircuitsError(f"log_every must be >= 1, got {self.log_every}")
         if self.snapshot_every < 0 or self.checkpoint_every < 0:
             raise RecallCircuitsError("snapshot_every and checkpoint_every must be >= 0")
         if self.lr <= 0 or (self.qa_lr is not None and self.qa_lr <= 0):
@@ -122,14 +135,24 @@ def build_phases(cfg: TrainConfig, n_bio: int, n_qa: int) -> list[Phase]:
 _PHASE_SALT = {"bio": 1, "qa": 2, "mixed": 3}
 
 
-def epoch_batches(phase: Phase, epoch: int, batch_size: int, seed: int) -> list[list[tuple[str, int]]]:
+BUCKET_WINDOW = 32   # length buckets: batches per window of the shuffle that is sorted by length
+
+
+def epoch_batches(phase: Phase, epoch: int, batch_size: int, seed: int,
+                  lengths: dict[str, list[int]] | None = None) -> list[list[tuple[str, int]]]:
     """The batches of one epoch: a seeded shuffle, then batches of a single format (the formats' batches are
-    interleaved in a seeded random order). Depends only on (seed, phase, epoch): resume needs no sampler state."""
+    interleaved in a seeded random order). Depends only on (seed, phase, epoch): resume needs no sampler state.
+    With ``lengths`` (format -> each example's length) each window of ``BUCKET_WINDOW`` batches of the shuffle is
+    sorted by length before it is cut, so a batch holds examples of similar length (the same number of batches)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + _PHASE_SALT[phase.name])
     by_fmt: dict[str, list[tuple[str, int]]] = {}
     for j in torch.randperm(len(phase.examples), generator=g).tolist():
         ex = phase.examples[j]
         by_fmt.setdefault(ex[0], []).append(ex)
+    if lengths is not None:
+        w = batch_size * BUCKET_WINDOW
+        by_fmt = {f: [ex for i in range(0, len(lst), w) for ex in sorted(lst[i:i + w], key=lambda e: lengths[f][e[1]])]
+                  for f, lst in by_fmt.items()}
     batches = [lst[i:i + batch_size] for lst in by_fmt.values() for i in range(0, len(lst), batch_size)]
     order = torch.randperm(len(batches), generator=g).tolist()
     return [batches[i] for i in order]
@@ -277,7 +300,12 @@ def _save_model(model: Any, tok: Any, dest: Path) -> None:
 
 # Fields that do not change what is trained (where it goes, how it is evaluated, how often it is saved), and the
 # model and data, which are identified by their content instead of their paths.
-_NOT_IDENTITY = ("model", "data", "out", "device", "eval_batch_size", "checkpoint_every", "snapshot_every", "optimizer_impl")
+_NOT_IDENTITY = ("model", "data", "out", "device", "eval_batch_size", "checkpoint_every", "snapshot_every",
+                 "optimizer_impl", "log_every")
+
+
+# options recorded in a run's identity only when on (a run made before they existed has the same identity)
+_SAID_WHEN_ON = ("length_buckets", "compile")
 
 
 def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, Any] | None = None
@@ -287,7 +315,8 @@ def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, A
     from recall_circuits.data.bios import data_identity  # noqa: PLC0415
 
     return {"base_model": base_identity or model_identity(model_dir), "data": data_identity(cfg.data),
-            "options": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IDENTITY}}
+            "options": {k: v for k, v in cfg.to_dict().items()
+                        if k not in _NOT_IDENTITY and not (k in _SAID_WHEN_ON and not v)}}
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: bool = True,
@@ -336,6 +365,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         enable_checkpointing(model)
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.compile:
+        model.base_model.compile(dynamic=True)   # in place (the state dict keeps its names), one graph for all lengths
     model.train()
     ddp_model = model
     if world > 1:
@@ -347,6 +378,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         model, {k: v.to(cfg.device) for k, v in _collate(qa_t[:4], tok.pad_token_id).items()})
     log.info("loss: the unembedding runs at %s", "label positions only" if rows_only else "every position")
     phases = build_phases(cfg, len(bio_t), len(qa_t))
+    lengths = {f: [len(t["input_ids"]) for t in data[f]] for f in data} if cfg.length_buckets else None
     total_steps = sum(len(epoch_batches(p, 0, cfg.batch_size, cfg.seed)) * p.epochs for p in phases)
     if rank == 0:
         write_json(out / TRAIN_META, {"base_model": cfg.model, "base_dir": str(model_dir), "config": cfg.to_dict(),
@@ -359,9 +391,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     if world > 1 and cfg.batch_size % (cfg.grad_accum * world):
         raise RecallCircuitsError(f"batch_size {cfg.batch_size} must be divisible by grad_accum*world_size")
     bar = tqdm(total=total_steps, initial=global_done, disable=not verbose or rank != 0, desc=cfg.strategy)
+    pending: list[tuple[dict[str, Any], list[torch.Tensor], float]] = []   # steps whose loss is not yet logged
     for pi in range(start_phase, len(phases)):
         phase = phases[pi]
-        per_epoch = [epoch_batches(phase, e, cfg.batch_size, cfg.seed) for e in range(phase.epochs)]
+        per_epoch = [epoch_batches(phase, e, cfg.batch_size, cfg.seed, lengths) for e in range(phase.epochs)]
         steps = [b for ep in per_epoch for b in ep]
         opt = _adamw([p for p in model.parameters() if p.requires_grad], phase.lr, cfg)
         warm = max(1, int(cfg.warmup_frac * len(steps)))
@@ -378,9 +411,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
             n_tok = torch.tensor(sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated), dtype=torch.float64)
             if world > 1:
                 dist.all_reduce(n_tok)
-            loss_total = 0.0
+            sums = []
             for k, c in enumerate(collated):
-                c = {key: v.to(cfg.device) for key, v in c.items()}
+                c = {key: _to(v, cfg.device) for key, v in c.items()}
                 sync = k == len(collated) - 1
                 ctx = ddp_model.no_sync() if (world > 1 and not sync) else _null()
                 with ctx, torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16,
@@ -388,7 +421,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                     s, _ = token_loss_sum(ddp_model, c, label_rows_only=rows_only)
                     loss = s * world / n_tok.item()
                     loss.backward()
-                loss_total += float(s.detach())
+                sums.append(s.detach())
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
@@ -396,14 +429,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
             opt.zero_grad(set_to_none=True)
             global_done += 1
             bar.update(1)
-            mean_loss = loss_total / max(1.0, n_tok.item() / world)
-            bar.set_postfix(phase=phase.name, loss=f"{mean_loss:.3f}")
-            if rank == 0:
-                with open(out / METRICS_FILE, "a") as f:
-                    f.write(json.dumps({"step": global_done, "phase": phase.name, "phase_step": si + 1,
-                                        "format": batch_items[0][0], "loss": mean_loss,
-                                        "lr": sched.get_last_lr()[0], "elapsed_s": time.time() - t0}) + "\n")
+            pending.append(({"step": global_done, "phase": phase.name, "phase_step": si + 1,
+                             "format": batch_items[0][0], "loss": None, "lr": sched.get_last_lr()[0],
+                             "elapsed_s": time.time() - t0}, sums, max(1.0, n_tok.item() / world)))
             done_phase = si + 1 == len(steps)
+            saving = done_phase or (cfg.checkpoint_every and (si + 1) % cfg.checkpoint_every == 0) or (
+                stop_after_steps is not None and global_done >= stop_after_steps)
+            if len(pending) >= cfg.log_every or saving:
+                _flush(pending, out / METRICS_FILE if rank == 0 else None, bar)
             if cfg.snapshot_every and global_done % cfg.snapshot_every == 0 and rank == 0:
                 (out / SNAPSHOTS_DIR).mkdir(exist_ok=True)
                 _save_model(model, tok, out / SNAPSHOTS_DIR / f"step-{global_done:06d}")
@@ -438,6 +471,33 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         if (out / "checkpoint").exists():
             shutil.rmtree(out / "checkpoint")
     return out / "model"
+
+
+def _to(t: torch.Tensor, device: str) -> torch.Tensor:
+    """A batch tensor on the training device (to a GPU from pinned memory, without waiting for the copy)."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _flush(pending: list[tuple[dict[str, Any], list[torch.Tensor], float]], metrics: Path | None, bar: Any) -> None:
+    """Read the pending steps' losses back to the host at once (one synchronisation) and log one line per step:
+    each step's loss is its micro-batches' loss sums added in order, over its label tokens (per process)."""
+    if not pending:
+        return
+    flat = torch.stack([s for _, sums, _ in pending for s in sums]).float().cpu().tolist()
+    lines, i = [], 0
+    for rec, sums, n in pending:
+        total = 0.0
+        for v in flat[i:i + len(sums)]:
+            total += v
+        i += len(sums)
+        lines.append(json.dumps(rec | {"loss": total / n}) + "\n")
+    if metrics is not None:
+        with open(metrics, "a") as f:
+            f.write("".join(lines))
+    bar.set_postfix(phase=pending[-1][0]["phase"], loss=f"{json.loads(lines[-1])['loss']:.3f}")
+    pending.clear()
 
 
 class _null:

@@ -33,10 +33,11 @@ OVERRIDES = (
     ("weight-decay", float, "AdamW weight decay"),
     ("mix-bio-repeat", int, "mixed: copies of each biography per epoch"),
     ("mix-qa-repeat", int, "mixed: copies of each ID question per epoch"),
+    ("log-every", int, "steps between reading the loss back from the device (metrics.jsonl still has every step)"),
 )
 # the options that, when given, replace the preset's value of the TrainConfig field of the same name
 _FIELDS = tuple(name.replace("-", "_") for name, _, _ in OVERRIDES) + (
-    "model", "schedule", "device", "bf16", "gradient_checkpointing", "freeze_embeddings")
+    "model", "schedule", "device", "bf16", "gradient_checkpointing", "freeze_embeddings", "length_buckets", "compile")
 
 
 def add_finetune_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -61,6 +62,11 @@ def add_finetune_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="the same as --dtype bfloat16")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass to save memory (default: the preset's)")
+    ap.add_argument("--length-buckets", action=argparse.BooleanOptionalAction, default=None,
+                    help="batches of examples of similar length: less padding, another order of examples (default: "
+                         "the preset's)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the model through torch.compile (default: the preset's)")
     return ap
 
 
