@@ -275,13 +275,19 @@ def _recipe_analyses_side_by_side(ctx: _Ctx, out: Path, base_model: str, verbose
                   progress=lambda s: (_stages_done(out, s), len(RECIPE_STAGES)))
 
 
-def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: bool) -> dict[str, Any]:
+def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: bool,
+              train_options: dict[str, Any] | None = None, data_options: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     """Validate the run folder before any work: ``out`` is new, empty, or a reproduction started with the same
-    preset and model (``run.json``); otherwise a one-line error (``overwrite``: the stages whose inputs changed are
-    computed again). Returns what ``run.json`` is to hold."""
+    preset, model and options over the preset (``run.json``); otherwise a one-line error (``overwrite``: the stages
+    whose inputs changed are computed again). Returns what ``run.json`` is to hold."""
     out = Path(out)
-    want = {"preset": "tiny" if quick else "cpu",
-            "model": model or preset(TRAIN_PRESETS, "tiny" if quick else "cpu")["model"]}
+    want: dict[str, Any] = {"preset": "tiny" if quick else "cpu",
+                            "model": model or preset(TRAIN_PRESETS, "tiny" if quick else "cpu")["model"]}
+    if train_options:       # recorded only when given: a reproduction of the preset itself keeps its run.json
+        want["train_options"] = json.loads(json.dumps(train_options, sort_keys=True))
+    if data_options:
+        want["data_options"] = json.loads(json.dumps(data_options, sort_keys=True))
     if out.exists() and not out.is_dir():
         raise RecallCircuitsError(f"--out {out} is a file")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -295,8 +301,14 @@ def check_out(out: str | Path, *, quick: bool, model: str | None, overwrite: boo
 def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False, model: str | None = None,
               verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
               report_only: bool = False, search_record: str | Path | None = None,
-              side_by_side: bool | None = None) -> dict[str, Any]:
+              side_by_side: bool | None = None, train_options: dict[str, Any] | None = None,
+              data_options: dict[str, Any] | None = None, analyses: bool = True) -> dict[str, Any]:
     """Run (or resume) the reproduction into ``out``; return the summary.
+
+    ``train_options`` (``TrainConfig`` fields) and ``data_options`` (``DataConfig`` fields) replace the preset's
+    (the people-scaling study trains its pairs this way, :mod:`recall_circuits.runs.scale`); both are part of the
+    run's identity. ``analyses=False`` stops after fine-tuning and returns ``{"runs": {recipe: results}}`` (no
+    summary or report is written); the same call with ``analyses=True`` later reuses the trained recipes.
 
     Every stage records what it was computed from (model weights, data, options) and is reused only when those
     are unchanged; a change is an error naming it, unless ``overwrite``, which computes the changed stages again.
@@ -310,7 +322,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     out = Path(out)
     if report_only and not (out / RUN_FILE).is_file():
         raise RecallCircuitsError(f"--report-only: {out} holds no reproduction ({RUN_FILE})")
-    run_id = check_out(out, quick=quick, model=model, overwrite=overwrite)
+    run_id = check_out(out, quick=quick, model=model, overwrite=overwrite, train_options=train_options,
+                       data_options=data_options)
     search = search_state(load_record(search_record)) if search_record is not None else None   # read before any work
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
@@ -320,8 +333,9 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     extra: dict[str, Any] = ({"model": model} if model else {}) | {"device": device}
     if dtype == "bfloat16":
         extra["bf16"] = True
+    extra |= train_options or {}
     data = out / "data"
-    data_cfg = DataConfig(**preset(DATA_PRESETS, name))
+    data_cfg = DataConfig(**(preset(DATA_PRESETS, name) | (data_options or {})))
     if (data / "manifest.json").is_file():
         try:
             check_same(read_json(data / "manifest.json").get("config"),
@@ -348,6 +362,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
         threads = max(1, torch.get_num_threads() // len(todo))
         log.info("stages %s: fine-tuning side by side, %d torch thread(s) each", " and ".join(todo), threads)
         runs.update(run_side_by_side(todo, logs=out, threads=threads, verbose=verbose))
+    if not analyses:
+        return {"runs": runs}
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
     if side_by_side and not report_only:

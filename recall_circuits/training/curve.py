@@ -88,13 +88,14 @@ class LearningCurve(Result):
 
 def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: bool = False, batch_size: int = 32,
                    device: str = "cpu", dtype: str = "float32", cache: str | Path | None = None,
-                   verbose: bool = False) -> LearningCurve:
+                   verbose: bool = False, max_people: int | None = None) -> LearningCurve:
     """:func:`~recall_circuits.training.evaluation.evaluate` (QA ID / OOD and QA-OOD's chance floor; with ``bio``
     also BIO recall) of every
     snapshot of ``run_dir`` and of its final model, in step order. ``data``: the dataset (default: the one the run
     was trained on, from its ``recall_circuits_train.json``). ``cache``: a folder where each point is kept as
     ``step-NNNNNN.json`` as soon as it is measured and reused when the checkpoint, data and options are the same
-    (an interrupted curve resumes)."""
+    (an interrupted curve resumes). ``max_people``: evaluate on the first this many ID and this many OOD people
+    only (a large run's curve in seconds)."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
@@ -115,7 +116,8 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
     evaluations, tok = [], None
     for step, folder in tqdm(points.items(), desc=f"learning curve {run.name}", unit="checkpoint",
                              disable=not verbose):
-        key = {"checkpoint": checkpoint_identity(folder), "data": ds.manifest, "bio": bio, "floor": True}
+        key = {"checkpoint": checkpoint_identity(folder), "data": ds.manifest, "bio": bio, "floor": True,
+               **({"max_people": max_people} if max_people is not None else {})}
         f = cache / f"step-{step:06d}.json" if cache is not None else None
         if f is not None and f.is_file():
             kept = read_json(f)
@@ -125,7 +127,7 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
         log.info("learning curve %s: step %d (%s)", run, step, folder.name)
         model, loaded_tok = load_hf(folder, device=device, dtype=dtype)
         tok = tok or loaded_tok
-        flat = evaluate(model, tok, ds, batch_size=batch_size, bio=bio, floor=True).to_dict()
+        flat = evaluate(model, tok, ds, batch_size=batch_size, bio=bio, floor=True, max_people=max_people).to_dict()
         del model
         if f is not None:
             write_json(f, {"key": key, "evaluation": flat}, sort_keys=True)
