@@ -135,6 +135,12 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
     else:
         corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=corr_names)
         kv = None
+    if kv is not None and any(lay.keys.shape[-2] < T for lay in kv.layers):
+        # a layer kept fewer positions than the prompt (a sliding window shorter than it): a prefix cut from its
+        # cache would not start at position 0, so every position is run (exact)
+        log.info("a layer's key/value cache keeps only %d of the prompt's %d positions (sliding window): patching "
+                 "runs every position", min(lay.keys.shape[-2] for lay in kv.layers), T)
+        skip_positions, kv = False, None
     out = torch.empty(L, T, per_pos)
     out[:] = metric_batched(metric, corr_logits[:, -1], 1, B)[0]
     rows, cells = [], []

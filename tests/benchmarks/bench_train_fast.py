@@ -17,6 +17,7 @@ estimate). ``--smoke``: a tiny model and a few people (seconds; the suite runs i
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import tempfile
 import time
@@ -101,7 +102,7 @@ def main() -> None:
                 from safetensors import safe_open  # noqa: PLC0415
 
                 with safe_open(str(tmp / way / "model" / "model.safetensors"), "pt") as f:
-                    n_params = sum(f.get_slice(k).get_shape()[0] * (f.get_slice(k).get_shape() + [1])[1]
+                    n_params = sum(math.prod(f.get_slice(k).get_shape())
                                    for k in f.keys() if "embed" not in k and "lm_head" not in k)
             peak = next((v for k, v in PEAK_BF16.items() if k in (res["gpu"] or "")), None)
             row["mfu"] = 6 * n_params * row["tokens_per_s"] / peak if peak else None
