@@ -87,7 +87,10 @@ def test_script_writes_summary_figure_and_refuses_bad_input(learned_run, tmp_pat
     assert sum(w["n"] for w in windows) == res["steps"] and {w["format"] for w in windows} == {"bio", "qa"}
     assert rc.LearningCurve.load(dest / "two-stage").step[-1] == res["steps"]
     # a finished run is not overwritten; bad input is one line, before anything is written
-    for args, msg in [(["--runs", f"two-stage={out}"], "complete run"),
+    # the same command again: its points are reused and the same summary written (a run may have grown snapshots)
+    assert main(["--no-progress", "--out", str(dest), "--runs", f"two-stage={out}"]) == 0
+    assert json.loads((dest / "summary.json").read_text()) == summary
+    for args, msg in [(["--runs", f"renamed={out}"], "complete run"),
                       (["--runs", f"x={tmp_path}"], "neither snapshots"),
                       (["--runs", f"points={out}"], "not allowed"),
                       (["--runs", f"a={out}", f"a={out}"], "distinct"),

@@ -93,6 +93,8 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     from recall_circuits.runs.artefacts import save_tensors
     (tmp_path / "other").mkdir()
     save_tensors(tmp_path / "other", {"shared_per_head": torch.zeros(3, 4)})
+    for name in ("config.json", "summary.json"):        # complete, with no checkpoint recorded: the shapes decide
+        (tmp_path / "other" / name).write_text("{}")
     assert main([*common, "--out", str(tmp_path / "h2"), "--trace-dir", str(tmp_path / "other")]) == 2
     assert "made for a model" in capsys.readouterr().err
     # invalid values are refused before any model loads and before the run directory is made

@@ -59,7 +59,10 @@ def test_gradient_trace_run_directory(trained, tiny_dirs, tiny_data, tmp_path):
     assert main([*argv[:-3], "--out", str(out3), "--people", "4", "--no-progress", "--no-ablation",
                  "--no-baseline"]) == 0
     assert "curve_pretrained" not in json.loads((out3 / "summary.json").read_text())
-    assert main(argv) == 2  # existing run directory
+    stamp = (out / "summary.json").stat().st_mtime_ns
+    assert main(argv) == 0  # the same run, complete: reported and reused, not computed again
+    assert (out / "summary.json").stat().st_mtime_ns == stamp
+    assert main([*argv, "--k", "7"]) == 2  # another run in the same directory: refused (--overwrite recomputes)
 
 
 def test_gradient_trace_bad_input(trained, tiny_dirs, tiny_data, tmp_path, capsys):
@@ -101,6 +104,10 @@ def test_gradient_trace_two_processes_equal_one(trained, tiny_dirs, tiny_data, t
         assert x.abs().max() > 0 and ((x - y).abs().max() / x.abs().max()).item() <= 1e-5
     s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert (s1["trace_processes"], s2["trace_processes"]) == (1, 2) and s1["n_examples"] == s2["n_examples"]
-    # the run directory exists: the first process stops with the error, the other does not wait for it
+    # the run directory holds this run: every process reuses it; another run there: every process stops with the
+    # error, none waits for another
+    stamp = (tmp_path / "two" / "summary.json").stat().st_mtime_ns
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode != 0 and "holds a complete run" in again.stderr
+    assert again.returncode == 0 and (tmp_path / "two" / "summary.json").stat().st_mtime_ns == stamp
+    other = subprocess.run([*cmd, "--k", "7"], env=env, capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "was computed from a different config.k" in other.stderr

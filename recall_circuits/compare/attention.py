@@ -188,14 +188,19 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     import plotly.graph_objects as go  # noqa: PLC0415
     from plotly.subplots import make_subplots  # noqa: PLC0415
 
-    from recall_circuits.runs.artefacts import FIGURES_DIR, check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import (FIGURES_DIR, reuse_or_check, save_figure, save_summary,  # noqa: PLC0415
+                                                save_tensors, start_run)
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
-    check_run_dir(out, overwrite=overwrite)
+    config = {"models": models, "data": data, "n_people": n_people, "split": split, "attributes": attributes,
+              "threshold": threshold}
+    checkpoints = {k: str(resolve_model(v)) for k, v in models.items()}
+    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
+        return done
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
     bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
@@ -203,9 +208,7 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     for k, b in bridges.items():
         if (b.cfg.n_layers, b.cfg.n_heads) != (first.cfg.n_layers, first.cfg.n_heads):
             raise RecallCircuitsError(f"model {k} has a different shape of heads")
-    run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split,
-                          "attributes": attributes, "threshold": threshold}, overwrite=overwrite,
-                    checkpoints={k: str(resolve_model(v)) for k, v in models.items()})
+    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
     summary: dict[str, Any] = {"roles": list(ROLES), "people": people, "models": {}}
     tensors = {}
     from tqdm.auto import tqdm  # noqa: PLC0415

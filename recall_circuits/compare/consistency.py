@@ -335,22 +335,23 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, start_run  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import reuse_or_check, save_figure, save_summary, start_run  # noqa: PLC0415
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
     if not models:
         raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
-    check_run_dir(out, overwrite=overwrite)
+    config = {"models": models, "data": data, "n_people": n_people, "split": split, "along": along}
+    checkpoints = {k: str(resolve_model(v)) for k, v in models.items()}
+    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
+        return done
     ds = load_dataset(data)
     people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
     if not people:
         raise RecallCircuitsError(f"no people in split {split!r}")
     bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
-    run = start_run(out, {"models": models, "data": data, "n_people": n_people, "split": split, "along": along},
-                    overwrite=overwrite,
-                    checkpoints={k: str(resolve_model(v)) for k, v in models.items()})
+    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
     summary: dict[str, Any] = {"people": people, "models": {}}
     fig = go.Figure()
     from tqdm.auto import tqdm  # noqa: PLC0415

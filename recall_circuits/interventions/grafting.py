@@ -239,13 +239,21 @@ def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfi
     """The run behind ``analyses/grafting.py``: learn γ, report it against the shared set of ``trace_dir``."""
     from pathlib import Path  # noqa: PLC0415
 
-    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import (check_input_run, reuse_or_check, save_figure,  # noqa: PLC0415
+                                                save_summary, save_tensors, start_run)
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_pair  # noqa: PLC0415
     from recall_circuits.interventions.restore import load_mask, save_mask  # noqa: PLC0415
+    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
     from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
 
-    check_run_dir(out, overwrite=overwrite)
+    config = {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir, "init_mask": init_mask_file,
+              "graft": cfg.to_dict()}
+    checkpoints = {"base": str(resolve_model(base)), "finetuned": str(resolve_model(finetuned))}
+    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
+        return done
+    if trace_dir is not None:
+        check_input_run(trace_dir, "gradient-trace", checkpoints)
     ds = load_dataset(data)
     pair = load_pair(base, finetuned, device=device, dtype=dtype)
     attn_space = ParamSpace(pair.finetuned)
@@ -257,9 +265,7 @@ def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfi
         shared = load_mask(str(f), attn_space)
     space = graft_space(pair.finetuned)
     init = load_mask(init_mask_file, space) if init_mask_file else None
-    run = start_run(out, {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir,
-                          "init_mask": init_mask_file, "graft": cfg.to_dict()}, overwrite=overwrite,
-                    checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
     res = graft(pair.finetuned, pair.base, ds, cfg, init_mask=init, verbose=verbose)
     summary = graft_report(pair.finetuned, pair.base, ds, res, shared, attn_space if shared is not None else None)
     per_head = attn_space.count_per_query_head(attn_space.unflatten(transfer_mask(res.mask, space, attn_space)),

@@ -274,7 +274,8 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
     """The run behind ``analyses/head_ablation.py``."""
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
+    from recall_circuits.runs.artefacts import (check_input_run, reuse_or_check, save_figure, save_summary,  # noqa
+                                                save_tensors, start_run)
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_pair  # noqa: PLC0415
     from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
@@ -288,11 +289,22 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
         raise RecallCircuitsError(f"unknown components {bad}; choose from {list(COMPONENTS)}")
     if n_random < 0 or (max_people is not None and max_people < 1) or batch_size < 1:
         raise RecallCircuitsError("n_random must be >= 0, max_people and batch_size >= 1")
-    check_run_dir(out, overwrite=overwrite)
     hf_cfg = AutoConfig.from_pretrained(resolve_model(finetuned))
     n_heads_total = hf_cfg.num_hidden_layers * hf_cfg.num_attention_heads
     if grid is not None and any(not 0 <= n <= n_heads_total for n in grid):
         raise RecallCircuitsError(f"--grid values must be in [0, {n_heads_total}] (the model's heads), got {grid}")
+    if grid is None:
+        grid = sorted({0, *[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= n_heads_total], max(1, n_heads_total // 10)})
+    config = {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir, "graft_dir": graft_dir,
+              "patching_dir": patching_dir, "n_random": n_random, "grid": grid, "single": single,
+              "components": list(components), "max_people": max_people}
+    checkpoints = {"base": str(resolve_model(base)), "finetuned": str(resolve_model(finetuned))}
+    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
+        return done
+    for d, what, theirs in ((trace_dir, "gradient-trace", checkpoints), (graft_dir, "grafting", checkpoints),
+                            (patching_dir, "activation-patching", {"model": checkpoints["finetuned"]})):
+        if d:
+            check_input_run(d, what, theirs)
     ds = load_dataset(data)
     pair = load_pair(base, finetuned, device=device, dtype=dtype)
     ft, b = pair.finetuned, pair.base
@@ -310,13 +322,7 @@ def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_d
         rankings["attribution"] = ranking(tables["attribution"])
     for s in range(n_random):
         rankings[f"random{s}"] = random_ranking(L, H, s)
-    if grid is None:
-        grid = sorted({0, *[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= L * H], max(1, (L * H) // 10)})
-    run = start_run(out, {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir,
-                          "graft_dir": graft_dir, "patching_dir": patching_dir, "n_random": n_random, "grid": grid,
-                          "single": single,
-                          "components": list(components), "max_people": max_people}, overwrite=overwrite,
-                    checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
     summary: dict[str, Any] = head_curves(ft, b, ds, rankings, grid, components=components, max_people=max_people,
                                           batch_size=batch_size, verbose=verbose).to_dict()
     tensors = {f"ranking_score_{k}": v for k, v in tables.items()}

@@ -367,7 +367,7 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
                             overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
                             verbose: bool = True) -> dict[str, Any]:
     """The run behind ``analyses/activation_patching.py``."""
-    from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run  # noqa
+    from recall_circuits.runs.artefacts import reuse_or_check, save_figure, save_summary, save_tensors, start_run  # noqa
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
@@ -377,15 +377,17 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
 
     if n_pairs < 1:
         raise RecallCircuitsError(f"--pairs must be >= 1, got {n_pairs}")
-    check_run_dir(out, overwrite=overwrite)
+    config = {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split}
+    checkpoints = {"model": str(resolve_model(model_path))}
+    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
+        return done
     ds = load_dataset(data)
     pairs = qa_patching_pairs(load_tokenizer(model_path), ds, n_pairs, split)
     if len(pairs) < n_pairs:
         raise RecallCircuitsError(f"--pairs {n_pairs}: the {split} questions of {data} make only {len(pairs)} "
                                   "(clean, corrupted) pairs of equal length with different answers")
     model = load_bridge(model_path, device=device, dtype=dtype)
-    run = start_run(out, {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split},
-                    overwrite=overwrite, checkpoints={"model": str(resolve_model(model_path))})
+    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
     heads, resid, attr, cross = [], [], [], []
     from tqdm.auto import tqdm  # noqa: PLC0415
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from recall_circuits.errors import RecallCircuitsError
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CONFIG_FILE, SUMMARY_FILE, TENSORS_FILE, FIGURES_DIR = "config.json", "summary.json", "result.safetensors", "figures"
 
@@ -111,28 +113,85 @@ def _git_hash() -> str | None:
         return None
 
 
-def check_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-    """Refuse ``out`` before any work when it holds a complete run or files of something else (unless
-    ``overwrite``). An empty or absent folder, or an interrupted run of ours (``config.json`` without
-    ``summary.json``), is fine: the run is redone there."""
+# what a run directory of ours holds: these files and folders, JSON and safetensors artefacts, half-written ones
+_OURS_DIRS = (FIGURES_DIR,)
+_OURS_SUFFIXES = (".json", ".safetensors", ".partial", ".html")
+
+
+def foreign_entries(out: Path, own: tuple[str, ...] = ()) -> list[str]:
+    """The entries of ``out`` that no run of this library writes (a subfolder other than figures and the run's
+    ``own``, a file of another kind)."""
+    return sorted(e.name for e in out.iterdir()
+                  if (e.is_dir() and e.name not in (*_OURS_DIRS, *own))
+                  or (e.is_file() and not e.name.endswith(_OURS_SUFFIXES)))
+
+
+def check_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False, own: tuple[str, ...] = ()) -> None:
+    """Refuse ``out`` before any work when it holds a complete run (unless ``overwrite``) or anything a run of this
+    library does not write (always: ``overwrite`` replaces a run directory of ours, never another folder). An
+    empty or absent folder, or an interrupted run of ours (``config.json`` without ``summary.json``), is fine: the
+    run is redone there. ``own``: the subfolders this kind of run writes besides ``figures``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecallCircuitsError(f"run directory {out} is a file")
-    if overwrite or not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(out.iterdir()):
         return
-    if (out / SUMMARY_FILE).exists():
+    foreign = foreign_entries(out, own)
+    if not (out / CONFIG_FILE).is_file() or foreign:
+        what = (f"holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}" if foreign
+                else f"has no {CONFIG_FILE}")
+        raise RecallCircuitsError(f"{out} is not a run directory of this command ({what}): choose another --out "
+                                  "(--overwrite replaces only a run directory written by this command)")
+    if (out / SUMMARY_FILE).exists() and not overwrite:
         raise RecallCircuitsError(f"run directory {out} holds a complete run (pass --overwrite to recompute it)")
-    if not (out / CONFIG_FILE).is_file():
-        raise RecallCircuitsError(f"{out} exists and is not a run directory of recall_circuits (choose another "
-                                  "--out, or pass --overwrite to replace it)")
+
+
+def reuse_or_check(out: str | os.PathLike[str], config: dict[str, Any], *, overwrite: bool = False,
+                   checkpoints: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Before any work: the summary of a complete run in ``out`` that was computed from the same ``config``,
+    checkpoints (``checkpoints``: name -> folder, by :func:`checkpoint_identity`) and library code, to report and
+    reuse; None when the run is to be computed there (``out`` absent, empty, an interrupted run, or ``overwrite``).
+    A complete run from other inputs is refused in one line naming the first difference; a folder that is not a run
+    directory of ours is refused (:func:`check_run_dir`) whatever ``overwrite`` says."""
+    out = Path(out)
+    check_run_dir(out, overwrite=True)
+    if overwrite or not (out / SUMMARY_FILE).is_file():
+        return None
+    meta = read_json(out / CONFIG_FILE)
+    current = {"config": json.loads(json.dumps(config, default=str)), "code": code_identity(),
+               "checkpoints": {k: checkpoint_identity(v) for k, v in (checkpoints or {}).items()}}
+    check_same({k: meta.get(k) for k in current}, current, out)
+    log.info("%s holds this run, complete: reused (--overwrite computes it again)", out)
+    return load_summary(out)
+
+
+def check_input_run(run: str | os.PathLike[str], what: str, checkpoints: dict[str, str]) -> dict[str, Any]:
+    """An input run directory (``--trace-dir``, ``--graft-dir``, ...) checked against what it claims to be: complete
+    (its ``config.json`` and ``summary.json`` whole JSON) and computed from the same checkpoints (name -> folder)
+    as the run that reads it; a one-line error naming what differs. Returns its ``config.json``."""
+    run = Path(run)
+    if not (run / CONFIG_FILE).is_file() or not (run / SUMMARY_FILE).is_file():
+        raise RecallCircuitsError(f"{run} is not a complete {what} run directory (no {CONFIG_FILE} or {SUMMARY_FILE})")
+    meta = read_json(run / CONFIG_FILE)
+    read_json(run / SUMMARY_FILE)
+    recorded = meta.get("checkpoints") or {}
+    for name, folder in checkpoints.items():
+        if name not in recorded:
+            continue
+        mine, theirs = checkpoint_identity(folder)["files"], recorded[name].get("files")
+        if mine != theirs:
+            raise RecallCircuitsError(f"{run} ({what}) was computed on another {name} model "
+                                      f"({recorded[name].get('path')}, not {Path(folder).resolve()}): compute it on "
+                                      "this run's models")
+    return meta
 
 
 def start_run(out: str | os.PathLike[str], config: dict[str, Any], *, overwrite: bool = False,
-              checkpoints: dict[str, str] | None = None) -> Path:
+              checkpoints: dict[str, str] | None = None, own: tuple[str, ...] = ()) -> Path:
     """Create the run directory and write ``config.json`` (:func:`check_run_dir` decides whether ``out`` may be
     used; an interrupted run there is removed and redone)."""
     out = Path(out)
-    check_run_dir(out, overwrite=overwrite)
+    check_run_dir(out, overwrite=overwrite, own=own)
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

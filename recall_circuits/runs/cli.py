@@ -62,8 +62,10 @@ def add_run_args(ap: argparse.ArgumentParser, *, data: bool = True) -> None:
     """``--data`` (when the stage reads a dataset), ``--out`` and ``--overwrite``."""
     if data:
         ap.add_argument("--data", required=True, help="dataset directory (analyses/make_data.py)")
-    ap.add_argument("--out", required=True, help="run directory: created, or resumed when it holds the same run")
-    ap.add_argument("--overwrite", action="store_true", help="recompute into --out whatever differs from this run")
+    ap.add_argument("--out", required=True, help="run directory: created; a complete run there from the same "
+                    "inputs is reported and reused, an interrupted one is computed again")
+    ap.add_argument("--overwrite", action="store_true", help="compute again, replacing the run directory this "
+                    "command wrote in --out (never a folder holding anything else)")
 
 
 def add_pair_args(ap: argparse.ArgumentParser) -> None:

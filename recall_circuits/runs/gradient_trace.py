@@ -13,11 +13,12 @@ from typing import Any
 import torch
 import torch.distributed
 
-from recall_circuits.runs.artefacts import check_run_dir, save_figure, save_summary, save_tensors, start_run
+from recall_circuits.runs.artefacts import reuse_or_check, save_figure, save_summary, save_tensors, start_run
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.loading import load_pair
+from recall_circuits.models.registry import resolve_model
 from recall_circuits.training.parallel import collective_device, process_group, world
 from recall_circuits.interventions.restore import load_mask, restore_ablation, save_mask
 from recall_circuits.attribution.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
@@ -70,7 +71,9 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     from recall_circuits.runs.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
 
     rank, n_proc = world()
-    check_run_dir(cfg.out, overwrite=overwrite)
+    checkpoints = {"base": str(resolve_model(cfg.base)), "finetuned": str(resolve_model(cfg.finetuned))}
+    if (done := reuse_or_check(cfg.out, cfg.to_dict(), overwrite=overwrite, checkpoints=checkpoints)) is not None:
+        return done if rank == 0 else None
     ds = load_dataset(cfg.data)
     pair = load_pair(cfg.base, cfg.finetuned, device=cfg.device, dtype=cfg.dtype)
     space = ParamSpace(pair.finetuned, include=cfg.trace.include, biases=cfg.trace.biases)
@@ -81,8 +84,7 @@ def _run(cfg: TraceRunConfig, overwrite: bool, verbose: bool) -> dict[str, Any] 
     out, failed = None, None
     if rank == 0:
         try:
-            out = start_run(cfg.out, cfg.to_dict(), overwrite=overwrite,
-                            checkpoints={"base": pair.base_path, "finetuned": pair.finetuned_path})
+            out = start_run(cfg.out, cfg.to_dict(), overwrite=overwrite, checkpoints=checkpoints)
         except RecallCircuitsError as exc:
             failed = exc
     if n_proc > 1:   # the others must not wait in the trace's all-reduce for a process that stopped

@@ -272,7 +272,7 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
     over windows of about a hundredth of the longest run (``loss_windows``), ``out/figures/`` the plots (QA
     accuracy, training loss). Everything is checked before any model loads or any file is written."""
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.runs.artefacts import (CONFIG_FILE, SUMMARY_FILE, check_run_dir, save_figure,  # noqa: PLC0415
+    from recall_circuits.runs.artefacts import (CONFIG_FILE, check_run_dir, foreign_entries, save_figure,  # noqa: PLC0415
                                                 save_summary, start_run)
     from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
 
@@ -290,11 +290,15 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
         load_dataset(data)
     config = {"runs": {n: str(Path(d).resolve()) for n, d in runs.items()},
               "data": None if data is None else str(Path(data).resolve()), "bio": bio}
-    same = ((out / CONFIG_FILE).is_file() and not (out / SUMMARY_FILE).exists()
-            and read_json(out / CONFIG_FILE).get("config") == config)
+    recorded = read_json(out / CONFIG_FILE).get("config") or {} if (out / CONFIG_FILE).is_file() else {}
+    own = ("points", *runs, *(recorded.get("runs") or {}))       # the curves this run and the one there write
+    # the same runs, data and options, finished or not: their points are reused from out/points and the summary
+    # written again (the snapshots a run has may have grown)
+    same = (not overwrite and (out / CONFIG_FILE).is_file() and not foreign_entries(out, own)
+            and recorded == config)
     if not same:
-        check_run_dir(out, overwrite=overwrite)
-        start_run(out, config, overwrite=overwrite)
+        check_run_dir(out, overwrite=overwrite, own=own)
+        start_run(out, config, overwrite=overwrite, own=own)
     curves = {name: learning_curve(d, data=data, bio=bio, batch_size=batch_size, device=device, dtype=dtype,
                                    cache=out / "points" / name, verbose=verbose) for name, d in runs.items()}
     summary: dict[str, Any] = {"runs": {}}
