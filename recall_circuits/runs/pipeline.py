@@ -27,7 +27,7 @@ from recall_circuits.runs.artefacts import check_same, code_identity, difference
 from recall_circuits.runs.regime import load_record, search_state
 from recall_circuits.runs.report import write_report
 from recall_circuits.runs.verdicts import headline, summarise
-from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset
+from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset, train_preset
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
@@ -36,8 +36,10 @@ SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
 IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 
 
-def _train_cfg(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any]) -> dict[str, Any]:
-    return preset(TRAIN_PRESETS, train_preset) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+def _train_cfg(out: Path, data: Path, strategy: str, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's ``TrainConfig`` fields: the preset for the device (bfloat16 only where it is native), ``extra``
+    over it."""
+    return train_preset(name, extra.get("device")) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
 
 
 TRAINING_KEYS = ("epochs", "bio_epochs", "mix_qa_repeat", "lr", "qa_lr", "schedule", "warmup_frac", "batch_size",
@@ -51,7 +53,7 @@ def training_settings(results: dict[str, Any]) -> dict[str, Any]:
     return {k: cfg.get(k) for k in TRAINING_KEYS} | {"steps": results.get("steps")}
 
 
-def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: dict[str, Any],
+def _finetune(out: Path, data: Path, strategy: str, name: str, extra: dict[str, Any],
               verbose: bool, overwrite: bool, hashed: Callable[[str], dict[str, Any]],
               stale: dict[str, str] | None = None, run: bool = True) -> dict[str, Any] | None:
     """A fine-tuning stage: reused only when it was trained from the same base weights, data and options. With
@@ -61,7 +63,7 @@ def _finetune(out: Path, data: Path, strategy: str, train_preset: str, extra: di
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
     from recall_circuits.training.loop import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
 
-    cfg = _train_cfg(out, data, strategy, train_preset, extra)
+    cfg = _train_cfg(out, data, strategy, name, extra)
     tc = TrainConfig(**cfg)
     identity = train_identity(tc, resolve_model(tc.model), hashed(tc.model))
     if stale is not None:

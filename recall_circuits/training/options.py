@@ -16,7 +16,7 @@ from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.cli import add_device_args
-from recall_circuits.training.presets import TRAIN_PRESETS, preset
+from recall_circuits.training.presets import TRAIN_PRESETS, train_preset
 
 # the preset's value is the default of each of these
 OVERRIDES = (
@@ -72,7 +72,7 @@ def add_finetune_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def train_config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``TrainConfig`` fields these options give: the preset's, overridden by every option given."""
-    cfg = preset(TRAIN_PRESETS, args.preset)
+    cfg = train_preset(args.preset, args.device)      # bfloat16 only where the device computes it natively
     for key in _FIELDS:
         val = getattr(args, key)
         if val is not None:

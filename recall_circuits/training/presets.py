@@ -10,9 +10,13 @@ third of the attributes in ten epochs, batch 4 at lr 5e-4 memorised 92% — smal
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
+
+log = logging.getLogger(__name__)
 
 # the same names as TRAIN_PRESETS: ``make_data.py --preset X`` makes the data ``finetune.py --preset X`` is for
 DATA_PRESETS: dict[str, dict[str, Any]] = {
@@ -45,3 +49,36 @@ def preset(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     if name not in table:
         raise RecallCircuitsError(f"unknown preset {name!r}; choose from {list(table)}")
     return dict(table[name])
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX
+    (without them bfloat16 autocast is emulated on a CPU, many times slower than float32)."""
+    import torch  # noqa: PLC0415
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(p is None for p in probes):      # an older torch: the CPU's own flags
+        try:
+            flags = Path("/proc/cpuinfo").read_text().split()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return any(bool(p()) for p in probes if p is not None)
+
+
+def train_preset(name: str, device: str | None = None) -> dict[str, Any]:
+    """The fine-tuning preset ``name`` for ``device`` (default: the preset's): its bfloat16 autocast only where the
+    device computes bfloat16 natively (:func:`native_bf16`), else float32, said in one log line. An explicit
+    ``bf16`` given over the preset is the caller's to keep."""
+    cfg = preset(TRAIN_PRESETS, name)
+    dev = device or cfg.get("device", "cpu")
+    if cfg.get("bf16") and not native_bf16(dev):
+        log.info("preset %s: %s has no native bfloat16 (AVX-512 BF16 or AMX on a CPU): training in float32 "
+                 "(--bf16 forces bfloat16)", name, dev)
+        cfg["bf16"] = False
+    return cfg
