@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = parser(__doc__)
     add_pair_args(ap)
     add_run_args(ap)
-    ap.add_argument("--people", type=int, default=20, help="people whose BIO and QA gradients are traced")
+    ap.add_argument("--people", type=int, default=None, help="people whose BIO and QA gradients are traced "
+                    "(default: 20, or every person of the split where it has fewer; more than it has is an error)")
     ap.add_argument("--split", default="id", choices=SPLITS, help="which people are traced: ID, OOD or both")
     ap.add_argument("--mode", default="sum_abs", choices=["sum_abs", "abs_of_sum", "sq_sum"],
                     help="how per-example gradients accumulate into an influence")
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scale", default=None, choices=["movement", "weight"],
                     help="multiply the influence by |θ_ft − θ_pre| or |θ|")
     ap.add_argument("--k", type=int, help="size of Top_k (default: --k-frac of P)")
-    ap.add_argument("--k-frac", type=float, default=1e-3, help="size of Top_k as a fraction of the parameters")
+    ap.add_argument("--k-frac", type=float, default=1e-3, help="size of Top_k as a fraction of the "
+                    "parameters (the k the whole project uses)")
     ap.add_argument("--batch-size", type=int, default=8, help="examples per forward and backward")
     ap.add_argument("--pack", type=int, default=4, help="examples per packed row (0: padded batches)")
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
@@ -55,6 +57,11 @@ def main(args: argparse.Namespace) -> int:
     from recall_circuits.attribution.trace import TraceConfig
     from recall_circuits.runs.gradient_trace import TraceRunConfig, run_gradient_trace
 
+    from recall_circuits.data.bios import load_dataset
+
+    if args.people is None:          # the paper's 20, or the whole split where it is smaller; recorded as used
+        ids = load_dataset(args.data).person_ids(None if args.split == "all" else args.split)
+        args.people = max(1, min(20, len(ids)))
     tcfg = TraceConfig(n_people=args.people, split=args.split, mode=args.mode, bio_loss=args.bio_loss,
                        scale=args.scale, batch_size=args.batch_size,
                        pack=args.pack or None)

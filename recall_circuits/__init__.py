@@ -18,11 +18,20 @@ reproduction and its report, the regime search, the CLI). ``results`` holds the 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
 
 __version__ = "0.1.0"
+
+# every call's argument types and tensor shapes checked (jaxtyping + beartype), as the test suite runs: set
+# RECALL_CIRCUITS_TYPECHECK=1 before the import (off by default: it slows every call; the entry points check their
+# arguments themselves, recall_circuits.checks)
+if os.environ.get("RECALL_CIRCUITS_TYPECHECK") == "1":
+    from jaxtyping import install_import_hook
+
+    install_import_hook("recall_circuits", "beartype.beartype")
 
 _ENTRY_POINTS = {
     "recall_circuits.data.bios": ("DataConfig", "generate", "write_dataset", "load_dataset", "tokenize_qa",

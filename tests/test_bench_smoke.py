@@ -1,21 +1,70 @@
-"""The benchmark scripts keep working: each runs here in its smoke mode (a tiny model, seconds) and writes its JSON."""
+"""The benchmark scripts keep working: each runs here on a tiny model in seconds (its figures mean nothing) and
+writes its JSON, whose keys are checked; a change that breaks one fails the suite."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
+BENCH = ROOT / "tests" / "benchmarks"
 
-def test_bench_train_fast_smoke(tmp_path, isolated_cache):
-    out = tmp_path / "fast.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))          # the session cache of tiny models (conftest)
-    subprocess.run([sys.executable, "bench_train_fast.py", "--smoke", "--out", str(out)], check=True, env=env,
-                   cwd=ROOT / "tests" / "benchmarks", capture_output=True, timeout=300)
-    res = json.loads(out.read_text())
-    assert set(res["ways"]) == {"baseline", "fast"} and res["environment"]["cpu_count"]
-    for row in res["ways"].values():
-        assert row["real_tokens"] == res["ways"]["baseline"]["real_tokens"] > 0    # the same examples both ways
-        assert 0 <= row["padding_share"] < 1 and row["tokens_per_s"] > 0 and row["steps"] > 0
-    assert res["ways"]["fast"]["steps"] < res["ways"]["baseline"]["steps"]           # the larger batch
+
+def _run(script, args, tmp_path):
+    out = tmp_path / f"{script}.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))          # the session's cache of tiny models (conftest)
+    done = subprocess.run([sys.executable, f"{script}.py", *args, "--out", str(out)], env=env, cwd=BENCH,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_every_benchmark_script_has_a_smoke_run_here():
+    scripts = {p.stem for p in BENCH.glob("bench_*.py")}
+    assert scripts == set(SMOKE), scripts ^ set(SMOKE)
+
+
+def _pair(tmp_path, tiny_dirs):
+    pair = tmp_path / "pair"
+    for s in ("mixed", "two-stage"):
+        (pair / s).mkdir(parents=True)
+        (pair / s / "model").symlink_to(tiny_dirs["tiny-llama"])
+    return pair
+
+
+SMOKE = {
+    "bench_train_fast": (lambda t, d, data: ["--smoke"], {"ways", "environment", "cpu_capability"}),
+    "bench_train_step": (lambda t, d, data: ["--model", "tiny-llama", "--repeats", "2"], {"environment"}),
+    "bench_train_step_gpu": (lambda t, d, data: ["--model", "tiny-llama", "--device", "cpu", "--steps", "2",
+                                                 "--warmup", "1", "--ways", "eager,fused"], {"ways", "environment"}),
+    "bench_trace": (lambda t, d, data: ["--model", "tiny-llama", "--n-examples", "4", "--batch-size", "4",
+                                        "--repeats", "1"], {"environment"}),
+    "bench_patching": (lambda t, d, data: ["--model", "tiny-llama"], {"environment"}),
+    "bench_consistency": (lambda t, d, data: ["--model", "tiny-llama", "--people", "2", "--repeats", "1"],
+                          {"environment"}),
+    "bench_head_restore": (lambda t, d, data: ["--base", str(d["tiny-llama"]), "--finetuned", str(d["tiny-llama"]),
+                                               "--data", str(data), "--max-people", "2", "--layers", "0,1"],
+                           {"speedup", "max_abs_diff", "peak_mem_ratio", "n_questions"}),
+    "bench_side_by_side": (lambda t, d, data: ["--model", "tiny-llama", "--steps", "2", "--threads", "2"],
+                           {"environment"}),
+    "bench_analyses_side_by_side": (lambda t, d, data: ["--pair", str(_pair(t, d)), "--base", "tiny-llama",
+                                                        "--people", "6", "--threads", "2"], {"environment"}),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_benchmark_smoke(script, tiny_dirs, tiny_data, tmp_path):
+    args, keys = SMOKE[script]
+    res = _run(script, args(tmp_path, tiny_dirs, tiny_data), tmp_path)
+    assert keys <= set(res), keys - set(res)
+    if script == "bench_train_fast":
+        for row in res["ways"].values():
+            assert row["real_tokens"] == res["ways"]["baseline"]["real_tokens"] > 0   # the same examples both ways
+            assert 0 <= row["padding_share"] < 1 and row["tokens_per_s"] > 0
+        assert res["ways"]["fast"]["steps"] < res["ways"]["baseline"]["steps"]       # the larger batch
+    if script == "bench_head_restore":
+        assert res["max_abs_diff"] == 0.0                                             # exact, as on the real model

@@ -28,5 +28,8 @@ def test_demo_notebook_runs(path, isolated_cache, monkeypatch, tmp_path):
         assert "<script" in html and "circuitsvis" in html.lower()
     if "heads" in path.stem or "recipes" in path.stem:   # figures inline plotly.js: no CDN, no MathJax
         assert "plotly" in html.lower()
+        assert len(re.findall(r"plotly\.js v\d", html)) == 1      # the bundle once, with the first figure
+    first = "".join(nb.cells[0].source)
+    assert f"jupyter-execute --inplace demos/{path.name}" in first and "ipykernel install" in first
     assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
     assert not re.search(r"<link[^>]+href=[\"']?https?:", html)

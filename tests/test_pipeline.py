@@ -181,7 +181,7 @@ def test_quick_reproduction(quick_run):
     assert lines[0] == "import recall_circuits as rc" and len(lines) - 1 <= 10, lines     # ≤ 10 lines after it
     env: dict = {}
     exec(compile(block.replace("runs/quick", str(out)), "README.md", "exec"), env)
-    assert list(env["shared"].columns) == ["layer", "head", "label", "shared"] and len(env["shared"]) == 8
+    assert list(env["shared"].columns) == ["layer", "head", "label", "shared", "rank"] and len(env["shared"]) == 8
     assert env["before"] <= 0 and env["after"] <= 0 and env["after"] != env["before"]
     df = env["patching"].to_dataframe()
     assert list(df.columns) == ["layer", "pos", "head", "label", "value", "restored"] and df["value"].notna().all()

@@ -302,7 +302,7 @@ def test_trace_result_round_trips_and_its_head_table(bridges, tmp_path):
     table = res.per_head(k)
     grid = res.space.count_per_query_head(res.space.unflatten(shared_mask(res.influence["bio"], res.influence["qa"],
                                                                           k).float()))
-    assert list(table.columns) == ["layer", "head", "label", "shared"] and len(table) == grid.numel()
+    assert list(table.columns) == ["layer", "head", "label", "shared", "rank"] and len(table) == grid.numel()
     for row in table.itertuples():
         assert row.shared == float(grid[row.layer, row.head]) and row.label == f"L{row.layer}H{row.head}"
     assert list(table["shared"]) == sorted(table["shared"], reverse=True)

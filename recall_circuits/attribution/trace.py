@@ -55,6 +55,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from recall_circuits.data.bios import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.loading import forget_graph, gradients_for
@@ -99,6 +100,7 @@ class TraceConfig:
 
 
 TRACE_SCHEMA_VERSION = 1
+DEFAULT_K_FRAC = 1e-3    # k = 10⁻³ of the traced parameters unless told otherwise (scripts, pipeline, notebooks)
 
 
 @dataclass(frozen=True)
@@ -120,23 +122,54 @@ class TraceResult:
 
         return shared_mask(self.influence["bio"], self.influence["qa"], k)
 
-    def per_head(self, k: int) -> Any:
-        """Shared Size per query head at ``k`` (Q+K+V+O entries of S_k; under GQA a group's K/V count in full for
-        each of its query heads): columns ``layer``, ``head``, ``label``, ``shared``, sorted by ``shared``."""
+    @property
+    def default_k(self) -> int:
+        """The k every part of the project uses unless told otherwise: ``DEFAULT_K_FRAC`` (10⁻³) of the traced
+        parameters, at least 1."""
+        return max(1, round(DEFAULT_K_FRAC * self.space.P))
+
+    def per_head(self, k: int | None = None, *, gqa: str = "split") -> Any:
+        """Shared Size per query head at ``k`` (default :attr:`default_k`): the Q+K+V+O entries of S_k, under GQA a
+        group's K/V entries split equally among its query heads, so the column sums to S_k's attention entries
+        (the same numbers as :func:`~recall_circuits.attribution.shared.head_stats`). Columns ``layer``, ``head``,
+        ``label``, ``shared``, ``rank`` (1 = largest; tied heads share a rank), sorted by ``shared``. ``gqa="full"``
+        gives instead ``touched``: a group's K/V entries counted in full for each of its query heads (what restoring
+        the head touches; not a Shared Size, the column does not sum to S_k)."""
         import pandas as pd  # noqa: PLC0415
 
         from recall_circuits.models.params import head_label  # noqa: PLC0415
 
-        grid = self.space.count_per_query_head(self.space.unflatten(self.shared(k).float()))
+        if gqa not in ("split", "full"):
+            raise RecallCircuitsError(f"gqa must be 'split' or 'full', not {gqa!r}")
+        k = self._k(k)
+        grid = self.space.count_per_query_head(self.space.unflatten(self.shared(k).float()), gqa=gqa)  # type: ignore[arg-type]
+        col = "shared" if gqa == "split" else "touched"
         rows = [(lay, h, head_label(lay, h), float(grid[lay, h])) for lay in range(grid.shape[0])
                 for h in range(grid.shape[1])]
-        df = pd.DataFrame(rows, columns=["layer", "head", "label", "shared"])
-        return df.sort_values(["shared", "layer", "head"], ascending=[False, True, True], ignore_index=True)
+        df = pd.DataFrame(rows, columns=["layer", "head", "label", col])
+        df["rank"] = df[col].rank(method="min", ascending=False).astype(int)
+        return df.sort_values([col, "layer", "head"], ascending=[False, True, True], ignore_index=True)
 
-    def top_heads(self, k: int, n: int = 1) -> list[tuple[int, int]]:
-        """The ``n`` query heads with the largest Shared Size at ``k``, as (layer, head), largest first."""
-        df = self.per_head(k).head(n)
+    def top_heads(self, k: int | None = None, n: int = 1) -> list[tuple[int, int]]:
+        """The query heads ranked ``n`` or better by Shared Size at ``k`` (default :attr:`default_k`), as (layer,
+        head), largest first. Ties are reported as ties: heads that share the ``n``-th rank are all returned (more
+        than ``n``); heads with no shared entry are never returned (fewer than ``n`` when fewer have any)."""
+        if n < 1:
+            raise RecallCircuitsError(f"n must be >= 1, got {n}")
+        df = self.per_head(k)
+        df = df[(df["rank"] <= n) & (df["shared"] > 0)]
         return [(int(lay), int(h)) for lay, h in zip(df["layer"], df["head"])]
+
+    def to_dataframe(self, k: int | None = None) -> Any:
+        """The head table at ``k`` (default :attr:`default_k`): :meth:`per_head` with a ``k`` column."""
+        k = self._k(k)
+        return self.per_head(k).assign(k=k)
+
+    def _k(self, k: int | None) -> int:
+        k = self.default_k if k is None else k
+        if not 1 <= k <= self.space.P:
+            raise RecallCircuitsError(f"k = {k} is outside [1, P = {self.space.P}]")
+        return k
 
     def save(self, out: str | Any) -> Any:
         """Write ``influence.safetensors`` and ``trace.json`` into the folder ``out`` (made if needed)."""
@@ -181,9 +214,12 @@ class TraceResult:
 
 
 def select_people(dataset: Dataset, n_people: int, split: str) -> list[int]:
+    """The first ``n_people`` people of ``split`` by id; more than the split holds is an error."""
+    checks.split(split, allow_all=True, allow_none=False)
     ids = dataset.person_ids(None if split == "all" else split)
     if not ids:
         raise RecallCircuitsError(f"the dataset has no people in split {split!r}")
+    checks.count(n_people, len(ids), "n_people", f"the {split} split")
     return sorted(ids)[:n_people]
 
 
@@ -553,6 +589,7 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
 def trace(model: Any, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, base: Any | None = None,
           verbose: bool = False) -> TraceResult:
     """The cross-task trace of ``model`` (a fine-tuned bridge) for BIO and QA of ``cfg.n_people`` people."""
+    checks.bridge(model)
     if cfg.scale == "movement" and base is None:
         raise RecallCircuitsError("scale='movement' needs the pretrained model (base=...)")
     space = ParamSpace(model, include=cfg.include, biases=cfg.biases)

@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.results import Result, head_rows
 
@@ -127,10 +128,14 @@ class RoleMasses(Result):
         return pd.DataFrame(rows)
 
 
-def role_masses(model: Any, dataset: Dataset, people: list[int], attributes: list[str] | None = None, *,
+def role_masses(model: Any, dataset: Dataset, people: list[int] | Tensor, attributes: list[str] | None = None, *,
                 batch_size: int = 16, threshold: float = 0.3) -> RoleMasses:
     """Per-head role masses in both formats, their similarity, and head labels."""
     tok = model.tokenizer
+    checks.bridge(model)
+    people = checks.people(people, dataset.person_ids())
+    if attributes is not None:
+        checks.members(attributes, dataset.config.attributes, "attributes")
     pairs = aligned_pairs(tok, dataset, people, attributes)
     per = torch.stack([_masses_for(model, [p[f] for p in pairs], batch_size) for f in FORMATS])  # [2,n,L,H,4]
     mean = per.mean(1)
@@ -202,7 +207,9 @@ def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_peop
     if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
         return done
     ds = load_dataset(data)
-    people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
+    ids = ds.person_ids(None if split == "all" else split)
+    checks.count(n_people, len(ids), "--people", f"the {split} split of {data}")
+    people = sorted(ids)[:n_people]
     bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
     first = next(iter(bridges.values()))
     for k, b in bridges.items():

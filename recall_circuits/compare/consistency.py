@@ -31,6 +31,7 @@ from torch import Tensor
 
 from recall_circuits.compare.attention import aligned_pairs
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.loading import forget_graph, gradients_for
@@ -347,7 +348,9 @@ def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: in
     if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
         return done
     ds = load_dataset(data)
-    people = sorted(ds.person_ids(None if split == "all" else split))[:n_people]
+    ids = ds.person_ids(None if split == "all" else split)
+    checks.count(n_people, len(ids), "--people", f"the {split} split of {data}")
+    people = sorted(ids)[:n_people]
     if not people:
         raise RecallCircuitsError(f"no people in split {split!r}")
     bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}

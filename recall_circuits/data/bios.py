@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from recall_circuits.data import pools
 from recall_circuits.data.pools import load_pools
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 
 Split = Literal["id", "ood"]
@@ -92,12 +93,15 @@ class Dataset:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def bio(self, split: Split | None = None) -> list[dict[str, Any]]:
+        checks.split(split)
         return [e for e in self.bio_examples if split is None or e["split"] == split]
 
     def qa(self, split: Split | None = None) -> list[dict[str, Any]]:
+        checks.split(split)
         return [e for e in self.qa_examples if split is None or e["split"] == split]
 
     def person_ids(self, split: Split | None = None) -> list[int]:
+        checks.split(split)
         return [p["id"] for p in self.people if split is None or p["split"] == split]
 
 

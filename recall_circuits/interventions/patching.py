@@ -35,6 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import head_label
 from recall_circuits.models.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
@@ -330,6 +331,8 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
     first answer tokens; and, for the clean person, the BIO prefix up to the value with role positions."""
     from recall_circuits.data.bios import tokenize_bio, tokenize_qa  # noqa: PLC0415
 
+    checks.split(split, allow_all=True, allow_none=False)
+    checks.count(n_pairs, 10**9, "n_pairs")
     qa = dataset.qa(None if split == "all" else split)
     toks = [tokenize_qa(tokenizer, e) for e in qa]
     bio = {e["person"]: tokenize_bio(tokenizer, e) for e in dataset.bio() if e.get("copy", 0) == 0}
@@ -358,8 +361,9 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
             break
         if len(pairs) >= n_pairs:
             break
-    if not pairs:
-        raise RecallCircuitsError("no (clean, corrupted) QA pairs of equal length with different answers")
+    if len(pairs) < n_pairs:
+        raise RecallCircuitsError(f"n_pairs = {n_pairs}, but the {split} questions make only {len(pairs)} (clean, "
+                                  "corrupted) pairs of equal length with different answers")
     return pairs
 
 

@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import COMPONENTS, Component, ParamSpace, check_head, head_views, source_views
 from recall_circuits.results import Result
@@ -62,6 +63,9 @@ def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
     """Within the block, the listed (layer, head)s of ``ft`` hold ``base``'s slices: Q and O of the head, K and V
     of its KV group (under GQA this restores K/V for every query head of the group), and their biases.
     ``base`` is the pretrained model or its :class:`~recall_circuits.models.params.HeadSlices`."""
+    checks.bridge(ft, "ft")
+    heads = checks.heads(heads, ft.cfg.n_layers, ft.cfg.n_heads)
+    checks.members(components, COMPONENTS, "components")
     saved: list[tuple[Tensor, Tensor]] = []
     try:
         with torch.no_grad():

@@ -13,6 +13,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ import torch
 from recall_circuits.runs.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.registry import offline_and_quiet, resolve_model
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -76,11 +80,19 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
+    """The checkpoint's tokenizer (saved with it: ``tokenizer.save_pretrained(dir)``); a checkpoint without one is
+    a one-line error."""
     from transformers import AutoTokenizer  # noqa: PLC0415
 
     path = resolve_model(name_or_dir)
-    with offline_and_quiet():
-        tok = AutoTokenizer.from_pretrained(path)
+    try:
+        with offline_and_quiet():
+            tok = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - whatever the tokenizer class raises, the cause is the folder
+        has = sorted(f.name for f in Path(path).glob("*token*")) or ["no tokenizer files"]
+        raise RecallCircuitsError(f"{path} has no usable tokenizer ({', '.join(has)}): save the tokenizer with the "
+                                  f"model (tokenizer.save_pretrained(dir)); {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -97,20 +109,68 @@ def load_hf(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     return model.to(device), load_tokenizer(path)
 
 
+# the self-check's tolerance: max |bridge logits - Hugging Face logits| over the largest |logit|, by load dtype
+SELF_CHECK_TOL = {torch.float32: 1e-4, torch.float64: 1e-6, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+
+
+def _architecture(path: Path) -> str:
+    try:
+        return ", ".join(json.loads((path / "config.json").read_text()).get("architectures") or ["?"])
+    except (OSError, ValueError):
+        return "?"
+
+
+def check_bridge(bridge: Any, path: str | os.PathLike[str], *, on_mismatch: str = "error") -> float:
+    """Compare the bridge's logits with the Hugging Face model's own (loaded afresh from ``path``) on one short
+    input; return the relative difference (max |Δ| over the largest |logit|). Above ``SELF_CHECK_TOL`` for the
+    bridge's dtype: a one-line error naming the architecture and the difference (``on_mismatch="warn"``: a
+    warning; ``"off"``: not checked, 0.0)."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    if on_mismatch not in ("error", "warn", "off"):
+        raise RecallCircuitsError(f"on_mismatch must be error, warn or off, not {on_mismatch!r}")
+    if on_mismatch == "off":
+        return 0.0
+    path = Path(path)
+    dtype = next(bridge.parameters()).dtype
+    with offline_and_quiet():
+        ref = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager")
+    ref.eval()
+    ids = ((torch.arange(8) * 7 + 5) % bridge.cfg.d_vocab).unsqueeze(0)
+    with torch.inference_mode():
+        want = ref(input_ids=ids).logits.float()
+        got = bridge(ids.to(bridge.cfg.device)).float().cpu()
+    rel = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
+    if rel > SELF_CHECK_TOL.get(dtype, 1e-4):
+        tol = SELF_CHECK_TOL.get(dtype, 1e-4)
+        msg = (f"{path} ({_architecture(path)}): the TransformerBridge computes other logits than the Hugging Face "
+               f"model (max |difference| {rel:.2g} of the largest logit, tolerance {tol:g}); every analysis of it "
+               "would be wrong")
+        if on_mismatch == "error":
+            raise RecallCircuitsError(msg + " (on_mismatch='warn' loads it anyway)")
+        log.warning("%s", msg)
+    return rel
+
+
 def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
-                dtype: str | torch.dtype = "float32") -> Any:
-    """A ``TransformerBridge`` in eval mode, raw weights (no folding), loaded from a local directory only."""
+                dtype: str | torch.dtype = "float32", on_mismatch: str = "error") -> Any:
+    """A ``TransformerBridge`` in eval mode, raw weights (no folding), loaded from a local directory only, and
+    checked against the Hugging Face model it wraps (:func:`check_bridge`; ``on_mismatch``: ``error``, ``warn``
+    or ``off``). A failure inside TransformerLens is one line naming the checkpoint and its architecture."""
     from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
 
     path = resolve_model(name_or_dir)
     try:
         with offline_and_quiet():
             bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=parse_dtype(dtype))
-    except (OSError, ValueError, KeyError) as exc:
-        raise RecallCircuitsError(f"could not load {path} into a TransformerBridge: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - TransformerLens raises many kinds; the user needs the one line
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise RecallCircuitsError(f"could not load {path} ({_architecture(Path(path))}) into a TransformerBridge: "
+                                  f"{type(exc).__name__}: {first}") from exc
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
+    check_bridge(bridge, path, on_mismatch=on_mismatch)
     return bridge
 
 

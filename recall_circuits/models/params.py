@@ -351,11 +351,11 @@ class ParamSpace:
                     out[comp][layer] += m[self.unit_indices(layer, attr)].sum(dim=1)
         return out
 
-    def count_per_query_head(self, masks: dict[str, Tensor], gqa: Literal["full", "split"] = "full"
+    def count_per_query_head(self, masks: dict[str, Tensor], gqa: Literal["full", "split"] = "split"
                              ) -> Float[Tensor, "n_layers n_heads"]:
-        """Q+K+V+O count per query head. Under GQA the K/V count of a group is attributed to each of its query
-        heads in full (``"full"``, what restoring a head touches) or divided equally among them (``"split"``,
-        so the table sums to the total)."""
+        """Q+K+V+O count per query head. Under GQA the K/V count of a group is divided equally among its query
+        heads (``"split"``, the project's Shared Size per head: the table sums to the attention total) or
+        attributed to each of them in full (``"full"``: the entries restoring the head touches)."""
         c = self.count_per_head(masks)
         share = self.n_heads // self.n_kv_heads
         kv = (c["K"] + c["V"]).repeat_interleave(share, dim=1)

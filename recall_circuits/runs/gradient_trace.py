@@ -22,7 +22,7 @@ from recall_circuits.models.registry import resolve_model
 from recall_circuits.training.parallel import collective_device, process_group, world
 from recall_circuits.interventions.restore import load_mask, restore_ablation, save_mask
 from recall_circuits.attribution.shared import head_stats, log_grid, random_like_mask, shared_curve, top_k_mask
-from recall_circuits.attribution.trace import TraceConfig, trace
+from recall_circuits.attribution.trace import DEFAULT_K_FRAC, TraceConfig, trace
 
 log = logging.getLogger(__name__)
 PRETRAINED_LABEL = "pretrained (no fine-tuning)"
@@ -36,7 +36,7 @@ class TraceRunConfig:
     out: str
     trace: TraceConfig = TraceConfig()
     k: int | None = None               # size of Top_k for the shared set; None: round(k_frac * P)
-    k_frac: float = 1e-3
+    k_frac: float = DEFAULT_K_FRAC
     ablation: bool = True
     n_random: int = 1                  # random control sets (seeds 0..n-1)
     eval_batch_size: int = 32

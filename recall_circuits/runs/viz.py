@@ -65,15 +65,19 @@ def share_circuitsvis(doc: str) -> str:
 
 
 def offline_notebook_figures() -> None:
-    """Make plotly figures in notebooks self-contained: plotly.js inlined, no MathJax (plotly's own notebook
-    renderer adds a MathJax ``<script src=...cdnjs...>``). Sets the default renderer to ``recall_circuits``."""
+    """Make plotly figures in notebooks self-contained and light: plotly.js inlined once, with the first figure
+    this kernel shows (the later ones use it from the page), no MathJax (plotly's own notebook renderer adds a
+    MathJax ``<script src=...cdnjs...>``). Sets the default renderer to ``recall_circuits``."""
     import plotly.io as pio  # noqa: PLC0415
     from plotly.io._base_renderers import MimetypeRenderer  # noqa: PLC0415
 
+    shipped = [False]
+
     class OfflineHTML(MimetypeRenderer):
         def to_mimebundle(self, fig_dict: dict) -> dict:
-            html = pio.to_html(fig_dict, include_plotlyjs=True, include_mathjax=False, full_html=False,
+            html = pio.to_html(fig_dict, include_plotlyjs=not shipped[0], include_mathjax=False, full_html=False,
                                validate=False)
+            shipped[0] = True
             return {"application/vnd.plotly.v1+json": fig_dict, "text/html": html}
 
     pio.renderers["recall_circuits"] = OfflineHTML()

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from recall_circuits.data.bios import Dataset, length_batches, tokenize_bio, tokenize_qa
+from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.results import Result
 
@@ -73,6 +74,8 @@ def answer_logprob(model: Any, example: dict[str, Any]) -> float:
     answer's tokens."""
     from recall_circuits.data.bios import tokenize_qa  # noqa: PLC0415
 
+    checks.bridge(model)
+    checks.qa_example(example)
     t = tokenize_qa(model.tokenizer, example)
     ids = torch.tensor([t["input_ids"]], device=next(model.parameters()).device)
     lp = model(ids)[0].float().log_softmax(-1)

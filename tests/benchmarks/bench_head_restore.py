@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         res = subprocess.run(cmd, check=True, capture_output=True, text=True)
         mem[kind] = json.loads(res.stdout.strip().splitlines()[-1])
     res = {"benchmark": "head_restore", "base": args.base, "finetuned": args.finetuned,
-           "layers": args.layer_list, "heads_swept": len(args.layer_list) * H, "n_questions": ours["n_questions"],
+           "layers": args.layer_list, "heads_swept": len(args.layer_list) * H, "n_questions": ours.n_questions,
            "baseline": "deepcopy of the fine-tuned model + pretrained head slices loaded + QAScorer, per head",
            "baseline_s": base_s, "ours_s": ours_s, "speedup": base_s / ours_s, "max_abs_diff": diff,
            "peak_mem_plain_eval_bytes": mem["plain"]["peak_above_start"],
