@@ -42,8 +42,8 @@ SMOKE = {
     "bench_train_step_gpu": (lambda t, d, data: ["--model", "tiny-llama", "--device", "cpu", "--steps", "2",
                                                  "--warmup", "1", "--ways", "eager,fused"], {"ways", "environment"}),
     "bench_trace": (lambda t, d, data: ["--model", "tiny-llama", "--n-examples", "4", "--batch-size", "4",
-                                        "--repeats", "1"], {"environment"}),
-    "bench_patching": (lambda t, d, data: ["--model", "tiny-llama"], {"environment"}),
+                                        "--repeats", "1"], {"cpu_count", "load_average"}),
+    "bench_patching": (lambda t, d, data: ["--model", "tiny-llama"], {"cpu_count", "load_average"}),
     "bench_consistency": (lambda t, d, data: ["--model", "tiny-llama", "--people", "2", "--repeats", "1"],
                           {"environment"}),
     "bench_head_restore": (lambda t, d, data: ["--base", str(d["tiny-llama"]), "--finetuned", str(d["tiny-llama"]),
@@ -52,7 +52,7 @@ SMOKE = {
     "bench_side_by_side": (lambda t, d, data: ["--model", "tiny-llama", "--steps", "2", "--threads", "2"],
                            {"environment"}),
     "bench_analyses_side_by_side": (lambda t, d, data: ["--pair", str(_pair(t, d)), "--base", "tiny-llama",
-                                                        "--people", "6", "--threads", "2"], {"environment"}),
+                                                        "--people", "10", "--threads", "2"], {"environment"}),
 }
 
 
