@@ -13,7 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-ARCHS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi")
+ARCHS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi", "tiny-mistral", "tiny-qwen3", "tiny-falcon")
 NETWORK_ATTEMPTS: list[tuple[str, object]] = []
 
 

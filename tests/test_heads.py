@@ -23,6 +23,11 @@ def hand_slices(hf, arch, layer, head):
         a = hf.gpt_neox.layers[layer].attention
         w = a.query_key_value.weight.view(nh, 3, dh, dm)
         return {"Q": w[head, 0].T, "K": w[head, 1].T, "V": w[head, 2].T, "O": a.dense.weight[:, head * dh:(head + 1) * dh].T}
+    if arch == "tiny-falcon":                 # multi-query fused QKV: every query head, then one K, then one V
+        a = hf.transformer.h[layer].self_attention
+        w = a.query_key_value.weight            # [(n_heads + 2) * d_head, d_model]
+        return {"Q": w[head * dh:(head + 1) * dh].T, "K": w[nh * dh:(nh + 1) * dh].T,
+                "V": w[(nh + 1) * dh:(nh + 2) * dh].T, "O": a.dense.weight[:, head * dh:(head + 1) * dh].T}
     a = hf.model.layers[layer].self_attn      # Llama, Gemma (one key/value head), Phi (output projection "dense")
     kv = head // (nh // (cfg.num_key_value_heads or nh))
     out = a.dense if arch == "tiny-phi" else a.o_proj

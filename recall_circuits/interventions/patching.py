@@ -326,13 +326,14 @@ def patching_sweep(model: Any, pair: dict[str, Any], what: Literal["heads", "res
     return PatchingResult(patch_resid_by_pos(model, clean, corr, metric), ["layer", "pos"], *ends, what)
 
 
-def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "ood") -> list[dict[str, Any]]:
+def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "ood", *, what: str = "n_pairs"
+                      ) -> list[dict[str, Any]]:
     """(clean, corrupted) QA prompts of the same attribute and token length, for different people with different
     first answer tokens; and, for the clean person, the BIO prefix up to the value with role positions."""
     from recall_circuits.data.bios import tokenize_bio, tokenize_qa  # noqa: PLC0415
 
     checks.split(split, allow_all=True, allow_none=False)
-    checks.count(n_pairs, 10**9, "n_pairs")
+    checks.count(n_pairs, 10**9, what)
     qa = dataset.qa(None if split == "all" else split)
     toks = [tokenize_qa(tokenizer, e) for e in qa]
     bio = {e["person"]: tokenize_bio(tokenizer, e) for e in dataset.bio() if e.get("copy", 0) == 0}
@@ -362,7 +363,7 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
         if len(pairs) >= n_pairs:
             break
     if len(pairs) < n_pairs:
-        raise RecallCircuitsError(f"n_pairs = {n_pairs}, but the {split} questions make only {len(pairs)} (clean, "
+        raise RecallCircuitsError(f"{what} = {n_pairs}, but the {split} questions make only {len(pairs)} (clean, "
                                   "corrupted) pairs of equal length with different answers")
     return pairs
 
@@ -386,10 +387,7 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
     if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
         return done
     ds = load_dataset(data)
-    pairs = qa_patching_pairs(load_tokenizer(model_path), ds, n_pairs, split)
-    if len(pairs) < n_pairs:
-        raise RecallCircuitsError(f"--pairs {n_pairs}: the {split} questions of {data} make only {len(pairs)} "
-                                  "(clean, corrupted) pairs of equal length with different answers")
+    pairs = qa_patching_pairs(load_tokenizer(model_path), ds, n_pairs, split, what="--pairs")
     model = load_bridge(model_path, device=device, dtype=dtype)
     run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
     heads, resid, attr, cross = [], [], [], []

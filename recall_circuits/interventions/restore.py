@@ -57,15 +57,35 @@ def restore_params(ft: Any, base: Any, space: ParamSpace, mask: Bool[Tensor, " P
                 p[where] = old
 
 
+def qk_norm_views(model: Any, layer: int) -> dict[str, Tensor]:
+    """The weights of ``layer``'s query and key norms where its attention has them (QK-norm: Qwen3, OLMo 2, Gemma
+    3), as ``q_norm`` / ``k_norm`` (the tensors the forward reads); empty for attention without them."""
+    orig = getattr(model.blocks[layer].attn, "_original_component", None)
+    out = {}
+    for name in ("q_norm", "k_norm"):
+        w = getattr(getattr(orig, name, None), "weight", None)
+        if isinstance(w, Tensor):
+            out[name] = w
+    return out
+
+
 @contextlib.contextmanager
 def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
-                  components: tuple[Component, ...] = COMPONENTS, biases: bool = True) -> Iterator[Any]:
+                  components: tuple[Component, ...] = COMPONENTS, biases: bool = True,
+                  norms: bool = False) -> Iterator[Any]:
     """Within the block, the listed (layer, head)s of ``ft`` hold ``base``'s slices: Q and O of the head, K and V
     of its KV group (under GQA this restores K/V for every query head of the group), and their biases.
-    ``base`` is the pretrained model or its :class:`~recall_circuits.models.params.HeadSlices`."""
+    ``base`` is the pretrained model or its :class:`~recall_circuits.models.params.HeadSlices`.
+
+    On a decoder with QK-norm the norms' weights are not a head's own (Qwen3: one weight over a head's dimensions,
+    shared by every head of the layer; OLMo 2: one over all heads together), so by default they stay fine-tuned;
+    ``norms=True`` also restores the whole query and key norm of each listed head's layer (every head of that layer
+    then sees the pretrained norm; ``base`` must be the pretrained model)."""
     checks.bridge(ft, "ft")
     heads = checks.heads(heads, ft.cfg.n_layers, ft.cfg.n_heads)
     checks.members(components, COMPONENTS, "components")
+    if norms:
+        checks.bridge(base, "base (norms=True restores whole norm weights)")
     saved: list[tuple[Tensor, Tensor]] = []
     try:
         with torch.no_grad():
@@ -73,6 +93,11 @@ def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
                 check_head(ft, layer, head)
                 src = source_views(base, layer, head, components, biases)
                 for name, view in head_views(ft, layer, head, components, biases).items():
+                    saved.append((view, view.clone()))
+                    view.copy_(src[name])
+            for layer in sorted({layer for layer, _ in heads}) if norms else []:
+                src = qk_norm_views(base, layer)
+                for name, view in qk_norm_views(ft, layer).items():
                     saved.append((view, view.clone()))
                     view.copy_(src[name])
         yield ft

