@@ -1,4 +1,4 @@
-"""Activation patching on bioS QA: same-format (corrupted subject) per head × position and per residual position,
+r"""Activation patching on bioS QA: same-format (corrupted subject) per head × position and per residual position,
 attribution patching, and BIO→QA patching at role-aligned positions.
 
     python analyses/activation_patching.py --model runs/reproduce/mixed/model --data runs/reproduce/data \

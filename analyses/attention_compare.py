@@ -1,4 +1,4 @@
-"""BIO vs QA attention, aligned by role, for several models (e.g. Mix-tuned, Stage-tuned, pretrained).
+r"""BIO vs QA attention, aligned by role, for several models (e.g. Mix-tuned, Stage-tuned, pretrained).
 
     python analyses/attention_compare.py --models mixed=runs/reproduce/mixed/model \
         two-stage=runs/reproduce/two-stage/model pretrained=smollm2-135m \

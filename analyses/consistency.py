@@ -1,4 +1,4 @@
-"""Gradient consistency, representation consistency and input signature of BIO vs QA (the paper's 2026 revision).
+r"""Gradient consistency, representation consistency and input signature of BIO vs QA (the paper's 2026 revision).
 
     python analyses/consistency.py --models mixed=runs/reproduce/mixed/model \
         two-stage=runs/reproduce/two-stage/model --data runs/reproduce/data --out runs/consistency \

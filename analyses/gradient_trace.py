@@ -1,4 +1,4 @@
-"""Cross-task gradient trace: shared parameters between BIO and QA, where they live, and what restoring them does.
+r"""Cross-task gradient trace: shared parameters between BIO and QA, where they live, and what restoring them does.
 
     python analyses/gradient_trace.py --base smollm2-135m --finetuned runs/reproduce/mixed/model \
         --data runs/reproduce/data --out runs/trace/mixed

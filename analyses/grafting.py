@@ -1,4 +1,4 @@
-"""Model grafting: the sparse set of fine-tuning updates that carries QA, and how much of it is shared.
+r"""Model grafting: the sparse set of fine-tuning updates that carries QA, and how much of it is shared.
 
     python analyses/grafting.py --base smollm2-135m --finetuned runs/reproduce/mixed/model \
         --data runs/reproduce/data --trace-dir runs/reproduce/trace-mixed --out runs/graft/mixed

@@ -1,4 +1,4 @@
-"""Head ablation: restore the top-n heads of several rankings (Shared Size, Grafted Size, random) to their
+r"""Head ablation: restore the top-n heads of several rankings (Shared Size, Grafted Size, random) to their
 pretrained weights and measure QA accuracy; and restore every head alone.
 
     python analyses/head_ablation.py --base smollm2-135m --finetuned runs/reproduce/mixed/model \

@@ -1,4 +1,4 @@
-"""QA accuracy (ID and OOD) along fine-tuning runs, at every snapshot each run kept (``snapshot_every``).
+r"""QA accuracy (ID and OOD) along fine-tuning runs, at every snapshot each run kept (``snapshot_every``).
 
     python analyses/learning_curve.py --runs mixed=runs/reproduce/mixed two-stage=runs/reproduce/two-stage \
         --out runs/curve

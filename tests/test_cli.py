@@ -61,10 +61,16 @@ def test_help_names_every_flag_and_its_default(name):
         if isinstance(action, argparse._HelpAction):
             continue
         assert action.help, (name, action.option_strings)
-        if not action.required:
-            assert "%(default)" in formatter._get_help_string(action), (name, action.option_strings)
+        if not action.required:         # the default, or where it comes from ("the preset's")
+            h = formatter._get_help_string(action)
+            assert "%(default)" in h or "default:" in h or "(default" in h, (name, action.option_strings)
     text = ap.format_help()
     assert "(default: " in text and "--help" in text
+    flat = " ".join(text.split())
+    assert "preset's) (default: None)" not in flat and "(default: ['" not in flat   # defaults as a user types them
+    doc = importlib.import_module(f"analyses.{name}").__doc__ or ""
+    assert ("\\\n" in doc) == ("\\\n" in Path(ROOT / "analyses" / f"{name}.py").read_text().split('"""')[1]), \
+        "a docstring's line continuations are kept in --help"
 
 
 def _examples(name: str) -> list[list[str]]:

@@ -118,3 +118,16 @@ def test_the_type_checking_switch(things):
         env = dict(os.environ, PYTHONPATH=str(ROOT), RECALL_CIRCUITS_TYPECHECK=flag)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert out.stdout.strip().splitlines()[-1].startswith(want), (flag, out.stdout, out.stderr[-2000:])
+
+
+def test_a_corrupted_data_file_names_its_line(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    lines = (data / "qa.jsonl").read_text().splitlines()
+    lines[40] = lines[40][:30]
+    (data / "qa.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecallCircuitsError, match=r"qa.jsonl is corrupted at line 41 \(") as exc:
+        rc.load_dataset(data)
+    assert "\n" not in str(exc.value)

@@ -30,8 +30,16 @@ def _check_views_render(report, n_views):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """A quick reproduction (on a CPU: fine-tuning and each recipe's analyses side by side, in child processes)."""
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("quick") / "r"
-    assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    # --no-progress: no progress bar in this process, nor in the children's logs
+    logs = "".join(f.read_text() for f in out.glob("*.log"))
+    assert "it/s]" not in err.getvalue() and "it/s]" not in logs, (err.getvalue() + logs)[-2000:]
     return out
 
 

@@ -255,11 +255,18 @@ def write_dataset(ds: Dataset, out: str | Path, *, overwrite: bool = False) -> P
 
 
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; a broken line is a one-line error naming the file and that line's number."""
+    rows = []
     with open(path, encoding="utf-8") as f:
-        try:
-            return [json.loads(line) for line in f if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise RecallCircuitsError(f"{path} is corrupted ({exc}); generate the data again") from exc
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RecallCircuitsError(f"{path} is corrupted at line {number} ({exc.msg}, column {exc.colno}); "
+                                          "generate the data again") from exc
+    return rows
 
 
 def data_identity(path: str | Path) -> dict[str, Any]:

@@ -37,7 +37,16 @@ SPLITS = ("id", "ood", "all")
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The scripts' help: the module docstring as written (its examples keep their line breaks) and every option's
-    default."""
+    default, as a user types it (``0,1,2``, not a Python list; an option whose text already says where its default
+    comes from, e.g. "the preset's", gets no second "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default:" in text or "(default" in text:
+            return text
+        if isinstance(action.default, list | tuple) and action.default and not action.nargs:
+            return text + " (default: " + ",".join(str(v) for v in action.default) + ")"
+        return super()._get_help_string(action)
 
 
 def parser(description: str | None) -> argparse.ArgumentParser:

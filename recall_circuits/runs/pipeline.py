@@ -199,7 +199,7 @@ def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> dict[str, Any]:
 
     return ctx.stage(out, "activation patching (same format, across formats, attribution)", lambda:
                      run_activation_patching(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True,
-                                             device=ctx.device, dtype=ctx.dtype),
+                                             device=ctx.device, dtype=ctx.dtype, verbose=ctx.verbose),
                      ctx.identity({"finetuned": finetuned}))
 
 
@@ -208,7 +208,7 @@ def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> dict[str, Any]:
 
     return ctx.stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
         models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10, overwrite=True, device=ctx.device,
-        dtype=ctx.dtype), ctx.identity(models))
+        dtype=ctx.dtype, verbose=ctx.verbose), ctx.identity(models))
 
 
 def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, str] | None = None
@@ -217,7 +217,7 @@ def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, 
 
     return ctx.stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
         models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True,
-        device=ctx.device, dtype=ctx.dtype),
+        device=ctx.device, dtype=ctx.dtype, verbose=ctx.verbose),
         ctx.identity(models, along=sorted(along or {})))
 
 
