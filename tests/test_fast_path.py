@@ -95,3 +95,23 @@ def test_bf16_and_compile_give_the_plain_loss(tiny_dirs, tiny_data, tmp_path, mo
     assert any(p["loss"] != b["loss"] for p, b in zip(plain, bf16))         # bf16 did run in bfloat16
     w = _weights(tmp_path / "compiled" / "model")
     assert w.keys() == _weights(tmp_path / "plain" / "model").keys()       # compiled in place: the same names
+
+
+def test_two_recipes_at_once_on_the_fast_path_equal_one_after_the_other(tiny_dirs, tiny_data, tmp_path):
+    """Both recipes trained at once, each in its own process (what a GPU run of the scaling study does on one
+    device), give the weights each gives alone in this process, with the fast path's options on."""
+    from recall_circuits.training.side_by_side import run_side_by_side
+
+    kw = _kw(tiny_dirs, tiny_data, epochs=1, length_buckets=True, log_every=5, checkpoint_every=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # the children's thread count: the same reductions
+    try:
+        alone = {s: train(TrainConfig(**(kw | {"strategy": s}), out=str(tmp_path / "alone" / s)), verbose=False)
+                 for s in ("mixed", "two-stage")}
+    finally:
+        torch.set_num_threads(threads)
+    cfgs = {s: kw | {"strategy": s, "out": str(tmp_path / "both" / s)} for s in ("mixed", "two-stage")}
+    run_side_by_side(cfgs, logs=tmp_path / "both", threads=1, verbose=False, poll_s=0.2)
+    for s in cfgs:
+        a, b = _weights(alone[s]), _weights(tmp_path / "both" / s / "model")
+        assert all(torch.equal(a[k], b[k]) for k in a), s
