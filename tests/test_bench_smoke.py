@@ -14,13 +14,25 @@ from conftest import ROOT
 BENCH = ROOT / "tests" / "benchmarks"
 
 
-def _run(script, args, tmp_path):
-    out = tmp_path / f"{script}.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))          # the session's cache of tiny models (conftest)
-    done = subprocess.run([sys.executable, f"{script}.py", *args, "--out", str(out)], env=env, cwd=BENCH,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text())
+def _start(script, args, out):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")   # the session's cache of tiny models
+    return subprocess.Popen([sys.executable, f"{script}.py", *args, "--out", str(out)], env=env, cwd=BENCH,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tiny_dirs, tiny_data, tmp_path_factory):
+    """Every benchmark's smoke run, all at once (most of each is starting Python and torch): script -> (exit
+    status, stderr's end, JSON or None)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    procs = {name: _start(name, args(tmp, tiny_dirs, tiny_data), tmp / f"{name}.json")
+             for name, (args, _) in SMOKE.items()}
+    done = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        f = tmp / f"{name}.json"
+        done[name] = (proc.returncode, err[-3000:], json.loads(f.read_text()) if f.is_file() else None)
+    return done
 
 
 def test_every_benchmark_script_has_a_smoke_run_here():
@@ -49,17 +61,18 @@ SMOKE = {
     "bench_head_restore": (lambda t, d, data: ["--base", str(d["tiny-llama"]), "--finetuned", str(d["tiny-llama"]),
                                                "--data", str(data), "--max-people", "2", "--layers", "0,1"],
                            {"speedup", "max_abs_diff", "peak_mem_ratio", "n_questions"}),
-    "bench_side_by_side": (lambda t, d, data: ["--model", "tiny-llama", "--steps", "2", "--threads", "2"],
+    "bench_side_by_side": (lambda t, d, data: ["--model", "tiny-llama", "--steps", "2", "--threads", "1"],
                            {"environment"}),
     "bench_analyses_side_by_side": (lambda t, d, data: ["--pair", str(_pair(t, d)), "--base", "tiny-llama",
-                                                        "--people", "10", "--threads", "2"], {"environment"}),
+                                                        "--people", "10", "--threads", "1"], {"environment"}),
 }
 
 
 @pytest.mark.parametrize("script", sorted(SMOKE))
-def test_benchmark_smoke(script, tiny_dirs, tiny_data, tmp_path):
-    args, keys = SMOKE[script]
-    res = _run(script, args(tmp_path, tiny_dirs, tiny_data), tmp_path)
+def test_benchmark_smoke(script, smoke_runs):
+    code, err, res = smoke_runs[script]
+    assert code == 0 and res is not None, err
+    keys = SMOKE[script][1]
     assert keys <= set(res), keys - set(res)
     if script == "bench_train_fast":
         for row in res["ways"].values():

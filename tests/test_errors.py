@@ -114,10 +114,12 @@ def test_the_type_checking_switch(things):
     code = ("import recall_circuits.interventions.patching as p, torch\n"
             "try:\n    p.logit_diff_metric(torch.tensor([[1]]), torch.tensor([2]))\nexcept Exception as e:\n"
             "    print(type(e).__module__)\nelse:\n    print('unchecked')\n")
-    for flag, want in (("1", "jaxtyping"), ("0", "unchecked")):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), RECALL_CIRCUITS_TYPECHECK=flag)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-        assert out.stdout.strip().splitlines()[-1].startswith(want), (flag, out.stdout, out.stderr[-2000:])
+    procs = {flag: subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                                                          RECALL_CIRCUITS_TYPECHECK=flag),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for flag in ("1", "0")}
+    for flag, want in (("1", "jaxtyping"), ("0", "unchecked")):          # both at once: most of each is the import
+        out, err = procs[flag].communicate(timeout=120)
+        assert out.strip().splitlines()[-1].startswith(want), (flag, out, err[-2000:])
 
 
 def test_a_corrupted_data_file_names_its_line(tiny_data, tmp_path):
