@@ -55,11 +55,17 @@ def members(value: Iterable[Any], allowed: Iterable[Any], what: str) -> None:
         raise RecallCircuitsError(f"unknown {what} {bad or items}; choose from {allowed}")
 
 
+def positive(n: Any, what: str) -> int:
+    """``n`` is a whole number of at least 1."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RecallCircuitsError(f"{what} must be a whole number >= 1, got {n!r}")
+    return n
+
+
 def count(n: Any, available: int, what: str, where: str = "the data") -> int:
     """``n`` is a whole number from 1 to ``available`` (a count larger than the data holds is an error, not a
     silent cut)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise RecallCircuitsError(f"{what} must be a whole number >= 1, got {n!r}")
+    positive(n, what)
     if n > available:
         raise RecallCircuitsError(f"{what} = {n}, but {where} has only {available}")
     return n

@@ -333,7 +333,7 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
     from recall_circuits.data.bios import tokenize_bio, tokenize_qa  # noqa: PLC0415
 
     checks.split(split, allow_all=True, allow_none=False)
-    checks.count(n_pairs, 10**9, what)
+    checks.positive(n_pairs, what)
     qa = dataset.qa(None if split == "all" else split)
     toks = [tokenize_qa(tokenizer, e) for e in qa]
     bio = {e["person"]: tokenize_bio(tokenizer, e) for e in dataset.bio() if e.get("copy", 0) == 0}

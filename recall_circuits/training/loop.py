@@ -191,25 +191,34 @@ def enable_checkpointing(model: Any) -> None:
     enable()
 
 
-def token_loss_sum(model: Any, batch: dict[str, torch.Tensor], *, label_rows_only: bool = False
-                   ) -> tuple[torch.Tensor, int]:
+def token_loss_sum(model: Any, batch: dict[str, torch.Tensor], *, label_rows_only: bool = False,
+                   rows: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over label tokens (-100 = ignored), and the number of label tokens.
 
     ``label_rows_only``: the unembedding runs on the positions that predict a label only (for QA, the answer's few
     tokens of each row), from the base model's final hidden states; the same loss when the model's logits are the
     output embedding of those states (:func:`label_rows_exact` checks it), and it needs the plain model, not a DDP
-    wrapper."""
+    wrapper. ``rows``: those positions as flat indices into ``[batch, pos - 1]`` (:func:`label_rows`), computed
+    where the labels are (on the host): given, nothing here waits for the device."""
     tgt = batch["labels"][:, 1:]
     if label_rows_only:
         hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
-        sel = tgt != -100
-        logits = model.get_output_embeddings()(hidden[:, :-1][sel])
-        loss = torch.nn.functional.cross_entropy(logits.float(), tgt[sel], reduction="sum")
-        return loss, int(sel.sum())
+        if rows is None:
+            rows = label_rows(tgt)
+        flat = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, rows)
+        logits = model.get_output_embeddings()(flat)
+        loss = torch.nn.functional.cross_entropy(logits.float(), tgt.reshape(-1).index_select(0, rows),
+                                                 reduction="sum")
+        return loss, int(rows.numel())
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1),
                                              ignore_index=-100, reduction="sum")
-    return loss, int((tgt != -100).sum())
+    return loss, int((tgt != -100).sum()) if rows is None else int(rows.numel())
+
+
+def label_rows(tgt: torch.Tensor) -> torch.Tensor:
+    """The flat indices of the label positions (not -100) of next-token targets ``tgt`` [batch, pos - 1]."""
+    return (tgt.reshape(-1) != -100).nonzero().squeeze(1)
 
 
 def label_rows_exact(model: Any, batch: dict[str, torch.Tensor]) -> bool:
@@ -413,12 +422,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
                 dist.all_reduce(n_tok)
             sums = []
             for k, c in enumerate(collated):
+                rows = _to(label_rows(c["labels"][:, 1:]), cfg.device)      # found on the host: no wait
                 c = {key: _to(v, cfg.device) for key, v in c.items()}
                 sync = k == len(collated) - 1
                 ctx = ddp_model.no_sync() if (world > 1 and not sync) else _null()
                 with ctx, torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16,
                                          enabled=cfg.bf16):
-                    s, _ = token_loss_sum(ddp_model, c, label_rows_only=rows_only)
+                    s, _ = token_loss_sum(ddp_model, c, label_rows_only=rows_only, rows=rows)
                     loss = s * world / n_tok.item()
                     loss.backward()
                 sums.append(s.detach())
