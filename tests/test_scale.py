@@ -3,7 +3,6 @@ loop, and its runner end to end on a tiny model (train both recipes at once, the
 training in each record, resume, the mechanism analyses of the best pair)."""
 
 import json
-from pathlib import Path
 
 import pytest
 

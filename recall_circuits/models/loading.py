@@ -228,8 +228,6 @@ def load_pair(base: str | os.PathLike[str], finetuned: str | os.PathLike[str], *
 
 def finetuned_base_name(ckpt: str | os.PathLike[str]) -> str | None:
     """The base model recorded next to a checkpoint written by :mod:`recall_circuits.training.loop`, if any."""
-    import json  # noqa: PLC0415
-
     meta = Path(ckpt) / "recall_circuits_train.json"
     if meta.is_file():
         return read_json(meta).get("base_model")
