@@ -42,7 +42,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default:" in text or "(default" in text:
+        if "default:" in text or "(default" in text or action.required:
             return text
         if isinstance(action.default, list | tuple) and action.default and not action.nargs:
             return text + " (default: " + ",".join(str(v) for v in action.default) + ")"
@@ -57,9 +57,12 @@ def parser(description: str | None) -> argparse.ArgumentParser:
 def add_device_args(ap: argparse.ArgumentParser, *, device: str | None = "cpu", dtype: str | None = "float32",
                     dtypes: tuple[str, ...] = DTYPES) -> None:
     """``--device`` and ``--dtype``, the same on every script that loads a model."""
-    ap.add_argument("--device", default=device, help="torch device for the models, e.g. cpu, cuda, cuda:1")
+    preset = " (default: the preset's)"     # None: the script's preset decides
+    ap.add_argument("--device", default=device, help="torch device for the models, e.g. cpu, cuda, cuda:1"
+                    + (preset if device is None else ""))
     ap.add_argument("--dtype", default=dtype, choices=dtypes,
-                    help="dtype the models are loaded in (analyses compare raw weights: float32 is the reference)")
+                    help="dtype the models are loaded in (analyses compare raw weights: float32 is the reference)"
+                    + (preset if dtype is None else ""))
 
 
 def add_progress_arg(ap: argparse.ArgumentParser) -> None:

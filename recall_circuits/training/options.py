@@ -55,11 +55,12 @@ def add_finetune_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="learning-rate schedule after the warm-up, per phase (default: the preset's)")
     ap.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
                     help="keep the input embedding (tied to the unembedding where the model ties them) at its "
-                         "pretrained value")
+                         "pretrained value (default: the preset's)")
     # training's dtype is a compute dtype: bfloat16 autocasts the forward and backward, weights and optimiser stay
     # float32; both default to the preset's
     add_device_args(ap, device=None, dtype=None, dtypes=("float32", "bfloat16"))
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="the same as --dtype bfloat16")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="the same as --dtype bfloat16 (default: the preset's, where the device "
+                    "computes bfloat16 natively)")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass to save memory (default: the preset's)")
     ap.add_argument("--length-buckets", action=argparse.BooleanOptionalAction, default=None,
