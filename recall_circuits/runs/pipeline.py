@@ -39,7 +39,8 @@ IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 def _train_cfg(out: Path, data: Path, strategy: str, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     """A recipe's ``TrainConfig`` fields: the preset for the device (bfloat16 only where it is native), ``extra``
     over it."""
-    return train_preset(name, extra.get("device")) | extra | {"strategy": strategy, "data": str(data), "out": str(out)}
+    return (train_preset(name, extra.get("device"), extra.get("bf16")) | extra
+            | {"strategy": strategy, "data": str(data), "out": str(out)})
 
 
 TRAINING_KEYS = ("epochs", "bio_epochs", "mix_qa_repeat", "lr", "qa_lr", "schedule", "warmup_frac", "batch_size",

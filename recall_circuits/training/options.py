@@ -59,8 +59,9 @@ def add_finetune_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     # training's dtype is a compute dtype: bfloat16 autocasts the forward and backward, weights and optimiser stay
     # float32; both default to the preset's
     add_device_args(ap, device=None, dtype=None, dtypes=("float32", "bfloat16"))
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="the same as --dtype bfloat16 (default: the preset's, where the device "
-                    "computes bfloat16 natively)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="the same as --dtype bfloat16 (default: the preset's, where the device computes bfloat16 "
+                         "natively)")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in the backward pass to save memory (default: the preset's)")
     ap.add_argument("--length-buckets", action=argparse.BooleanOptionalAction, default=None,
@@ -73,13 +74,14 @@ def add_finetune_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def train_config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``TrainConfig`` fields these options give: the preset's, overridden by every option given."""
-    cfg = train_preset(args.preset, args.device)      # bfloat16 only where the device computes it natively
+    bf16 = args.bf16 if args.dtype is None else args.dtype == "bfloat16"       # the user's choice, if any
+    cfg = train_preset(args.preset, args.device, bf16)    # else bfloat16 only where the device computes it natively
     for key in _FIELDS:
         val = getattr(args, key)
         if val is not None:
             cfg[key] = val
-    if args.dtype is not None:
-        cfg["bf16"] = args.dtype == "bfloat16"
+    if bf16 is not None:         # --dtype over --bf16, as given
+        cfg["bf16"] = bf16
     return cfg | {"strategy": args.strategy, "data": args.data, "out": args.out}
 
 

@@ -71,11 +71,13 @@ def native_bf16(device: str) -> bool:
     return any(bool(p()) for p in probes if p is not None)
 
 
-def train_preset(name: str, device: str | None = None) -> dict[str, Any]:
+def train_preset(name: str, device: str | None = None, bf16: bool | None = None) -> dict[str, Any]:
     """The fine-tuning preset ``name`` for ``device`` (default: the preset's): its bfloat16 autocast only where the
-    device computes bfloat16 natively (:func:`native_bf16`), else float32, said in one log line. An explicit
-    ``bf16`` given over the preset is the caller's to keep."""
+    device computes bfloat16 natively (:func:`native_bf16`), else float32, said in one log line. ``bf16``: the
+    caller's explicit choice, kept as it is (nothing probed, nothing said)."""
     cfg = preset(TRAIN_PRESETS, name)
+    if bf16 is not None:
+        return cfg | {"bf16": bf16}
     dev = device or cfg.get("device", "cpu")
     if cfg.get("bf16") and not native_bf16(dev):
         log.info("preset %s: %s has no native bfloat16 (AVX-512 BF16 or AMX on a CPU): training in float32 "
