@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.runs.scale import (GRID, MODEL, PEOPLE, SELECT_AT, StudyConfig, best, load_rows,  # noqa: PLC0415
-                                            rule_state, run_analyses, run_study, steps_per_arm,
+    from recall_circuits.runs.scale import (GRID, MODEL, PEOPLE, SELECT_AT, StudyConfig, best,  # noqa: PLC0415
+                                            load_rows, rule_state, run_analyses, run_study, steps_per_arm,
                                             table_markdown)
 
     model = args.model or ("tiny-llama" if args.quick else MODEL)

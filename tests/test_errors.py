@@ -88,8 +88,8 @@ def test_scripts_refuse_counts_larger_than_the_data(things, tiny_data, tmp_path,
     _, ds, path = things
     n_ood = len(ds.person_ids("ood"))
     models = ["--models", f"m={path}", "--data", str(tiny_data), "--no-progress"]
-    for main, args in ((attention_main, [*models, "--people", "500"]), (consistency_main, [*models, "--people", "500"])):
-        assert main([*args, "--out", str(tmp_path / "x")]) == 2
+    for main in (attention_main, consistency_main):
+        assert main([*models, "--people", "500", "--out", str(tmp_path / "x")]) == 2
         assert f"--people = 500, but the ood split of {tiny_data} has only {n_ood}" in capsys.readouterr().err
         assert not (tmp_path / "x").exists()
     trace = ["--base", str(path), "--finetuned", str(path), "--data", str(tiny_data), "--no-ablation",

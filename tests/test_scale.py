@@ -118,4 +118,5 @@ def test_the_study_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys
     assert search.main([*argv, "--analyses", "--pair", "p12-G1"]) == 0
     summary = json.loads((out / "p12-G1" / "summary.json").read_text())
     assert [d["name"] for d in summary["directions"]][0] == "qa_ood_gap" and (out / "p12-G1" / "report.html").is_file()
-    assert summary["runs"]["mixed"]["qa_ood_acc"] == json.loads((rec / "p12-G1.json").read_text())["mixed_qa_ood"]["value"]
+    record = json.loads((rec / "p12-G1.json").read_text())
+    assert summary["runs"]["mixed"]["qa_ood_acc"] == record["mixed_qa_ood"]["value"]

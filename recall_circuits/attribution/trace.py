@@ -142,7 +142,8 @@ class TraceResult:
         if gqa not in ("split", "full"):
             raise RecallCircuitsError(f"gqa must be 'split' or 'full', not {gqa!r}")
         k = self._k(k)
-        grid = self.space.count_per_query_head(self.space.unflatten(self.shared(k).float()), gqa=gqa)  # type: ignore[arg-type]
+        masks = self.space.unflatten(self.shared(k).float())
+        grid = self.space.count_per_query_head(masks, gqa=gqa)  # type: ignore[arg-type]
         col = "shared" if gqa == "split" else "touched"
         rows = [(lay, h, head_label(lay, h), float(grid[lay, h])) for lay in range(grid.shape[0])
                 for h in range(grid.shape[1])]

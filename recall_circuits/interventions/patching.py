@@ -372,7 +372,8 @@ def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: in
                             overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
                             verbose: bool = True) -> dict[str, Any]:
     """The run behind ``analyses/activation_patching.py``."""
-    from recall_circuits.runs.artefacts import reuse_or_check, save_figure, save_summary, save_tensors, start_run  # noqa
+    from recall_circuits.runs.artefacts import (reuse_or_check, save_figure, save_summary,  # noqa: PLC0415
+                                                save_tensors, start_run)
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415

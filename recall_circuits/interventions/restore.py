@@ -26,7 +26,7 @@ from torch import Tensor
 
 from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models.params import COMPONENTS, Component, ParamSpace, check_head, head_views, source_views
+from recall_circuits.models.params import COMPONENTS, Component, ParamSpace, head_views, source_views
 from recall_circuits.results import Result
 
 
@@ -89,8 +89,7 @@ def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
     saved: list[tuple[Tensor, Tensor]] = []
     try:
         with torch.no_grad():
-            for layer, head in heads:
-                check_head(ft, layer, head)
+            for layer, head in heads:       # in range: checks.heads above
                 src = source_views(base, layer, head, components, biases)
                 for name, view in head_views(ft, layer, head, components, biases).items():
                     saved.append((view, view.clone()))

@@ -141,8 +141,8 @@ def check_bridge(bridge: Any, path: str | os.PathLike[str], *, on_mismatch: str 
         want = ref(input_ids=ids).logits.float()
         got = bridge(ids.to(bridge.cfg.device)).float().cpu()
     rel = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
-    if rel > SELF_CHECK_TOL.get(dtype, 1e-4):
-        tol = SELF_CHECK_TOL.get(dtype, 1e-4)
+    tol = SELF_CHECK_TOL.get(dtype, 1e-4)
+    if rel > tol:
         msg = (f"{path} ({_architecture(path)}): the TransformerBridge computes other logits than the Hugging Face "
                f"model (max |difference| {rel:.2g} of the largest logit, tolerance {tol:g}); every analysis of it "
                "would be wrong")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.training.evaluation import flat_keys
+from recall_circuits.training.evaluation import flat_keys, floor_interval
 from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
 TARGET_GAP = 0.25
@@ -200,7 +200,7 @@ def floor_fields(mixed: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]
     out: dict[str, Any] = {}
     for arm, r in (("mixed", mixed), ("stage", stage)):
         out[f"{arm}_qa_floor"] = accuracy_interval(r["qa_floor_per_person"]).to_dict()
-        out[f"{arm}_above_floor"] = gap_interval(r["qa_ood_per_person"], r["qa_floor_per_person"]).to_dict()
+        out[f"{arm}_above_floor"] = floor_interval(r)
     return out
 
 
@@ -263,7 +263,8 @@ def search_state(done: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def table_markdown(done: dict[str, dict[str, Any]]) -> str:
     """The finished pairs as the markdown table of ``docs/results.md``."""
     head = ("| id | E | schedule | frozen | QA share | bios | people | seed | mixed QA-ID | two-stage QA-ID | "
-            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | QA-OOD − chance floor (mixed / two-stage) | "
+            "mixed QA-OOD | two-stage QA-OOD | gap (mixed − two-stage) | "
+            "QA-OOD − chance floor (mixed / two-stage) | "
             "BIO mixed (ID/OOD) | BIO two-stage after BIO (ID/OOD) | steps | precision | arms' training time (min) | "
             "premise | qualifies |\n" + "|---" * 21 + "|\n")
     def hw(p: dict[str, Any]) -> str:      # rows without "hardware" trained on this project's 2-core CPU
@@ -278,7 +279,8 @@ def table_markdown(done: dict[str, dict[str, Any]]) -> str:
                     f"{s['qa_share']} | {'full name' if s['fullname'] else 'pronoun'} | {s['people']} | {s['seed']} | "
                     f"{interval_text(p['mixed_qa_id'])} | {interval_text(p['stage_qa_id'])} | "
                     f"{interval_text(p['mixed_qa_ood'])} | {interval_text(p['stage_qa_ood'])} | "
-                    f"{interval_text(p['gap'])} | {floor_text(p)} | {p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
+                    f"{interval_text(p['gap'])} | {floor_text(p)} | "
+                    f"{p['mixed_bio'][0]:.2f} / {p['mixed_bio'][1]:.2f} | "
                     f"{p['stage_after_bio_bio'][0]:.2f} / {p['stage_after_bio_bio'][1]:.2f} | {p['steps']} | "
                     f"{p.get('dtype', 'float32')}{hw(p)} | "
                     f"{wall['mixed'] / 60:.0f} / {wall['two-stage'] / 60:.0f} | "

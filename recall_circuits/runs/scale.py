@@ -168,8 +168,9 @@ def table_markdown(rows: dict[str, dict[str, Any]]) -> str:
     lines = []
     for name, r in sorted(rows.items(), key=lambda kv: (kv[1]["setting"]["people"], kv[0])):
         s = r["setting"]
-        lines.append(f"| {name} | {s['people']:,} | {s['epochs']} | {s.get('lr')} | {interval_text(r['mixed_qa_id'])} | "
-                     f"{interval_text(r['stage_qa_id'])} | {interval_text(r['mixed_qa_ood'])} | "
+        lines.append(f"| {name} | {s['people']:,} | {s['epochs']} | {s.get('lr')} | "
+                     f"{interval_text(r['mixed_qa_id'])} | {interval_text(r['stage_qa_id'])} | "
+                     f"{interval_text(r['mixed_qa_ood'])} | "
                      f"{interval_text(r['stage_qa_ood'])} | {r['mixed_qa_floor']['value']:.3f} / "
                      f"{r['stage_qa_floor']['value']:.3f} | {interval_text(r['gap'])} | "
                      f"{interval_text(r['mixed_above_floor'])} | {'holds' if r['premise_ok'] else 'fails'} | "
@@ -234,6 +235,17 @@ def plan_order(people: list[int], select_at: int = SELECT_AT) -> list[int]:
     return sorted(set(people), key=lambda n: (n != select_at, n))
 
 
+def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: bool) -> dict[str, Any]:
+    """The reproduction of one pair in ``out/<pair>``: fine-tuning only, or (``analyses``) the mechanism analyses
+    and report too, reusing the trained recipes (the same call, so the same identity)."""
+    from recall_circuits.runs.pipeline import reproduce  # noqa: PLC0415
+
+    return reproduce(Path(cfg.out) / run_name(people, point), quick=cfg.quick,
+                     model=None if cfg.model == MODEL else cfg.model, verbose=cfg.verbose, device=cfg.device,
+                     side_by_side=True, train_options=cfg.options(point, people), data_options=data_options(people),
+                     analyses=analyses)
+
+
 def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
     """Fine-tune one pair (both recipes at once, each in its own process), evaluate it along training and at the
     end, and write its record (``out/<pair>/pair.json`` and ``record/<pair>.json``)."""
@@ -241,7 +253,6 @@ def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
     import time  # noqa: PLC0415
 
     from recall_circuits.runs.artefacts import write_json  # noqa: PLC0415
-    from recall_circuits.runs.pipeline import reproduce  # noqa: PLC0415
     from recall_circuits.training.curve import learning_curve  # noqa: PLC0415
 
     name = run_name(people, point)
@@ -249,9 +260,7 @@ def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
     log.info("%s: %d people, %d passes, lr %g, %d steps per arm", name, people, point.epochs, point.lr,
              steps_per_arm(people, point))
     t0 = time.time()
-    runs = reproduce(folder, quick=cfg.quick, model=None if cfg.model == MODEL else cfg.model, verbose=cfg.verbose,
-                     device=cfg.device, side_by_side=True, train_options=cfg.options(point, people),
-                     data_options=data_options(people), analyses=False)["runs"]
+    runs = _reproduce(cfg, people, point, analyses=False)["runs"]
     t1 = time.time()
     curves = {}
     for arm in ("mixed", "two-stage"):
@@ -308,8 +317,6 @@ def run_analyses(cfg: StudyConfig, pair: str | None = None) -> dict[str, Any]:
     """The mechanism analyses (gradient trace and restore ablation, grafting, patching, head curves, attention,
     consistency), the verdicts and the report of one trained pair (default: the study's :func:`best`), in its own
     folder (``summary.json``, ``report.html``); the pair must have been trained here (its models are in ``out``)."""
-    from recall_circuits.runs.pipeline import reproduce  # noqa: PLC0415
-
     rows = load_rows(cfg.record, cfg.out)
     row = rows.get(pair) if pair else best(rows)
     if row is None:
@@ -320,8 +327,5 @@ def run_analyses(cfg: StudyConfig, pair: str | None = None) -> dict[str, Any]:
     if not (folder / "mixed" / "model").is_dir() or not (folder / "two-stage" / "model").is_dir():
         raise RecallCircuitsError(f"{folder} does not hold {name}'s trained models (they stay where they were "
                                   "trained): run the pair there first")
-    point, people = grid_point(row["setting"]["grid_point"]), row["setting"]["people"]
     log.info("%s: the mechanism analyses", name)
-    return reproduce(folder, quick=cfg.quick, model=None if cfg.model == MODEL else cfg.model, verbose=cfg.verbose,
-                     device=cfg.device, side_by_side=True, train_options=cfg.options(point, people),
-                     data_options=data_options(people))
+    return _reproduce(cfg, row["setting"]["people"], grid_point(row["setting"]["grid_point"]), analyses=True)

@@ -23,13 +23,13 @@ PAPER = {
 def headline(r: dict[str, Any]) -> dict[str, Any]:
     """A fine-tuning run's headline numbers, with ``ci95``: the 95% bootstrap interval over people [low, high] of
     each accuracy whose per-person table the run kept (keyed like the accuracy: ``qa_ood_acc``, ``bio_recall_id``)."""
-    from recall_circuits.training.evaluation import Evaluation, flat_keys  # noqa: PLC0415
+    from recall_circuits.training.evaluation import Evaluation, flat_keys, floor_interval  # noqa: PLC0415
     from recall_circuits.training.intervals import accuracy_interval  # noqa: PLC0415
 
     keys = ("qa_id_acc", "qa_ood_acc", "qa_floor_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc",
             "bio_recall_id", "bio_recall_ood", "train_wall_s")
     out = {k: r.get(k) for k in keys}
-    out["qa_ood_above_floor"] = above_floor(r)
+    out["qa_ood_above_floor"] = floor_interval(r)
     out["ci95"] = {}
     for measure in Evaluation.MEASURES:
         acc_key, _, base = flat_keys(measure)
@@ -37,15 +37,6 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
             iv = accuracy_interval(r[f"{base}_per_person"])
             out["ci95"][acc_key] = [iv.low, iv.high]
     return out
-
-
-def above_floor(r: dict[str, Any]) -> dict[str, float] | None:
-    """QA-OOD minus its chance floor (``qa_floor``) on the same people, with its paired 95% bootstrap interval
-    (``{"value", "low", "high", "level"}``; None for a run evaluated without the floor)."""
-    from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
-
-    a, b = r.get("qa_ood_per_person"), r.get("qa_floor_per_person")
-    return gap_interval(a, b).to_dict() if a and b else None
 
 
 def gap_ci95(mixed: dict[str, Any], stage: dict[str, Any]) -> list[float] | None:
@@ -95,6 +86,8 @@ def _apply_premises(directions: list[dict[str, Any]], *, learned: bool) -> None:
 def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
               traces: dict[str, dict[str, Any]] | None = None,
               consistency: dict[str, Any] | None = None) -> dict[str, Any]:
+    from recall_circuits.training.evaluation import floor_interval  # noqa: PLC0415
+
     ts, mx = runs["two-stage"], runs["mixed"]
     ts_bio = ts.get("after_bio", ts)
     memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
@@ -106,7 +99,7 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
         "measured": {"mixed_qa_ood": mx["qa_ood_acc"], "two_stage_qa_ood": ts["qa_ood_acc"], "gap": gap,
                      "gap_ci95": gap_ci95(mx, ts),
                      "mixed_qa_floor": mx.get("qa_floor_acc"), "two_stage_qa_floor": ts.get("qa_floor_acc"),
-                     "mixed_above_floor": above_floor(mx), "two_stage_above_floor": above_floor(ts),
+                     "mixed_above_floor": floor_interval(mx), "two_stage_above_floor": floor_interval(ts),
                      "min_bio_recall": memorised, "mixed_qa_id": mx["qa_id_acc"], "two_stage_qa_id": ts["qa_id_acc"],
                      "rule": f"gap >= {TARGET_GAP}, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO "
                              "phase)"},

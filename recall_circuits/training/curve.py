@@ -272,8 +272,8 @@ def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None
     over windows of about a hundredth of the longest run (``loss_windows``), ``out/figures/`` the plots (QA
     accuracy, training loss). Everything is checked before any model loads or any file is written."""
     from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.runs.artefacts import (CONFIG_FILE, check_run_dir, foreign_entries, save_figure,  # noqa: PLC0415
-                                                save_summary, start_run)
+    from recall_circuits.runs.artefacts import (CONFIG_FILE, check_run_dir, foreign_entries,  # noqa: PLC0415
+                                                save_figure, save_summary, start_run)
     from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
 
     out = Path(out)

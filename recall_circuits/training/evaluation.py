@@ -168,6 +168,15 @@ def _summarise(scores: list[tuple[bool, bool]], attrs: list[str], people: list[A
     }
 
 
+def floor_interval(flat: dict[str, Any]) -> dict[str, float] | None:
+    """QA-OOD minus its chance floor on the same people, paired bootstrap 95% interval (``{"value", "low", "high",
+    "level"}``), of an evaluation in the flat ``results.json`` form; None for one evaluated without the floor."""
+    from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
+
+    a, b = flat.get("qa_ood_per_person"), flat.get("qa_floor_per_person")
+    return gap_interval(a, b).to_dict() if a and b else None
+
+
 def flat_keys(measure: str) -> tuple[str, str, str]:
     """(exact-match key, first-token key, prefix of the per-attribute / per-person keys) of a measure in the flat
     ``results.json`` form: ``qa_ood`` → ``qa_ood_acc``, ``qa_ood_first_token_acc``, ``qa_ood``; ``bio_id`` →
@@ -250,27 +259,24 @@ def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 
     keep = None
     if max_people is not None:
         keep = set(dataset.person_ids("id")[:max_people]) | set(dataset.person_ids("ood")[:max_people])
+    def kept(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in examples if keep is None or e["person"] in keep]
+
+    qa = {split: kept(dataset.qa(split)) for split in ("id", "ood")}
+    jobs = {f"qa_{split}": (evaluate_qa, examples, batch_size) for split, examples in qa.items()}
+    if floor:
+        jobs["qa_floor"] = (evaluate_qa, floor_examples(qa["ood"]), batch_size)
+    if bio:
+        jobs |= {f"bio_{split}": (evaluate_bio, [e for e in kept(dataset.bio(split)) if e.get("copy", 0) == 0],
+                                  max(1, batch_size // 2)) for split in ("id", "ood")}
     was_training = getattr(model, "training", False)
     model.eval()
     acc, first, per_attr, per_person = {}, {}, {}, {}
     try:
-        for kind in ("qa", "bio") if bio else ("qa",):
-            for split in ("id", "ood"):
-                if kind == "qa":
-                    r = evaluate_qa(model, tokenizer, [e for e in dataset.qa(split) if keep is None or
-                                                       e["person"] in keep], batch_size)
-                else:
-                    texts = [e for e in dataset.bio(split) if e.get("copy", 0) == 0 and
-                             (keep is None or e["person"] in keep)]
-                    r = evaluate_bio(model, tokenizer, texts, max(1, batch_size // 2))
-                m = f"{kind}_{split}"
-                acc[m], first[m], per_attr[m], per_person[m] = (r["acc"], r["first_token_acc"], r["per_attribute"],
-                                                                r["per_person"])
-                if kind == "qa" and split == "ood" and floor:
-                    ood = [e for e in dataset.qa("ood") if keep is None or e["person"] in keep]
-                    r = evaluate_qa(model, tokenizer, floor_examples(ood), batch_size)
-                    acc["qa_floor"], first["qa_floor"] = r["acc"], r["first_token_acc"]
-                    per_attr["qa_floor"], per_person["qa_floor"] = r["per_attribute"], r["per_person"]
+        for m, (measure, examples, size) in jobs.items():
+            r = measure(model, tokenizer, examples, size)
+            acc[m], first[m], per_attr[m], per_person[m] = (r["acc"], r["first_token_acc"], r["per_attribute"],
+                                                            r["per_person"])
     finally:
         model.train(was_training)
     return Evaluation(acc, first, per_attr, per_person)

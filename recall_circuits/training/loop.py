@@ -496,17 +496,18 @@ def _flush(pending: list[tuple[dict[str, Any], list[torch.Tensor], float]], metr
     if not pending:
         return
     flat = torch.stack([s for _, sums, _ in pending for s in sums]).float().cpu().tolist()
-    lines, i = [], 0
+    lines, i, loss = [], 0, 0.0
     for rec, sums, n in pending:
         total = 0.0
         for v in flat[i:i + len(sums)]:
             total += v
         i += len(sums)
-        lines.append(json.dumps(rec | {"loss": total / n}) + "\n")
+        loss = total / n
+        lines.append(json.dumps(rec | {"loss": loss}) + "\n")
     if metrics is not None:
         with open(metrics, "a") as f:
             f.write("".join(lines))
-    bar.set_postfix(phase=pending[-1][0]["phase"], loss=f"{json.loads(lines[-1])['loss']:.3f}")
+    bar.set_postfix(phase=pending[-1][0]["phase"], loss=f"{loss:.3f}")
     pending.clear()
 
 
