@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import SPLITS, add_device_args, add_progress_arg, add_run_args, parser, script
+from recall_circuits.cli import SPLITS, add_device_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("activation_patching")
 
@@ -28,10 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.interventions.patching import run_activation_patching
+    from recall_circuits.runs.stages.patching import PatchingConfig, run
 
-    run_activation_patching(args.model, args.data, args.out, n_pairs=args.pairs, split=args.split,
-                            overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype)
+    run(PatchingConfig(args.model, args.data, args.out, n_pairs=args.pairs, split=args.split, overwrite=args.overwrite,
+                       verbose=args.progress, device=args.device, dtype=args.dtype))
     log.info("wrote %s", args.out)
     return 0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import comma_list, model_set_parser, script
+from recall_circuits.cli import comma_list, model_set_parser, script
 
 log = logging.getLogger("attention_compare")
 
@@ -31,14 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
     from recall_circuits.models.loading import parse_model_specs
+    from recall_circuits.runs.stages.attention import AttentionConfig, run
 
-    models = parse_model_specs(args.models)
-    from recall_circuits.compare.attention import run_attention_compare
-
-    run_attention_compare(models, args.data, args.out, n_people=args.people, split=args.split,
-                          attributes=args.attributes,
-                          n_view_heads=args.view_heads, threshold=args.threshold, overwrite=args.overwrite, verbose=args.progress,
-                          device=args.device, dtype=args.dtype)
+    run(AttentionConfig(parse_model_specs(args.models), args.data, args.out, n_people=args.people, split=args.split,
+                        attributes=args.attributes, n_view_heads=args.view_heads, threshold=args.threshold,
+                        overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype))
     log.info("wrote %s", args.out)
     return 0
 

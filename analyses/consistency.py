@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import model_set_parser, script
+from recall_circuits.cli import model_set_parser, script
 
 log = logging.getLogger("consistency")
 
@@ -25,13 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
     from recall_circuits.models.loading import parse_model_specs
+    from recall_circuits.runs.stages.consistency import ConsistencyConfig, run
 
-    models = parse_model_specs(args.models)
-    along = parse_model_specs(args.along, what="--along") if args.along else None
-    from recall_circuits.compare.consistency import run_consistency
-
-    run_consistency(models, args.data, args.out, n_people=args.people, split=args.split, along=along,
-                    overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype)
+    run(ConsistencyConfig(parse_model_specs(args.models), args.data, args.out, n_people=args.people, split=args.split,
+                          along=parse_model_specs(args.along, what="--along") if args.along else None,
+                          overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype))
     log.info("wrote %s", args.out)
     return 0
 

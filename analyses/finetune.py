@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from recall_circuits.runs.cli import add_progress_arg, parser, script
+from recall_circuits.cli import add_progress_arg, parser, script
 from recall_circuits.training.options import add_finetune_args, train_config
 
 log = logging.getLogger("finetune")
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.training.run import run_finetune  # heavy imports after argument errors
+    from recall_circuits.runs.stages.finetune import run_finetune  # heavy imports after argument errors
 
     results = run_finetune(train_config(args), resume=args.resume, overwrite=args.overwrite, verbose=args.progress)
     if results is not None and int(os.environ.get("RANK", "0")) == 0:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import (SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args,
+from recall_circuits.cli import (SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args,
                                  parser, script)
 
 log = logging.getLogger("gradient_trace")
@@ -55,22 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
     from recall_circuits.attribution.trace import TraceConfig
-    from recall_circuits.runs.gradient_trace import TraceRunConfig, run_gradient_trace
-
     from recall_circuits.data.bios import load_dataset
+    from recall_circuits.runs.stages.trace import TraceStageConfig, run
 
     if args.people is None:          # the paper's 20, or the whole split where it is smaller; recorded as used
         ids = load_dataset(args.data).person_ids(None if args.split == "all" else args.split)
         args.people = max(1, min(20, len(ids)))
-    tcfg = TraceConfig(n_people=args.people, split=args.split, mode=args.mode, bio_loss=args.bio_loss,
-                       scale=args.scale, batch_size=args.batch_size,
-                       pack=args.pack or None)
-    cfg = TraceRunConfig(base=args.base, finetuned=args.finetuned, data=args.data, out=args.out, trace=tcfg, k=args.k,
-                         k_frac=args.k_frac, ablation=args.ablation, baseline=args.baseline, n_random=args.n_random,
-                         max_eval_people=args.eval_people, save_influence=args.save_influence,
-                         restore_masks=tuple(args.restore_mask),
-                         device=args.device, dtype=args.dtype)
-    if run_gradient_trace(cfg, overwrite=args.overwrite, verbose=args.progress) is not None:
+    trace = TraceConfig(n_people=args.people, split=args.split, mode=args.mode, bio_loss=args.bio_loss,
+                        scale=args.scale, batch_size=args.batch_size, pack=args.pack or None)
+    cfg = TraceStageConfig(base=args.base, finetuned=args.finetuned, data=args.data, out=args.out, trace=trace,
+                           k=args.k, k_frac=args.k_frac, ablation=args.ablation, baseline=args.baseline,
+                           n_random=args.n_random, max_eval_people=args.eval_people,
+                           save_influence=args.save_influence, restore_masks=tuple(args.restore_mask),
+                           device=args.device, dtype=args.dtype, overwrite=args.overwrite, verbose=args.progress)
+    if run(cfg) is not None:
         log.info("wrote %s", args.out)   # (under torchrun, by the first process)
     return 0
 

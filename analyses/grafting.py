@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser, script
+from recall_circuits.cli import add_device_args, add_pair_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("grafting")
 
@@ -37,13 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.interventions.grafting import GraftConfig, run_grafting
+    from recall_circuits.interventions.grafting import GraftConfig
+    from recall_circuits.runs.stages.graft import GraftStageConfig, run
 
-    cfg = GraftConfig(init_frac=args.init_frac, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                      eval_every=args.eval_every, sparsity=args.sparsity, seed=args.seed)
-    run_grafting(args.base, args.finetuned, args.data, args.out, cfg, trace_dir=args.trace_dir,
-                 init_mask_file=args.init_mask, overwrite=args.overwrite, verbose=args.progress,
-                 device=args.device, dtype=args.dtype)
+    graft = GraftConfig(init_frac=args.init_frac, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                        eval_every=args.eval_every, sparsity=args.sparsity, seed=args.seed)
+    run(GraftStageConfig(args.base, args.finetuned, args.data, args.out, graft, trace_dir=args.trace_dir,
+                         init_mask_file=args.init_mask, overwrite=args.overwrite, verbose=args.progress,
+                         device=args.device, dtype=args.dtype))
     log.info("wrote %s", args.out)
     return 0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import (add_device_args, add_pair_args, add_progress_arg, add_run_args, comma_list,
+from recall_circuits.cli import (add_device_args, add_pair_args, add_progress_arg, add_run_args, comma_list,
                                  parser, script)
 
 log = logging.getLogger("head_ablation")
@@ -49,14 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.interventions.head_ablation import run_head_ablation
+    from recall_circuits.runs.stages.heads import HeadsConfig, run
 
-    run_head_ablation(args.base, args.finetuned, args.data, args.out, trace_dir=args.trace_dir,
-                      graft_dir=args.graft_dir, patching_dir=args.patching_dir, n_random=args.n_random,
-                      grid=args.grid, single=args.single_head,
-                      components=tuple(args.components), max_people=args.eval_people,
-                      batch_size=args.batch_size, overwrite=args.overwrite, verbose=args.progress,
-                      device=args.device, dtype=args.dtype)
+    run(HeadsConfig(args.base, args.finetuned, args.data, args.out, trace_dir=args.trace_dir, graft_dir=args.graft_dir,
+                    patching_dir=args.patching_dir, n_random=args.n_random, grid=args.grid, single=args.single_head,
+                    components=tuple(args.components), max_people=args.eval_people, batch_size=args.batch_size,
+                    overwrite=args.overwrite, verbose=args.progress, device=args.device, dtype=args.dtype))
     log.info("wrote %s", args.out)
     return 0
 

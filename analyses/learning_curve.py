@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.runs.cli import add_device_args, add_progress_arg, add_run_args, parser, script
+from recall_circuits.cli import add_device_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("learning_curve")
 
@@ -37,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
     from recall_circuits.models.loading import parse_model_specs
-    from recall_circuits.training.curve import run_curves
+    from recall_circuits.runs.stages.curve import CurveConfig, run
 
-    runs = parse_model_specs(args.runs, what="--runs")
-    run_curves(runs, args.out, data=args.data, bio=args.bio, batch_size=args.batch_size, overwrite=args.overwrite,
-               device=args.device, dtype=args.dtype, verbose=args.progress)
+    run(CurveConfig(parse_model_specs(args.runs, what="--runs"), args.out, data=args.data, bio=args.bio,
+                    batch_size=args.batch_size, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+                    verbose=args.progress))
     log.info("wrote %s/summary.json and %s/figures/learning_curve.html", args.out, args.out)
     return 0
 

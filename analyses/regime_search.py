@@ -24,8 +24,8 @@ import logging
 import time
 from pathlib import Path
 
-from recall_circuits.runs.artefacts import write_json
-from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
+from recall_circuits.artefacts import write_json
+from recall_circuits.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.regime import (FIXED, PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
                                         load_record, pair_row, read_pair, resolve, table_markdown, unsettled_by)
@@ -50,7 +50,7 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
     checkpoint; a finished arm is read back); each arm is a list of ``analyses/finetune.py``'s options."""
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
     from recall_circuits.training.options import config_from_options  # noqa: PLC0415
-    from recall_circuits.training.side_by_side import run_side_by_side  # noqa: PLC0415
+    from recall_circuits.runs.stages.side_by_side import run_side_by_side  # noqa: PLC0415
 
     cfgs = {arm: config_from_options([*arm_options(setting, arm), "--data", str(data), "--out", str(pair_dir / arm),
                                       *(["--model", model] if model else []), *extra]) for arm in ARMS}
@@ -83,7 +83,7 @@ def _hardware(device: str | None) -> str:
 def _started(pair_dir: Path) -> str | None:
     """How far a pair begun in ``pair_dir`` got ("started: mixed 410 / 13000 (resumes from 400), two-stage ..."),
     or None when neither arm has begun."""
-    from recall_circuits.training.side_by_side import run_state  # noqa: PLC0415
+    from recall_circuits.runs.stages.side_by_side import run_state  # noqa: PLC0415
 
     arms = [f"{arm} {state}" for arm in ("mixed", "two-stage") if (state := run_state(pair_dir / arm))]
     return "started: " + ", ".join(arms) if arms else None

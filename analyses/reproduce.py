@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from recall_circuits.runs.cli import add_device_args, add_progress_arg, parser, script
+from recall_circuits.cli import add_device_args, add_progress_arg, parser, script
 
 log = logging.getLogger("reproduce")
 SEARCH_RECORD = Path(__file__).resolve().parents[1] / "docs" / "search"   # the regime search's finished pairs

@@ -23,7 +23,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from recall_circuits.runs.cli import add_device_args, comma_list, parser, script
+from recall_circuits.cli import add_device_args, comma_list, parser, script
 
 log = logging.getLogger("scale_search")
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,9 +37,9 @@ _ENTRY_POINTS = {
     "recall_circuits.data.bios": ("DataConfig", "generate", "write_dataset", "load_dataset", "tokenize_qa",
                                   "tokenize_bio"),
     "recall_circuits.models.loading": ("load_bridge", "load_pair", "load_hf", "ModelPair"),
-    "recall_circuits.models.params": ("ParamSpace", "head_views", "head_label"),
+    "recall_circuits.models.params": ("ParamSpace", "head_views"),
     "recall_circuits.training.loop": ("TrainConfig", "train"),
-    "recall_circuits.training.side_by_side": ("run_side_by_side",),
+    "recall_circuits.runs.stages.side_by_side": ("run_side_by_side",),
     "recall_circuits.training.evaluation": ("evaluate", "answer_logprob", "Evaluation"),
     "recall_circuits.training.intervals": ("accuracy_interval", "gap_interval"),
     "recall_circuits.training.curve": ("learning_curve", "LearningCurve", "run_points", "training_log",
@@ -59,7 +59,7 @@ _ENTRY_POINTS = {
     "recall_circuits.interventions.patching": ("patch_heads_by_pos", "patch_resid_by_pos", "attribution_patch_heads",
                                                "cross_format_patch", "logit_diff_metric", "qa_patching_pairs",
                                                "grid_to_dataframe", "patching_sweep", "PatchingResult"),
-    "recall_circuits.results": ("Result",),
+    "recall_circuits.results": ("Result", "head_label"),
     "recall_circuits.runs.pipeline": ("reproduce",),
 }
 # front-door names that differ from the defining function's

@@ -1,5 +1,5 @@
 """One error type for bad input, so scripts can print one line instead of a traceback
-(:func:`recall_circuits.runs.cli.script`)."""
+(:func:`recall_circuits.cli.script`)."""
 
 from __future__ import annotations
 

@@ -23,11 +23,12 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-from recall_circuits.runs.artefacts import TENSORS_FILE, load_tensors, read_json, save_tensors, write_json
+from recall_circuits.artefacts import load_tensors, read_json, save_tensors, write_json
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import RESULT_META as META
+from recall_circuits.files import RESULT_SCHEMA_VERSION, TENSORS_FILE
 
 R = TypeVar("R", bound="Result")
-META = "result.json"
 
 
 def equal_values(a: Any, b: Any) -> bool:
@@ -52,7 +53,7 @@ def equal_values(a: Any, b: Any) -> bool:
 class Result:
     """Base of the analyses' results (see the module docstring)."""
 
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = RESULT_SCHEMA_VERSION
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(
@@ -116,9 +117,13 @@ class Result:
         return cls(**values)
 
 
+def head_label(layer: int, head: int) -> str:
+    """A head's name in every table and figure: ``L{layer}H{head}``."""
+    return f"L{layer}H{head}"
+
+
 def head_rows(grid: Tensor, **columns: Any) -> list[dict[str, Any]]:
     """Long-table rows of a [layers, heads] grid: layer, head, label, the given constant columns, value."""
-    from recall_circuits.models.params import head_label  # noqa: PLC0415
 
     return [{"layer": lay, "head": h, "label": head_label(lay, h), **columns, "value": float(grid[lay, h])}
             for lay in range(grid.shape[0]) for h in range(grid.shape[1])]

@@ -1,4 +1,4 @@
-"""The command-line grammar (recall_circuits.runs.cli): every script in analyses/ spells the same things the same way,
+"""The command-line grammar (recall_circuits.cli): every script in analyses/ spells the same things the same way,
 shows its defaults, documents every flag, and its docstring's example lines parse."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.loading import load_hf
 import recall_circuits.training.evaluation as ev_mod
 from recall_circuits.training.evaluation import evaluate
-from recall_circuits.training.run import run_finetune
+from recall_circuits.runs.stages.finetune import run_finetune
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def test_bf16_and_compile_give_the_plain_loss(tiny_dirs, tiny_data, tmp_path, mo
 def test_two_recipes_at_once_on_the_fast_path_equal_one_after_the_other(tiny_dirs, tiny_data, tmp_path):
     """Both recipes trained at once, each in its own process (what a GPU run of the scaling study does on one
     device), give the weights each gives alone in this process, with the fast path's options on."""
-    from recall_circuits.training.side_by_side import run_side_by_side
+    from recall_circuits.runs.stages.side_by_side import run_side_by_side
 
     kw = _kw(tiny_dirs, tiny_data, epochs=1, length_buckets=True, log_every=5, checkpoint_every=0)
     threads = torch.get_num_threads()

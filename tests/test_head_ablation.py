@@ -90,7 +90,7 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     assert len(s["single_head_top_ood_drop"]) == 8
     assert (tmp_path / "h" / "figures" / "head_curves.html").is_file()
     # a gradient-trace directory from another model
-    from recall_circuits.runs.artefacts import save_tensors
+    from recall_circuits.artefacts import save_tensors
     (tmp_path / "other").mkdir()
     save_tensors(tmp_path / "other", {"shared_per_head": torch.zeros(3, 4)})
     for name in ("config.json", "summary.json"):        # complete, with no checkpoint recorded: the shapes decide

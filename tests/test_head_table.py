@@ -9,14 +9,14 @@ from recall_circuits.attribution.trace import DEFAULT_K_FRAC, TraceConfig, Trace
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
-from recall_circuits.runs.gradient_trace import TraceRunConfig
+from recall_circuits.runs.stages.trace import TraceStageConfig
 
 
 def test_one_shared_size_per_head(bridges, tiny_data):
     b = bridges["tiny-llama"]                         # GQA: 4 query heads, 2 KV groups
     res = trace(b, load_dataset(tiny_data), TraceConfig(n_people=2, batch_size=4))
     k = res.default_k
-    assert k == max(1, round(DEFAULT_K_FRAC * res.space.P)) and TraceRunConfig.k_frac == DEFAULT_K_FRAC
+    assert k == max(1, round(DEFAULT_K_FRAC * res.space.P)) and TraceStageConfig.k_frac == DEFAULT_K_FRAC
     from analyses.gradient_trace import build_parser
 
     assert build_parser().get_default("k_frac") == DEFAULT_K_FRAC        # the script's k is the same

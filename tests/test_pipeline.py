@@ -88,19 +88,20 @@ def test_recipe_analyses_in_child_processes_match_this_process(quick_run, tmp_pa
 def test_consistency_per_recipe_merges_into_the_joint_measurement(quick_run, tmp_path):
     """Each recipe's consistency stage (in its own child) merged is what one joint measurement of both models and
     both runs gives; stages that measured different people do not merge."""
-    from recall_circuits.compare.consistency import run_consistency
+    import dataclasses
+
     from recall_circuits.errors import RecallCircuitsError
     from recall_circuits.runs.pipeline import merge_consistency
+    from recall_circuits.runs.stages.consistency import ConsistencySummary, run_consistency
 
-    per = {s: json.loads((quick_run / f"consistency-{s}" / "summary.json").read_text()) for s in ("mixed",
-                                                                                                  "two-stage")}
+    per = {s: ConsistencySummary.load(quick_run / f"consistency-{s}") for s in ("mixed", "two-stage")}
     merged = merge_consistency(per)
-    assert set(merged["models"]) == set(merged["along"]) == {"mixed", "two-stage"}
+    assert set(merged.models) == set(merged.along) == {"mixed", "two-stage"}
     joint = run_consistency({s: str(quick_run / s / "model") for s in per}, str(quick_run / "data"),
                             str(tmp_path / "joint"), n_people=2, along={s: str(quick_run / s) for s in per},
                             verbose=False)
-    _close(json.loads(json.dumps(joint)), merged)
-    other = per["mixed"] | {"people": per["mixed"]["people"][::-1]}
+    _close(json.loads(json.dumps(joint.to_dict())), merged.to_dict())
+    other = dataclasses.replace(per["mixed"], people=per["mixed"].people[::-1])
     with pytest.raises(RecallCircuitsError, match="different people"):
         merge_consistency({"mixed": other, "two-stage": per["two-stage"]})
 
@@ -203,6 +204,9 @@ def test_quick_reproduction(quick_run):
 
 
 def _synthetic(mixed_ood, learned=True):
+    from recall_circuits.runs.stages.consistency import ConsistencySummary
+    from recall_circuits.runs.stages.trace import TraceSummary
+
     acc = 1.0 if learned else 0.2
     run = {"qa_id_acc": acc, "qa_ood_acc": mixed_ood, "bio_recall_id": acc, "bio_recall_ood": acc,
            "qa_id_per_attribute": {}, "qa_ood_per_attribute": {}}
@@ -210,12 +214,16 @@ def _synthetic(mixed_ood, learned=True):
     abl = lambda drop: {"none": {"qa_ood_acc": mixed_ood, "qa_id_acc": 1.0},  # noqa: E731
                         "shared": {"qa_ood_acc": mixed_ood * (1 - drop), "qa_id_acc": 1.0},
                         "random0": {"qa_ood_acc": mixed_ood, "qa_id_acc": 1.0}}
-    tr = lambda f, share, drop: {"k": 10, "shared_fraction": f, "chance_fraction": 0.1,  # noqa: E731
-                                 "top10pct_head_share": share, "head_gini": 0.5, "ablation": abl(drop)}
+    # the fields the verdicts read; the others are placeholders (no curve: the report draws none)
+    tr = lambda f, share, drop: TraceSummary(  # noqa: E731
+        k=10, P=100, shared_size=round(10 * f), shared_fraction=f, chance_fraction=0.1, curve={},
+        top10pct_head_share=share, head_gini=0.5, top10pct_neuron_share=None, attn_shared=0.0, mlp_shared=0.0,
+        per_layer_module={}, gqa_attribution="", n_examples={}, people=[], trace_s=0.0, trace_processes=1,
+        top_heads=[], ablation=abl(drop))
     cons = lambda x: {"gradient_cosine": x, "mean_representation_cosine": x,  # noqa: E731
                       "subject_relation_share": x, "retrieval_acc": [x]}
     return ({"two-stage": stage, "mixed": run}, {"mixed": tr(0.6, 0.7, 0.6), "two-stage": tr(0.5, 0.6, 0.1)},
-            {"models": {"mixed": cons(0.5), "two-stage": cons(0.3)}})
+            ConsistencySummary(people=[], models={"mixed": cons(0.5), "two-stage": cons(0.3)}))
 
 
 def test_verdicts_need_their_premises():

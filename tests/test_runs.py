@@ -6,7 +6,7 @@ import json
 import pytest
 
 from analyses.reproduce import main as reproduce_main
-from recall_circuits.runs.artefacts import code_identity
+from recall_circuits.artefacts import code_identity
 
 
 def _interrupt_after(monkeypatch, n_calls):
@@ -124,7 +124,7 @@ def test_patching_pair_count_out_of_range(tiny_dirs, tiny_data, tmp_path, capsys
 
 
 def test_a_run_directory_of_an_interrupted_run_is_redone_not_refused(tmp_path):
-    from recall_circuits.runs.artefacts import CONFIG_FILE, SUMMARY_FILE, check_run_dir, start_run
+    from recall_circuits.artefacts import CONFIG_FILE, SUMMARY_FILE, check_run_dir, start_run
     from recall_circuits.errors import RecallCircuitsError
 
     run = start_run(tmp_path / "a", {"x": 1})

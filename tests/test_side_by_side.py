@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.training.run import run_finetune
-from recall_circuits.training.side_by_side import run_side_by_side
+from recall_circuits.runs.stages.finetune import run_finetune
+from recall_circuits.runs.stages.side_by_side import run_side_by_side
 
 
 def _cfgs(tiny_dirs, tiny_data, root: Path) -> dict[str, dict]:

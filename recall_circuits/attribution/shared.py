@@ -71,7 +71,7 @@ class SharedCurve(Result):
     chance_fraction: list[float]
 
     def to_dataframe(self) -> Any:
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame({"k": self.k, "shared_fraction": self.shared_fraction,
                              "chance_fraction": self.chance_fraction})
@@ -134,7 +134,7 @@ class HeadStats(Result):
 
     def to_dataframe(self) -> Any:
         """One row per query head: ``layer``, ``head``, ``label``, ``value`` (entries), sorted by ``value``."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         df = pd.DataFrame(head_rows(self.per_head))
         return df.sort_values(["value", "layer", "head"], ascending=[False, True, True], ignore_index=True)

@@ -46,6 +46,7 @@ import gc
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,11 +55,23 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data.bios import Dataset, PackedBatch, length_batches, pack_batch, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits import checks
+from recall_circuits.artefacts import read_json, write_json
+from recall_circuits.attribution.shared import shared_mask
+from recall_circuits.data.bios import (
+    Dataset,
+    PackedBatch,
+    length_batches,
+    pack_batch,
+    pad_batch,
+    tokenize_bio,
+    tokenize_qa,
+)
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models.params import ParamSpace
+from recall_circuits.files import INFLUENCE_FILE, TRACE_META, TRACE_SCHEMA_VERSION
 from recall_circuits.models.loading import forget_graph, gradients_for
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.results import head_label
 from recall_circuits.training.parallel import world
 
 log = logging.getLogger(__name__)
@@ -99,7 +112,6 @@ class TraceConfig:
         return d
 
 
-TRACE_SCHEMA_VERSION = 1
 DEFAULT_K_FRAC = 1e-3    # k = 10⁻³ of the traced parameters unless told otherwise (scripts, pipeline, notebooks)
 
 
@@ -118,7 +130,6 @@ class TraceResult:
     people: list[int] = field(default_factory=list)
 
     def shared(self, k: int) -> Tensor:
-        from recall_circuits.attribution.shared import shared_mask  # noqa: PLC0415
 
         return shared_mask(self.influence["bio"], self.influence["qa"], k)
 
@@ -135,9 +146,8 @@ class TraceResult:
         ``label``, ``shared``, ``rank`` (1 = largest; tied heads share a rank), sorted by ``shared``. ``gqa="full"``
         gives instead ``touched``: a group's K/V entries counted in full for each of its query heads (what restoring
         the head touches; not a Shared Size, the column does not sum to S_k)."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
-        from recall_circuits.models.params import head_label  # noqa: PLC0415
 
         if gqa not in ("split", "full"):
             raise RecallCircuitsError(f"gqa must be 'split' or 'full', not {gqa!r}")
@@ -174,16 +184,14 @@ class TraceResult:
 
     def save(self, out: str | Any) -> Any:
         """Write ``influence.safetensors`` and ``trace.json`` into the folder ``out`` (made if needed)."""
-        from pathlib import Path  # noqa: PLC0415
 
-        from safetensors.torch import save_file  # noqa: PLC0415
+        from safetensors.torch import save_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
 
-        from recall_circuits.runs.artefacts import write_json  # noqa: PLC0415
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.influence.items()}, str(out / "influence.safetensors"))
-        write_json(out / "trace.json", {"schema_version": TRACE_SCHEMA_VERSION, "config": self.config.to_dict(),
+        save_file({k: v.contiguous() for k, v in self.influence.items()}, str(out / INFLUENCE_FILE))
+        write_json(out / TRACE_META, {"schema_version": TRACE_SCHEMA_VERSION, "config": self.config.to_dict(),
                                         "n_examples": self.n_examples, "people": self.people,
                                         "layout": self.space.layout()}, indent=2)
         return out
@@ -191,20 +199,18 @@ class TraceResult:
     @classmethod
     def load(cls, out: str | Any, model: Any) -> TraceResult:
         """Read a saved trace; ``model`` (a bridge of the traced architecture) rebuilds the parameter layout."""
-        from pathlib import Path  # noqa: PLC0415
 
-        from safetensors.torch import load_file  # noqa: PLC0415
+        from safetensors.torch import load_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
 
-        from recall_circuits.runs.artefacts import read_json  # noqa: PLC0415
 
         out = Path(out)
-        meta = read_json(out / "trace.json")
+        meta = read_json(out / TRACE_META)
         if meta.get("schema_version") != TRACE_SCHEMA_VERSION:
             raise RecallCircuitsError(f"{out}/trace.json has schema {meta.get('schema_version')}, this version "
                                       f"reads {TRACE_SCHEMA_VERSION}")
         cfg = TraceConfig(**{**meta["config"], "include": tuple(meta["config"]["include"])})
         space = ParamSpace(model, include=cfg.include, biases=cfg.biases)
-        res = cls(load_file(str(out / "influence.safetensors")), space, cfg, meta["n_examples"], meta["people"])
+        res = cls(load_file(str(out / INFLUENCE_FILE)), space, cfg, meta["n_examples"], meta["people"])
         if res.space.layout() != meta["layout"]:
             raise RecallCircuitsError(f"{out} was traced on another parameter layout than this model's")
         return res

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits import checks
+from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.results import Result, head_rows
 
@@ -117,7 +118,7 @@ class RoleMasses(Result):
     def to_dataframe(self) -> Any:
         """One row per (head, format, role): ``layer``, ``head``, ``label``, ``format``, ``role``, ``value`` (mean
         mass), ``similarity`` and ``kind`` (the head's label, or empty)."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         rows = []
         for i, fmt in enumerate(self.formats):
@@ -148,7 +149,8 @@ def role_masses(model: Any, dataset: Dataset, people: list[int] | Tensor, attrib
                 labels[f"L{layer}H{head}"] = "subject linking"
             elif (rel >= threshold).all():
                 labels[f"L{layer}H{head}"] = "relation focusing"
-    return RoleMasses(per, mean, sim, labels, list(ROLES), list(FORMATS), [[p["person"], p["attribute"]] for p in pairs])
+    return RoleMasses(per, mean, sim, labels, list(ROLES), list(FORMATS),
+                      [[p["person"], p["attribute"]] for p in pairs])
 
 
 def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
@@ -166,9 +168,8 @@ def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
 def circuitsvis_page(model: Any, pair: dict[str, Any], heads: list[tuple[int, int]], title: str) -> str:
     """Side-by-side circuitsvis views (BIO | QA) of the chosen heads for one aligned pair, from ``.local_src``
     (no CDN reference)."""
-    import html  # noqa: PLC0415
 
-    import circuitsvis as cv  # noqa: PLC0415
+    import circuitsvis as cv  # noqa: PLC0415  (circuitsvis loads only when its page is drawn)
 
     blocks = []
     for fmt in FORMATS:
@@ -183,67 +184,3 @@ def circuitsvis_page(model: Any, pair: dict[str, Any], heads: list[tuple[int, in
         blocks.append(f"<div style='flex:1;min-width:0'><h3>{fmt.upper()}</h3>{view.local_src}</div>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
             f"<h2>{html.escape(title)}</h2><div style='display:flex;gap:16px'>{''.join(blocks)}</div></body></html>")
-
-
-def run_attention_compare(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
-                          attributes: list[str] | None = None, n_view_heads: int = 4, threshold: float = 0.3,
-                          overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
-                          verbose: bool = True) -> dict[str, Any]:
-    """The run behind ``analyses/attention_compare.py``: every model, the same aligned pairs."""
-    import plotly.graph_objects as go  # noqa: PLC0415
-    from plotly.subplots import make_subplots  # noqa: PLC0415
-
-    from recall_circuits.runs.artefacts import (FIGURES_DIR, reuse_or_check, save_figure, save_summary,  # noqa: PLC0415
-                                                save_tensors, start_run)
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-
-    if not models:
-        raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
-    config = {"models": models, "data": data, "n_people": n_people, "split": split, "attributes": attributes,
-              "threshold": threshold}
-    checkpoints = {k: str(resolve_model(v)) for k, v in models.items()}
-    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
-        return done
-    ds = load_dataset(data)
-    ids = ds.person_ids(None if split == "all" else split)
-    checks.count(n_people, len(ids), "--people", f"the {split} split of {data}")
-    people = sorted(ids)[:n_people]
-    bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
-    first = next(iter(bridges.values()))
-    for k, b in bridges.items():
-        if (b.cfg.n_layers, b.cfg.n_heads) != (first.cfg.n_layers, first.cfg.n_heads):
-            raise RecallCircuitsError(f"model {k} has a different shape of heads")
-    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
-    summary: dict[str, Any] = {"roles": list(ROLES), "people": people, "models": {}}
-    tensors = {}
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    for name, b in tqdm(bridges.items(), disable=not verbose, desc="models"):
-        r = role_masses(b, ds, people, attributes, threshold=threshold)
-        tensors[f"{name}.mean_masses"] = r.mean
-        tensors[f"{name}.similarity"] = r.similarity
-        sim = r.similarity
-        H = sim.shape[1]
-        focus = (r.mean[:, :, :, :2].sum(-1).min(0).values) * sim  # role-focused in both formats and alike
-        top = [(int(i) // H, int(i) % H) for i in torch.argsort(-focus.flatten(), stable=True)[:n_view_heads]]
-        summary["models"][name] = {
-            "labels": r.labels, "n_subject_linking": sum(v == "subject linking" for v in r.labels.values()),
-            "n_relation_focusing": sum(v == "relation focusing" for v in r.labels.values()),
-            "mean_similarity": float(sim.mean()), "viewed_heads": [f"L{l}H{h}" for l, h in top],
-            "mean_mass": {f: {role: float(r.mean[i, ..., j].mean()) for j, role in enumerate(ROLES)}
-                          for i, f in enumerate(FORMATS)}}
-        fig = make_subplots(rows=1, cols=3, subplot_titles=["subject mass (BIO)", "subject mass (QA)",
-                                                            "BIO–QA profile similarity"])
-        for c, z in enumerate((r.mean[0, ..., 0], r.mean[1, ..., 0], sim), start=1):
-            fig.add_trace(go.Heatmap(z=z.tolist(), coloraxis="coloraxis"), row=1, col=c)
-        fig.update_layout(title=f"{name}: attention from the predicting position", coloraxis={"cmin": 0, "cmax": 1})
-        fig.update_yaxes(autorange="reversed", title_text="layer")
-        save_figure(run, fig, f"roles_{name}")
-        pair = aligned_pairs(b.tokenizer, ds, people[:1], attributes)[0]
-        page = circuitsvis_page(b, pair, top, f"{name}: person {pair['person']}, {pair['attribute']}")
-        (run / FIGURES_DIR / f"circuitsvis_{name}.html").write_text(page, encoding="utf-8")
-    save_tensors(run, tensors)
-    save_summary(run, summary)
-    return summary

@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from recall_circuits.attribution.trace import per_example_loss
 from recall_circuits.compare.attention import aligned_pairs
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
-from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.models.loading import forget_graph, gradients_for, load_bridge
 from recall_circuits.models.params import ParamSpace
-from recall_circuits.models.loading import forget_graph, gradients_for
 from recall_circuits.results import Result
-from recall_circuits.attribution.trace import per_example_loss
+from recall_circuits.training.curve import run_points
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class GradientConsistency(Result):
 
     def to_dataframe(self) -> Any:
         """One row per layer·module: ``module``, ``cosine``."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame([{"module": k, "cosine": v} for k, v in self.per_module.items()])
 
@@ -103,7 +104,7 @@ class RepresentationConsistency(Result):
 
     def to_dataframe(self) -> Any:
         """One row per layer: ``layer``, ``cosine``, ``cka``, ``retrieval_acc`` and the probe's accuracies."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         per_layer = {k: v for k, v in self.probe.items() if isinstance(v, list)}
         return pd.DataFrame([{"layer": i, "cosine": c, "cka": k, "retrieval_acc": r,
@@ -122,7 +123,7 @@ class InputSignature(Result):
     method: str
 
     def to_dataframe(self) -> Any:
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame({"fact": range(len(self.per_fact)), "subject_relation_share": self.per_fact})
 
@@ -171,7 +172,7 @@ class ConsistencyAlong(Result):
     path: list[str]
 
     def to_dataframe(self) -> Any:
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame({"step": self.step, "phase": self.phase, "gradient_cosine": self.gradient_cosine,
                              "path": self.path})
@@ -188,10 +189,7 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
     in step order, each with the phase it was taken in. ``known``: checkpoint folder → overall cosine already
     measured on the same people, device and dtype (e.g. the final model's), not measured again."""
-    from pathlib import Path  # noqa: PLC0415
 
-    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.training.curve import run_points  # noqa: PLC0415
 
     points, phase = run_points(run_dir)
     cosines = []
@@ -327,74 +325,3 @@ def input_signature(model: Any, dataset: Dataset, people: list[int]) -> InputSig
         shares.append(float(attr[sorted(roles)].sum()) / total if total > 0 else 0.0)
     return InputSignature(sum(shares) / len(shares), shares, len(shares),
                           "input x gradient on the token embeddings (summed over d_model, absolute)")
-
-
-def run_consistency(models: dict[str, str], data: str, out: str, *, n_people: int = 10, split: str = "ood",
-                    along: dict[str, str] | None = None, overwrite: bool = False, device: str = "cpu",
-                    dtype: str = "float32", verbose: bool = True) -> dict[str, Any]:
-    """The run behind ``analyses/consistency.py``: the three measures for every model, on the same people; with
-    ``along`` (name → training run directory) also the gradient cosine along each run's snapshots."""
-    import plotly.graph_objects as go  # noqa: PLC0415
-
-    from recall_circuits.runs.artefacts import reuse_or_check, save_figure, save_summary, start_run  # noqa: PLC0415
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-
-    if not models:
-        raise RecallCircuitsError("no models given (use --models NAME=PATH ...)")
-    config = {"models": models, "data": data, "n_people": n_people, "split": split, "along": along}
-    checkpoints = {k: str(resolve_model(v)) for k, v in models.items()}
-    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
-        return done
-    ds = load_dataset(data)
-    ids = ds.person_ids(None if split == "all" else split)
-    checks.count(n_people, len(ids), "--people", f"the {split} split of {data}")
-    people = sorted(ids)[:n_people]
-    if not people:
-        raise RecallCircuitsError(f"no people in split {split!r}")
-    bridges = {k: load_bridge(v, device=device, dtype=dtype) for k, v in models.items()}
-    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
-    summary: dict[str, Any] = {"people": people, "models": {}}
-    fig = go.Figure()
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    for name, b in tqdm(bridges.items(), disable=not verbose, desc="models"):
-        log.info("%s: gradient consistency (%d people)", name, len(people))
-        g = gradient_consistency(b, ds, people)
-        log.info("%s: representation consistency and probe", name)
-        r = representation_consistency(b, ds, people)
-        log.info("%s: input signature", name)
-        s = input_signature(b, ds, people)
-        summary["models"][name] = {
-            "gradient_cosine": g.overall, "gradient_cosine_per_module": g.per_module,
-            "representation_cosine": r.cosine, "representation_cka": r.cka, "retrieval_acc": r.retrieval_acc,
-            "chance_retrieval": r.chance_retrieval, "mean_representation_cosine": sum(r.cosine) / len(r.cosine),
-            "subject_relation_share": s.subject_relation_share, "n_pairs": g.n_pairs,
-            "probe": r.probe}
-        fig.add_trace(go.Scatter(y=r.cosine, mode="lines+markers", name=f"{name}: cosine"))
-        fig.add_trace(go.Scatter(y=r.cka, mode="lines", name=f"{name}: CKA", line={"dash": "dot"}))
-    fig.update_layout(title="BIO vs QA representation consistency by layer (predicting positions)",
-                      xaxis_title="layer", yaxis_title="similarity")
-    save_figure(run, fig, "representation_consistency")
-    fig = go.Figure()
-    for name, m in summary["models"].items():
-        fig.add_trace(go.Scatter(y=m["probe"]["bio_to_qa"], mode="lines+markers", name=f"{name}: BIO→QA"))
-        fig.add_trace(go.Scatter(y=m["probe"]["qa_to_bio"], mode="lines", name=f"{name}: QA→BIO",
-                                 line={"dash": "dot"}))
-    fig.update_layout(title="Linear probe for the value's first token, trained on one format, tested on the other",
-                      xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1])
-    save_figure(run, fig, "probe")
-    if along:
-        # a run's final model is usually one of the models measured above: its cosine is not measured again
-        known = {str(resolve_model(v)): summary["models"][k]["gradient_cosine"] for k, v in models.items()}
-        summary["along"] = {name: gradient_consistency_along(d, ds, people, device=device, dtype=dtype,
-                                                             known=known).to_points()
-                            for name, d in along.items()}
-        fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
-                                    mode="lines+markers", name=name) for name, pts in summary["along"].items()])
-        fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",
-                          yaxis_title="mean cosine")
-        save_figure(run, fig, "gradient_consistency_along")
-    save_summary(run, summary)
-    return summary

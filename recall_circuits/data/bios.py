@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from recall_circuits.files import BIO_FILE, MANIFEST_FILE, PEOPLE_FILE, QA_FILE
 from recall_circuits.data import pools
 from recall_circuits.data.pools import load_pools
 from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
+import hashlib
+from recall_circuits.artefacts import read_json
 
 Split = Literal["id", "ood"]
-PEOPLE_FILE, BIO_FILE, QA_FILE, MANIFEST_FILE = "people.jsonl", "bio.jsonl", "qa.jsonl", "manifest.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,7 +273,6 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def data_identity(path: str | Path) -> dict[str, Any]:
     """A generated data set's identity by content: the SHA-256 of its people, BIO and QA files."""
-    import hashlib  # noqa: PLC0415
 
     path = Path(path)   # a missing file is None here; load_dataset says what is wrong with the folder
     return {f: hashlib.sha256((path / f).read_bytes()).hexdigest() if (path / f).is_file() else None
@@ -284,7 +285,6 @@ def load_dataset(path: str | Path, *, require_qa: bool = True) -> Dataset:
     if not (path / MANIFEST_FILE).is_file() or not (path / PEOPLE_FILE).is_file():
         raise RecallCircuitsError(f"{path} is not a recall_circuits data directory (no {MANIFEST_FILE}/{PEOPLE_FILE}; "
                                   "make one with analyses/make_data.py)")
-    from recall_circuits.runs.artefacts import read_json  # noqa: PLC0415
 
     manifest = read_json(path / MANIFEST_FILE)
     people = _load_jsonl(path / PEOPLE_FILE)
@@ -378,7 +378,7 @@ def length_batches(lengths: list[int], batch_size: int, max_padding: float | Non
 def pad_batch(items: list[dict[str, Any]], pad_id: int) -> tuple[Any, Any, Any]:
     """Right-pad tokenised examples → (input_ids, labels with -100 on padding and on the first token, attention
     mask), all ``[batch, pos]`` int64."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
     n = max(len(t["input_ids"]) for t in items)
     ids = torch.full((len(items), n), pad_id, dtype=torch.long)
@@ -403,7 +403,7 @@ class PackedBatch:
     def attention_mask(self, dtype: Any) -> Any:
         """Additive ``[rows, 1, pos, pos]`` mask: causal within each example, nothing across examples; a padding
         position sees itself only."""
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
         seg = self.segment
         n = seg.shape[1]
@@ -417,7 +417,7 @@ def pack_batch(items: list[dict[str, Any]], per_row: int, pad_id: int) -> Packed
     the row with the fewest tokens so far, so rows end nearly level and padding is a few positions per row. With an
     attention mask that keeps examples apart (:meth:`PackedBatch.attention_mask`) and ``position_ids``, every
     example computes exactly what it computes alone."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
     if not items:
         raise RecallCircuitsError("cannot pack an empty batch")

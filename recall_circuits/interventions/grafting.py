@@ -26,18 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recall_circuits.data.bios import Dataset, pad_batch, tokenize_qa
-from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.training.evaluation import evaluate_qa
-from recall_circuits.models.params import ParamSpace
-from recall_circuits.models.loading import gradients_for
-from recall_circuits.results import Result, equal_values
+from recall_circuits.artefacts import read_json
 from recall_circuits.attribution.shared import top_k_mask
 from recall_circuits.attribution.trace import per_example_loss
+from recall_circuits.data.bios import Dataset, pad_batch, tokenize_qa
+from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.models.loading import gradients_for
+from recall_circuits.models.params import ParamSpace
+from recall_circuits.results import Result, equal_values
+from recall_circuits.training.evaluation import evaluate_qa
 
 log = logging.getLogger(__name__)
 FULL_SPACE = ("attn", "mlp", "other")
@@ -79,13 +80,14 @@ class GraftResult(Result):
 
     def __eq__(self, other: object) -> bool:
         return (type(other) is type(self) and self.space.layout() == other.space.layout()
-                and all(equal_values(getattr(self, f), getattr(other, f)) for f in ("mask", "alpha", "val_acc", "history")))
+                and all(equal_values(getattr(self, f), getattr(other, f))
+                        for f in ("mask", "alpha", "val_acc", "history")))
 
     __hash__ = None  # type: ignore[assignment]
 
     def to_dataframe(self) -> Any:
         """The evaluations along the optimisation: one row per evaluation (step, val_acc, size)."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame(self.history)
 
@@ -98,7 +100,6 @@ class GraftResult(Result):
     def load(cls, out: Any, model: Any = None) -> GraftResult:   # type: ignore[override]
         if model is None:
             raise RecallCircuitsError("GraftResult.load needs the model (a bridge of the grafted architecture)")
-        from recall_circuits.runs.artefacts import read_json  # noqa: PLC0415
 
         space = graft_space(model)
         saved = read_json(Path(out) / "result.json").get("fields", {}).get("space")
@@ -183,7 +184,8 @@ def graft(ft: Any, base: Any, dataset: Dataset, cfg: GraftConfig = GraftConfig()
                 for p in params.values():
                     p.grad = None
                 per_example_loss(ft(ids, attention_mask=mask), labels).mean().backward()
-                g = space.flatten({k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in params.items()})
+                g = space.flatten({k: (p.grad if p.grad is not None else torch.zeros_like(p))
+                                   for k, p in params.items()})
                 dsig = gamma * (1 - gamma)
                 s_param.grad = (g.float() * diff + cfg.sparsity / space.P) * dsig
                 opt.step()
@@ -231,50 +233,3 @@ def graft_report(ft: Any, base: Any, dataset: Dataset, res: GraftResult, shared:
         out["acc_lost_without_shared"] = {k: out["grafted"][k] - out["grafted_without_shared"][k]
                                           for k in out["grafted"]}
     return out
-
-
-def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfig, *, trace_dir: str | None = None,
-                 init_mask_file: str | None = None, overwrite: bool = False, verbose: bool = True,
-                 device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
-    """The run behind ``analyses/grafting.py``: learn γ, report it against the shared set of ``trace_dir``."""
-    from pathlib import Path  # noqa: PLC0415
-
-    from recall_circuits.runs.artefacts import (check_input_run, reuse_or_check, save_figure,  # noqa: PLC0415
-                                                save_summary, save_tensors, start_run)
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.models.loading import load_pair  # noqa: PLC0415
-    from recall_circuits.interventions.restore import load_mask, save_mask  # noqa: PLC0415
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-    from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
-
-    config = {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir, "init_mask": init_mask_file,
-              "graft": cfg.to_dict()}
-    checkpoints = {"base": str(resolve_model(base)), "finetuned": str(resolve_model(finetuned))}
-    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
-        return done
-    if trace_dir is not None:
-        check_input_run(trace_dir, "gradient-trace", checkpoints)
-    ds = load_dataset(data)
-    pair = load_pair(base, finetuned, device=device, dtype=dtype)
-    attn_space = ParamSpace(pair.finetuned)
-    shared = None
-    if trace_dir is not None:
-        f = Path(trace_dir) / "shared_mask.safetensors"
-        if not f.is_file():
-            raise RecallCircuitsError(f"{trace_dir} is not a gradient-trace run directory (no {f.name})")
-        shared = load_mask(str(f), attn_space)
-    space = graft_space(pair.finetuned)
-    init = load_mask(init_mask_file, space) if init_mask_file else None
-    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
-    res = graft(pair.finetuned, pair.base, ds, cfg, init_mask=init, verbose=verbose)
-    summary = graft_report(pair.finetuned, pair.base, ds, res, shared, attn_space if shared is not None else None)
-    per_head = attn_space.count_per_query_head(attn_space.unflatten(transfer_mask(res.mask, space, attn_space)),
-                                               gqa="split")
-    summary["graft_attn_size"] = float(per_head.sum())
-    save_mask(str(Path(run) / "graft_mask.safetensors"), res.mask)
-    save_tensors(run, {"graft_idx": res.mask.nonzero().squeeze(1), "grafted_per_head": per_head})
-    save_summary(run, summary)
-    save_figure(run, head_heatmap(per_head, "Grafted Size per head", "grafted entries"), "graft_heatmap")
-    log.info("alpha %.2e; grafted QA id %.3f ood %.3f", res.alpha, summary["grafted"]["qa_id_acc"],
-             summary["grafted"]["qa_ood_acc"])
-    return summary

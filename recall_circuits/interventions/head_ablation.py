@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from recall_circuits.data.bios import Dataset, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.training.evaluation import score_targets
-from recall_circuits.models.params import COMPONENTS, Component, head_label, n_kv_heads
-from recall_circuits.models.loading import logits_from_layer, run_from_layer
 from recall_circuits.interventions.restore import restore_heads
-from recall_circuits.results import Result, head_rows
+from recall_circuits.models.loading import logits_from_layer, run_from_layer
+from recall_circuits.models.params import COMPONENTS, Component, n_kv_heads
+from recall_circuits.results import Result, head_label, head_rows
+from recall_circuits.training.evaluation import score_targets
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class HeadCurves(Result):
 
     def to_dataframe(self) -> Any:
         """One row per (ranking, n, metric): columns ``ranking``, ``n``, ``metric``, ``value``."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame([{"ranking": name, "n": p["n"], "metric": k, "value": v}
                              for name, c in self.curves.items() for p in c["points"]
@@ -115,7 +115,7 @@ class SingleHeadSweep(Result):
 
     def to_dataframe(self) -> Any:
         """One row per (head, metric): ``layer``, ``head``, ``label``, ``metric``, ``value``, ``baseline``."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame([{**r, "baseline": self.baseline[k]} for k, g in self.grids.items()
                              for r in head_rows(g, metric=k)])
@@ -245,107 +245,3 @@ def gqa_note(model: Any) -> str:
         return "every query head has its own K/V: restoring a head restores Q, K, V, O of that head only"
     return (f"GQA: {model.cfg.n_heads} query heads share {kv} KV groups; restoring a query head restores its Q and O "
             f"and the K and V of its whole KV group (shared with {model.cfg.n_heads // kv - 1} other query heads)")
-
-
-def _per_head_table(run_dir: str, key: str, model: Any, what: str) -> Tensor:
-    from pathlib import Path  # noqa: PLC0415
-
-    from recall_circuits.runs.artefacts import load_tensors  # noqa: PLC0415
-
-    f = Path(run_dir) / "result.safetensors"
-    if not f.is_file():
-        raise RecallCircuitsError(f"{run_dir} is not a {what} run directory (no result.safetensors)")
-    t = load_tensors(Path(run_dir))
-    if key not in t:
-        raise RecallCircuitsError(f"{run_dir} is not a {what} run directory (no {key})")
-    shape = (model.cfg.n_layers, model.cfg.n_heads)
-    if tuple(t[key].shape) != shape:
-        raise RecallCircuitsError(f"{run_dir} was made for a model with {tuple(t[key].shape)} (layers, heads), "
-                                  f"this one has {shape}")
-    return t[key]
-
-
-def run_head_ablation(base: str, finetuned: str, data: str, out: str, *, trace_dir: str | None = None,
-                      graft_dir: str | None = None, patching_dir: str | None = None, n_random: int = 3,
-                      grid: list[int] | None = None,
-                      single: bool = True, components: tuple[Component, ...] = COMPONENTS,
-                      max_people: int | None = None, batch_size: int = 32, overwrite: bool = False,
-                      verbose: bool = True, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
-    """The run behind ``analyses/head_ablation.py``."""
-    import plotly.graph_objects as go  # noqa: PLC0415
-
-    from recall_circuits.runs.artefacts import (check_input_run, reuse_or_check, save_figure, save_summary,  # noqa
-                                                save_tensors, start_run)
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.models.loading import load_pair  # noqa: PLC0415
-    from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
-
-    from transformers import AutoConfig  # noqa: PLC0415
-
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-
-    bad = [c for c in components if c not in COMPONENTS]
-    if bad or not components:
-        raise RecallCircuitsError(f"unknown components {bad}; choose from {list(COMPONENTS)}")
-    if n_random < 0 or (max_people is not None and max_people < 1) or batch_size < 1:
-        raise RecallCircuitsError("n_random must be >= 0, max_people and batch_size >= 1")
-    hf_cfg = AutoConfig.from_pretrained(resolve_model(finetuned))
-    n_heads_total = hf_cfg.num_hidden_layers * hf_cfg.num_attention_heads
-    if grid is not None and any(not 0 <= n <= n_heads_total for n in grid):
-        raise RecallCircuitsError(f"--grid values must be in [0, {n_heads_total}] (the model's heads), got {grid}")
-    if grid is None:
-        grid = sorted({0, *[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= n_heads_total], max(1, n_heads_total // 10)})
-    config = {"base": base, "finetuned": finetuned, "data": data, "trace_dir": trace_dir, "graft_dir": graft_dir,
-              "patching_dir": patching_dir, "n_random": n_random, "grid": grid, "single": single,
-              "components": list(components), "max_people": max_people}
-    checkpoints = {"base": str(resolve_model(base)), "finetuned": str(resolve_model(finetuned))}
-    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
-        return done
-    for d, what, theirs in ((trace_dir, "gradient-trace", checkpoints), (graft_dir, "grafting", checkpoints),
-                            (patching_dir, "activation-patching", {"model": checkpoints["finetuned"]})):
-        if d:
-            check_input_run(d, what, theirs)
-    ds = load_dataset(data)
-    pair = load_pair(base, finetuned, device=device, dtype=dtype)
-    ft, b = pair.finetuned, pair.base
-    L, H = ft.cfg.n_layers, ft.cfg.n_heads
-    rankings: dict[str, list[tuple[int, int]]] = {}
-    tables: dict[str, Tensor] = {}
-    if trace_dir:
-        tables["shared_size"] = _per_head_table(trace_dir, "shared_per_head", ft, "gradient-trace")
-        rankings["shared_size"] = ranking(tables["shared_size"])
-    if graft_dir:
-        tables["grafted_size"] = _per_head_table(graft_dir, "grafted_per_head", ft, "grafting")
-        rankings["grafted_size"] = ranking(tables["grafted_size"])
-    if patching_dir:
-        tables["attribution"] = _per_head_table(patching_dir, "attribution_per_head", ft, "activation-patching")
-        rankings["attribution"] = ranking(tables["attribution"])
-    for s in range(n_random):
-        rankings[f"random{s}"] = random_ranking(L, H, s)
-    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
-    summary: dict[str, Any] = head_curves(ft, b, ds, rankings, grid, components=components, max_people=max_people,
-                                          batch_size=batch_size, verbose=verbose).to_dict()
-    tensors = {f"ranking_score_{k}": v for k, v in tables.items()}
-    fig = go.Figure()
-    for name, c in summary["curves"].items():
-        fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p["qa_ood_acc"] for p in c["points"]],
-                                 mode="lines+markers", name=f"{name} (OOD)"))
-        fig.add_trace(go.Scatter(x=[p["n"] for p in c["points"]], y=[p["qa_id_acc"] for p in c["points"]],
-                                 mode="lines+markers", name=f"{name} (ID)", line={"dash": "dot"}))
-    fig.update_layout(title="QA accuracy with the top-n heads of each ranking restored to pretrained weights",
-                      xaxis_title="heads restored", yaxis_title="accuracy", yaxis_range=[0, 1])
-    save_figure(run, fig, "head_curves")
-    if single:
-        sweep = single_head_sweep(ft, b, ds, components=components, max_people=max_people, batch_size=batch_size,
-                                  verbose=verbose)
-        summary["single_head_baseline"] = sweep.baseline
-        for k, v in sweep.grids.items():
-            tensors[f"single_{k}"] = v
-        drop = sweep.drop("qa_ood_acc")
-        summary["single_head_top_ood_drop"] = top_drops(drop)
-        summary["single_head_top_id_logprob_drop"] = top_drops(sweep.drop("qa_id_answer_logprob"))
-        save_figure(run, head_heatmap(drop, "QA-OOD accuracy lost when a single head is restored", "drop"),
-                    "single_head")
-    save_tensors(run, tensors)
-    save_summary(run, summary)
-    return summary

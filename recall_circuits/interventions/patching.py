@@ -36,10 +36,16 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from recall_circuits import checks
+from recall_circuits.data.bios import tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models.params import head_label
-from recall_circuits.models.loading import forget_graph, kv_cache_kwargs, logits_from_layer, normed_from_layer, tile_cache
-from recall_circuits.results import Result
+from recall_circuits.models.loading import (
+    forget_graph,
+    kv_cache_kwargs,
+    logits_from_layer,
+    normed_from_layer,
+    tile_cache,
+)
+from recall_circuits.results import Result, head_label
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +163,8 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
             pos = torch.tensor([p for p, _ in chunk], device=src.device)
             idx = torch.tensor([i for _, i in chunk], device=src.device)
 
-            def hook(act: Tensor, hook: Any, pos: Tensor = pos, idx: Tensor = idx, C: int = C, p0: int = p0
-                     ) -> Tensor:
+            def hook(act: Tensor, hook: Any, pos: Tensor = pos, idx: Tensor = idx, C: int = C, p0: int = p0,
+                     src: Tensor = src) -> Tensor:
                 act = act.clone()
                 act.view(C, B, act.shape[1], per_pos, -1)[torch.arange(C), :, pos - p0, idx] = \
                     src[:, pos, idx].transpose(0, 1)           # [C, B, ...]
@@ -279,7 +285,7 @@ def attribution_patch_heads(model: Any, clean: Int[Tensor, "batch pos"], corrupt
 
 def grid_to_dataframe(grid: Tensor, axes: tuple[str, ...]) -> Any:
     """A patching grid as a long pandas DataFrame with one column per axis and ``value``."""
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
     idx = torch.cartesian_prod(*[torch.arange(n) for n in grid.shape]) if grid.ndim > 1 else \
         torch.arange(grid.shape[0])[:, None]
@@ -330,7 +336,6 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
                       ) -> list[dict[str, Any]]:
     """(clean, corrupted) QA prompts of the same attribute and token length, for different people with different
     first answer tokens; and, for the clean person, the BIO prefix up to the value with role positions."""
-    from recall_circuits.data.bios import tokenize_bio, tokenize_qa  # noqa: PLC0415
 
     checks.split(split, allow_all=True, allow_none=False)
     checks.positive(n_pairs, what)
@@ -366,65 +371,3 @@ def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "
         raise RecallCircuitsError(f"{what} = {n_pairs}, but the {split} questions make only {len(pairs)} (clean, "
                                   "corrupted) pairs of equal length with different answers")
     return pairs
-
-
-def run_activation_patching(model_path: str, data: str, out: str, *, n_pairs: int = 4, split: str = "ood",
-                            overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
-                            verbose: bool = True) -> dict[str, Any]:
-    """The run behind ``analyses/activation_patching.py``."""
-    from recall_circuits.runs.artefacts import (reuse_or_check, save_figure, save_summary,  # noqa: PLC0415
-                                                save_tensors, start_run)
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.models.loading import load_bridge  # noqa: PLC0415
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-    from recall_circuits.runs.viz import head_heatmap  # noqa: PLC0415
-
-    from recall_circuits.models.loading import load_tokenizer  # noqa: PLC0415
-
-    if n_pairs < 1:
-        raise RecallCircuitsError(f"--pairs must be >= 1, got {n_pairs}")
-    config = {"model": model_path, "data": data, "n_pairs": n_pairs, "split": split}
-    checkpoints = {"model": str(resolve_model(model_path))}
-    if (done := reuse_or_check(out, config, overwrite=overwrite, checkpoints=checkpoints)) is not None:
-        return done
-    ds = load_dataset(data)
-    pairs = qa_patching_pairs(load_tokenizer(model_path), ds, n_pairs, split, what="--pairs")
-    model = load_bridge(model_path, device=device, dtype=dtype)
-    run = start_run(out, config, overwrite=overwrite, checkpoints=checkpoints)
-    heads, resid, attr, cross = [], [], [], []
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    for p in tqdm(pairs, disable=not verbose, desc="pairs"):
-        clean, corr = torch.tensor([p["clean"]]), torch.tensor([p["corrupted"]])
-        metric = logit_diff_metric(torch.tensor([p["correct"]]), torch.tensor([p["wrong"]]))
-        heads.append(patch_heads_by_pos(model, clean, corr, metric))
-        resid.append(patch_resid_by_pos(model, clean, corr, metric))
-        attr.append(attribution_patch_heads(model, clean, corr, metric))
-        cross.append(cross_format_patch(model, torch.tensor([p["bio"]]), corr, p["roles"], metric))
-    with torch.inference_mode():
-        base = [float(logit_diff_metric(torch.tensor([p["correct"]]), torch.tensor([p["wrong"]]))(
-            model(torch.tensor([p["corrupted"]]))[:, -1])) for p in pairs]
-        clean_v = [float(logit_diff_metric(torch.tensor([p["correct"]]), torch.tensor([p["wrong"]]))(
-            model(torch.tensor([p["clean"]]))[:, -1])) for p in pairs]
-    head_all_pos = torch.stack([h.sum(1) - (h.shape[1] - 1) * b for h, b in zip(heads, base)]).mean(0)
-    cross_m = torch.stack(cross).mean(0)
-    # pairs may differ in length: compare attribution with exact patching cell by cell, over all pairs
-    exact_eff = torch.cat([(h - b).flatten() for h, b in zip(heads, base, strict=True)])
-    attr_f = torch.cat([a.flatten() for a in attr])
-    summary = {"pairs": [{k: p[k] for k in ("attribute", "people")} for p in pairs],
-               "corrupted_metric": base, "clean_metric": clean_v, "roles": list(pairs[0]["roles"]),
-               "cross_format_by_layer_role": cross_m.tolist(),
-               "attribution_vs_exact_corr": float(torch.corrcoef(torch.stack([attr_f, exact_eff]))[0, 1]),
-               "note": "grids are logit differences (clean answer − corrupted answer, first tokens) of the corrupted "
-                       "QA run with one activation patched; cross-format patches the clean person's BIO "
-                       "residual stream into the corrupted QA run at role-aligned positions"}
-    save_tensors(run, {**{f"heads_by_pos.{i}": h for i, h in enumerate(heads)},
-                       **{f"resid_by_pos.{i}": r for i, r in enumerate(resid)},
-                       **{f"attribution.{i}": a for i, a in enumerate(attr)},
-                       "cross_format": torch.stack(cross), "head_effect_summed_over_pos": head_all_pos,
-                       "attribution_per_head": torch.stack([a.abs().sum(1) for a in attr]).mean(0)})
-    save_summary(run, summary)
-    save_figure(run, head_heatmap(head_all_pos, "Per-head effect (summed over positions)", "Δ logit diff"),
-                "heads")
-    save_figure(run, head_heatmap(cross_m, "BIO→QA patching by layer (x: role)", "logit diff"), "cross_format")
-    return summary

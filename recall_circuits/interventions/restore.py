@@ -28,6 +28,7 @@ from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import COMPONENTS, Component, ParamSpace, head_views, source_views
 from recall_circuits.results import Result
+from recall_circuits.training.evaluation import evaluate
 
 
 @contextlib.contextmanager
@@ -121,7 +122,7 @@ class RestoreAblation(Result):
 
     def to_dataframe(self) -> Any:
         """One row per condition: ``condition``, ``n_restored`` and the scores."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame([{"condition": c, **s} for c, s in self.scores.items()])
 
@@ -129,7 +130,6 @@ class RestoreAblation(Result):
 def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
                      batch_size: int = 32, max_people: int | None = None) -> RestoreAblation:
     """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
-    from recall_circuits.training.evaluation import evaluate  # noqa: PLC0415
 
     out = {}
     for name, m in {"none": torch.zeros(space.P, dtype=torch.bool), **masks}.items():
@@ -143,15 +143,15 @@ def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks:
 
 def save_mask(path: str, mask: Tensor) -> None:
     """A flat mask as safetensors: ``idx`` (int64 indices of the set) and ``P``."""
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from safetensors.torch import save_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
 
     save_file({"idx": mask.nonzero().squeeze(1).to(torch.int64), "P": torch.tensor([mask.numel()])}, path)
 
 
 def load_mask(path: str, space: ParamSpace) -> Bool[Tensor, " P"]:
     """Read a mask file (``idx`` + ``P``, or a flat ``mask`` of length P) and check it fits ``space``."""
-    from safetensors import SafetensorError  # noqa: PLC0415
-    from safetensors.torch import load_file  # noqa: PLC0415
+    from safetensors import SafetensorError  # noqa: PLC0415  (safetensors loads only when a file is read or written)
+    from safetensors.torch import load_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
 
     try:
         t = load_file(path)

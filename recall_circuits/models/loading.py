@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from recall_circuits.runs.artefacts import read_json
+from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.registry import offline_and_quiet, resolve_model
 
@@ -82,7 +82,7 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def load_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
     """The checkpoint's tokenizer (saved with it: ``tokenizer.save_pretrained(dir)``); a checkpoint without one is
     a one-line error."""
-    from transformers import AutoTokenizer  # noqa: PLC0415
+    from transformers import AutoTokenizer  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     path = resolve_model(name_or_dir)
     try:
@@ -101,7 +101,7 @@ def load_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
 def load_hf(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
             dtype: str | torch.dtype = "float32") -> tuple[Any, Any]:
     """A plain Hugging Face causal LM (eager attention) and its tokenizer, for training and fast evaluation."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     path = resolve_model(name_or_dir)
     with offline_and_quiet():
@@ -125,7 +125,7 @@ def check_bridge(bridge: Any, path: str | os.PathLike[str], *, on_mismatch: str 
     input; return the relative difference (max |Δ| over the largest |logit|). Above ``SELF_CHECK_TOL`` for the
     bridge's dtype: a one-line error naming the architecture and the difference (``on_mismatch="warn"``: a
     warning; ``"off"``: not checked, 0.0)."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     if on_mismatch not in ("error", "warn", "off"):
         raise RecallCircuitsError(f"on_mismatch must be error, warn or off, not {on_mismatch!r}")
@@ -157,7 +157,7 @@ def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     """A ``TransformerBridge`` in eval mode, raw weights (no folding), loaded from a local directory only, and
     checked against the Hugging Face model it wraps (:func:`check_bridge`; ``on_mismatch``: ``error``, ``warn``
     or ``off``). A failure inside TransformerLens is one line naming the checkpoint and its architecture."""
-    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415  (TransformerLens loads only when a bridge does)
 
     path = resolve_model(name_or_dir)
     try:
@@ -299,7 +299,7 @@ def kv_cache_kwargs(model: Any) -> tuple[str, ...] | None:
     read; ``layer_past`` it does). Found by a probe, never assumed: four tokens run whole and as 2 + 2 with each
     candidate; the first whose second half matches the whole run is returned. Pass the cache under every returned
     name (``dict.fromkeys(names, cache)``)."""
-    from transformers import DynamicCache  # noqa: PLC0415
+    from transformers import DynamicCache  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     toks = (torch.arange(4, device=model.cfg.device) % model.cfg.d_vocab).unsqueeze(0)
     with torch.inference_mode():
@@ -321,7 +321,7 @@ def kv_cache_kwargs(model: Any) -> tuple[str, ...] | None:
 def tile_cache(model: Any, cache: Any, reps: int, *, upto: int | None = None) -> Any:
     """A fresh Hugging Face key/value cache for runs after a shared prefix: every layer of ``cache`` (positions
     ``< upto``, default all) tiled ``reps`` times along the batch axis (``Tensor.repeat``'s row order)."""
-    from transformers import DynamicCache  # noqa: PLC0415
+    from transformers import DynamicCache  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     new = DynamicCache(config=model.original_model.config)
     for i, lay in enumerate(cache.layers):

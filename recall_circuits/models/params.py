@@ -56,10 +56,6 @@ def query_heads_of_group(model: Any, group: int) -> list[int]:
     return list(range(group * per, (group + 1) * per))
 
 
-def head_label(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
 def check_head(model: Any, layer: int, head: int) -> None:
     if not 0 <= layer < model.cfg.n_layers:
         raise RecallCircuitsError(f"layer {layer} out of range (model has {model.cfg.n_layers} layers)")

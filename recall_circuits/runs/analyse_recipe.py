@@ -14,15 +14,16 @@ import json
 import logging
 from pathlib import Path
 
+from recall_circuits.runs.pipeline import _Ctx, recipe_analyses
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m recall_circuits.runs.analyse_recipe", description=__doc__)
     ap.add_argument("--job", required=True, help="out, base, recipe, quick, overwrite, device, dtype as JSON")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = ap.parse_args(argv)
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
-    from recall_circuits.runs.pipeline import _Ctx, recipe_analyses  # noqa: PLC0415
 
     if args.threads:
         torch.set_num_threads(args.threads)

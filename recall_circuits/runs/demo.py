@@ -18,8 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recall_circuits.runs.artefacts import read_json
+from recall_circuits.artefacts import read_json
+from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import MANIFEST_FILE, RESULTS_FILE
+from recall_circuits.models.registry import cache_dir
+from recall_circuits.runs.stages.finetune import run_finetune
+from recall_circuits.training.presets import DATA_PRESETS, TRAIN_PRESETS
 
 ENV = "RECALL_CIRCUITS_DEMO_RUN"
 
@@ -48,12 +53,12 @@ class DemoRun:
 
 
 def _complete(root: Path) -> bool:
-    return all((root / p).exists() for p in ("data/manifest.json", "two-stage/results.json", "mixed/results.json"))
+    return all((root / p).exists()
+               for p in (f"data/{MANIFEST_FILE}", f"two-stage/{RESULTS_FILE}", f"mixed/{RESULTS_FILE}"))
 
 
 def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
     """The reproduction the notebooks analyse (see the module docstring)."""
-    from recall_circuits.training.presets import TRAIN_PRESETS  # noqa: PLC0415
 
     given = root or os.environ.get(ENV)
     if given:
@@ -61,22 +66,17 @@ def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
         if not _complete(r):
             raise RecallCircuitsError(f"{r} is not a finished reproduction (data/, two-stage/, mixed/ with "
                                       f"results.json)")
-        import json  # noqa: PLC0415
 
-        base = read_json(r / "mixed" / "results.json")["config"]["model"]
+        base = read_json(r / "mixed" / RESULTS_FILE)["config"]["model"]
         return DemoRun(r, base, "default")
-    from recall_circuits.data.bios import DataConfig, generate, write_dataset  # noqa: PLC0415
-    from recall_circuits.training.run import run_finetune  # noqa: PLC0415
-    from recall_circuits.models.registry import cache_dir  # noqa: PLC0415
-    from recall_circuits.training.presets import DATA_PRESETS  # noqa: PLC0415
 
     r = cache_dir() / "demo-tiny"
-    if not (r / "data" / "manifest.json").is_file():
+    if not (r / "data" / MANIFEST_FILE).is_file():
         write_dataset(generate(DataConfig(**DATA_PRESETS["tiny"])), r / "data", overwrite=True)
     cfg = TRAIN_PRESETS["tiny"]
     for strategy in ("two-stage", "mixed"):
         out = r / strategy
-        if not (out / "results.json").is_file():
+        if not (out / RESULTS_FILE).is_file():
             run_finetune(cfg | {"strategy": strategy, "data": str(r / "data"), "out": str(out)},
                          resume=out.exists(), verbose=False)
     return DemoRun(r, cfg["model"], "tiny")

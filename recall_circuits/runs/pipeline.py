@@ -19,21 +19,41 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
+
+from recall_circuits.artefacts import check_same, code_identity, difference, model_identity, read_json, write_json
+from recall_circuits.attribution.trace import TraceConfig
 from recall_circuits.data.bios import DataConfig, data_identity, generate, write_dataset
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.artefacts import check_same, code_identity, difference, model_identity, read_json, write_json
+from recall_circuits.files import (
+    IDENTITY_FILE,
+    MANIFEST_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    SNAPSHOTS_DIR,
+    SUMMARY_FILE,
+    TRAIN_META,
+)
+from recall_circuits.interventions.grafting import GraftConfig
+from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.regime import load_record, search_state
 from recall_circuits.runs.report import write_report
+from recall_circuits.runs.stages import attention, consistency, graft, heads, patching, trace
+from recall_circuits.runs.stages.base import StageSummary
+from recall_circuits.runs.stages.finetune import run_finetune
+from recall_circuits.runs.stages.side_by_side import run_processes, run_side_by_side
 from recall_circuits.runs.verdicts import headline, summarise
+from recall_circuits.training.curve import run_logs
+from recall_circuits.training.loop import TrainConfig, train_identity
 from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, TRAIN_PRESETS, preset, train_preset
 
 log = logging.getLogger(__name__)
-SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
+S = TypeVar("S", bound=StageSummary)
 
 
-IDENTITY_FILE, RUN_FILE = "identity.json", "run.json"
 
 
 def _train_cfg(out: Path, data: Path, strategy: str, name: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -60,9 +80,6 @@ def _finetune(out: Path, data: Path, strategy: str, name: str, extra: dict[str, 
     """A fine-tuning stage: reused only when it was trained from the same base weights, data and options. With
     ``stale`` (a report-only pass) nothing is trained: a finished run is read and an identity that differs is
     recorded in ``stale``. ``run=False``: check and clear as usual, but return None instead of training."""
-    from recall_circuits.training.run import RESULTS_FILE, run_finetune  # noqa: PLC0415
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-    from recall_circuits.training.loop import TRAIN_META, TrainConfig, train_identity  # noqa: PLC0415
 
     cfg = _train_cfg(out, data, strategy, name, extra)
     tc = TrainConfig(**cfg)
@@ -102,27 +119,26 @@ def _read_finished(out: Path, result: Path, identity_file: Path, identity: dict[
     return read_json(result)
 
 
-def _stage(out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any],
-           overwrite: bool, stale: dict[str, str] | None = None) -> dict[str, Any]:
+def _stage(out: Path, what: str, run: Callable[[], S | None], kind: type[S], identity: dict[str, Any],
+           overwrite: bool, stale: dict[str, str] | None = None) -> S:
     """A cached analysis stage: complete when its ``summary.json`` and ``identity.json`` (written after it) are
     there, and reused only when ``identity`` (its models' weights, data, options) is what it was computed from;
     otherwise an error naming the difference, or, with ``overwrite``, computed again. An incomplete stage (an
     interruption) is computed again. With ``stale``, a report-only pass: see :func:`_read_finished`."""
-    from recall_circuits.runs.artefacts import SUMMARY_FILE as RUN_SUMMARY  # noqa: PLC0415
-
     if stale is not None:
-        return _read_finished(out, out / RUN_SUMMARY, out / IDENTITY_FILE, identity, stale)
-    if (out / RUN_SUMMARY).is_file() and (out / IDENTITY_FILE).is_file():
+        return kind.from_dict(_read_finished(out, out / SUMMARY_FILE, out / IDENTITY_FILE, identity, stale))
+    if (out / SUMMARY_FILE).is_file() and (out / IDENTITY_FILE).is_file():
         try:
             check_same(read_json(out / IDENTITY_FILE), identity, out)
             log.info("stage %s: complete, skipped", out.name)
-            return read_json(out / RUN_SUMMARY)
+            return kind.load(out)
         except RecallCircuitsError:
             if not overwrite:
                 raise
             log.info("stage %s: its inputs changed, computing it again (--overwrite)", out.name)
     log.info("stage %s: %s", out.name, what)
     result = run()
+    assert result is not None        # a stage returns None only in the other processes of a torchrun
     write_json(out / IDENTITY_FILE, identity, indent=2, sort_keys=True)
     return result
 
@@ -143,7 +159,6 @@ class _Ctx:
     code: str = field(default_factory=code_identity)    # the library's source: analyses are redone when it changes
 
     def model(self, name_or_dir: str | Path) -> dict[str, Any]:
-        from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
 
         path = resolve_model(str(name_or_dir))
         if str(path) not in self._ids:
@@ -156,98 +171,99 @@ class _Ctx:
                 "upstream": {p.name: read_json(p / IDENTITY_FILE) for p in upstream},
                 "options": {"quick": self.quick, "dtype": self.dtype, **options}, "code": self.code}
 
-    def stage(self, out: Path, what: str, run: Callable[[], dict[str, Any]], identity: dict[str, Any]
-              ) -> dict[str, Any]:
-        return _stage(out, what, run, identity, self.overwrite, self.stale)
+    def stage(self, out: Path, what: str, run: Callable[[], S | None], kind: type[S], identity: dict[str, Any]
+              ) -> S:
+        return _stage(out, what, run, kind, identity, self.overwrite, self.stale)
 
 
-def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> dict[str, Any]:
-    from recall_circuits.attribution.trace import TraceConfig  # noqa: PLC0415
-    from recall_circuits.runs.gradient_trace import TraceRunConfig, run_gradient_trace  # noqa: PLC0415
-
-    cfg = TraceRunConfig(base=base, finetuned=str(finetuned), data=str(ctx.data), out=str(out),
-                         trace=TraceConfig(n_people=4 if ctx.quick else 20), n_random=2, device=ctx.device,
-                         dtype=ctx.dtype)
-    return ctx.stage(out, "gradient trace + restore ablation",
-                     lambda: run_gradient_trace(cfg, overwrite=True, verbose=ctx.verbose),
+def _trace(ctx: _Ctx, out: Path, base: str, finetuned: Path) -> trace.TraceSummary:
+    cfg = trace.TraceStageConfig(base=base, finetuned=str(finetuned), data=str(ctx.data), out=str(out),
+                                 trace=TraceConfig(n_people=4 if ctx.quick else 20), n_random=2, device=ctx.device,
+                                 dtype=ctx.dtype, overwrite=True, verbose=ctx.verbose)
+    return ctx.stage(out, "gradient trace + restore ablation", lambda: trace.run(cfg), trace.TraceSummary,
                      ctx.identity({"base": base, "finetuned": finetuned}))
 
 
-def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) -> dict[str, Any]:
-    from recall_circuits.interventions.grafting import GraftConfig, run_grafting  # noqa: PLC0415
-
+def _graft(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path) -> graft.GraftSummary:
     q = ctx.quick
-    cfg = GraftConfig(init_frac=0.02 if q else 1e-3, steps=6 if q else 30, eval_every=3 if q else 10)
-    return ctx.stage(out, "grafting", lambda: run_grafting(
-        base, str(finetuned), str(ctx.data), str(out), cfg, trace_dir=str(trace_dir), overwrite=True,
-        verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype),
-        ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
+    cfg = graft.GraftStageConfig(
+        base, str(finetuned), str(ctx.data), str(out),
+        GraftConfig(init_frac=0.02 if q else 1e-3, steps=6 if q else 30, eval_every=3 if q else 10),
+        trace_dir=str(trace_dir), overwrite=True, verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype)
+    return ctx.stage(out, "grafting", lambda: graft.run(cfg), graft.GraftSummary,
+                     ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir,)))
 
 
 def _heads(ctx: _Ctx, out: Path, base: str, finetuned: Path, trace_dir: Path, graft_dir: Path,
-           patching_dir: Path) -> dict[str, Any]:
-    from recall_circuits.interventions.head_ablation import run_head_ablation  # noqa: PLC0415
-
-    return ctx.stage(out, "head-ablation curves and single-head sweep", lambda: run_head_ablation(
-        base, str(finetuned), str(ctx.data), str(out), trace_dir=str(trace_dir), graft_dir=str(graft_dir),
-        patching_dir=str(patching_dir), n_random=3, single=True, max_people=None if ctx.quick else 5,
-        overwrite=True, verbose=ctx.verbose, device=ctx.device, dtype=ctx.dtype),
-        ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir, graft_dir, patching_dir)))
-
-
-def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> dict[str, Any]:
-    from recall_circuits.interventions.patching import run_activation_patching  # noqa: PLC0415
-
-    return ctx.stage(out, "activation patching (same format, across formats, attribution)", lambda:
-                     run_activation_patching(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True,
-                                             device=ctx.device, dtype=ctx.dtype, verbose=ctx.verbose),
-                     ctx.identity({"finetuned": finetuned}))
+           patching_dir: Path) -> heads.HeadsSummary:
+    cfg = heads.HeadsConfig(base, str(finetuned), str(ctx.data), str(out), trace_dir=str(trace_dir),
+                            graft_dir=str(graft_dir), patching_dir=str(patching_dir), n_random=3, single=True,
+                            max_people=None if ctx.quick else 5, overwrite=True, verbose=ctx.verbose,
+                            device=ctx.device, dtype=ctx.dtype)
+    return ctx.stage(out, "head-ablation curves and single-head sweep", lambda: heads.run(cfg), heads.HeadsSummary,
+                     ctx.identity({"base": base, "finetuned": finetuned}, (trace_dir, graft_dir, patching_dir)))
 
 
-def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> dict[str, Any]:
-    from recall_circuits.compare.attention import run_attention_compare  # noqa: PLC0415
+def _patching(ctx: _Ctx, out: Path, finetuned: Path) -> patching.PatchingSummary:
+    cfg = patching.PatchingConfig(str(finetuned), str(ctx.data), str(out), n_pairs=2, overwrite=True,
+                                  device=ctx.device, dtype=ctx.dtype, verbose=ctx.verbose)
+    return ctx.stage(out, "activation patching (same format, across formats, attribution)",
+                     lambda: patching.run(cfg), patching.PatchingSummary, ctx.identity({"finetuned": finetuned}))
 
-    return ctx.stage(out, "BIO-vs-QA attention", lambda: run_attention_compare(
-        models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10, overwrite=True, device=ctx.device,
-        dtype=ctx.dtype, verbose=ctx.verbose), ctx.identity(models))
+
+def _attention(ctx: _Ctx, out: Path, models: dict[str, str]) -> attention.AttentionSummary:
+    cfg = attention.AttentionConfig(models, str(ctx.data), str(out), n_people=3 if ctx.quick else 10,
+                                    overwrite=True, device=ctx.device, dtype=ctx.dtype, verbose=ctx.verbose)
+    return ctx.stage(out, "BIO-vs-QA attention", lambda: attention.run(cfg), attention.AttentionSummary,
+                     ctx.identity(models))
 
 
 def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, str] | None = None
-                 ) -> dict[str, Any]:
-    from recall_circuits.compare.consistency import run_consistency  # noqa: PLC0415
-
-    return ctx.stage(out, "gradient / representation consistency, probe, input signature", lambda: run_consistency(
-        models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10, along=along or None, overwrite=True,
-        device=ctx.device, dtype=ctx.dtype, verbose=ctx.verbose),
-        ctx.identity(models, along=sorted(along or {})))
+                 ) -> consistency.ConsistencySummary:
+    cfg = consistency.ConsistencyConfig(models, str(ctx.data), str(out), n_people=2 if ctx.quick else 10,
+                                        along=along or None, overwrite=True, device=ctx.device, dtype=ctx.dtype,
+                                        verbose=ctx.verbose)
+    return ctx.stage(out, "gradient / representation consistency, probe, input signature",
+                     lambda: consistency.run(cfg), consistency.ConsistencySummary,
+                     ctx.identity(models, along=sorted(along or {})))
 
 
 RECIPE_STAGES = ("trace", "graft", "patching", "heads", "consistency")
 
 
-def recipe_analyses(ctx: _Ctx, out: Path, base_model: str, recipe: str) -> tuple[dict[str, Any], ...]:
+@dataclass(frozen=True)
+class RecipeAnalyses:
+    """One recipe's analysis stages, as their typed summaries."""
+
+    trace: trace.TraceSummary
+    graft: graft.GraftSummary
+    patching: patching.PatchingSummary
+    heads: heads.HeadsSummary
+    consistency: consistency.ConsistencySummary
+
+
+def recipe_analyses(ctx: _Ctx, out: Path, base_model: str, recipe: str) -> RecipeAnalyses:
     """One recipe's own analysis stages, in order: gradient trace + restore ablation, grafting, activation patching,
     head curves, consistency (of the final model and, where the run kept snapshots, along training); each is reused
     when finished from the same inputs."""
     ft, d = out / recipe / "model", {n: out / f"{n}-{recipe}" for n in RECIPE_STAGES}
-    trace = _trace(ctx, d["trace"], base_model, ft)
-    graft = _graft(ctx, d["graft"], base_model, ft, d["trace"])
-    patching = _patching(ctx, d["patching"], ft)
-    heads = _heads(ctx, d["heads"], base_model, ft, d["trace"], d["graft"], d["patching"])
-    along = {recipe: str(out / recipe)} if (out / recipe / "snapshots").is_dir() else None
-    consistency = _consistency(ctx, d["consistency"], {recipe: str(ft)}, along)
-    return trace, graft, patching, heads, consistency
+    tr = _trace(ctx, d["trace"], base_model, ft)
+    gr = _graft(ctx, d["graft"], base_model, ft, d["trace"])
+    pa = _patching(ctx, d["patching"], ft)
+    he = _heads(ctx, d["heads"], base_model, ft, d["trace"], d["graft"], d["patching"])
+    along = {recipe: str(out / recipe)} if (out / recipe / SNAPSHOTS_DIR).is_dir() else None
+    return RecipeAnalyses(tr, gr, pa, he, _consistency(ctx, d["consistency"], {recipe: str(ft)}, along))
 
 
-def merge_consistency(per_recipe: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def merge_consistency(per_recipe: dict[str, consistency.ConsistencySummary]) -> consistency.ConsistencySummary:
     """The recipes' consistency stages as one result (the same people in each: a split's first people, sorted):
     every recipe's model measures, and the runs measured along training."""
-    people = [c["people"] for c in per_recipe.values()]
+    people = [c.people for c in per_recipe.values()]
     if any(p != people[0] for p in people):
         raise RecallCircuitsError("the recipes' consistency stages measured different people; run with --overwrite")
-    along = {k: v for c in per_recipe.values() for k, v in (c.get("along") or {}).items()}
-    return {"people": people[0], "models": {k: v for c in per_recipe.values() for k, v in c["models"].items()},
-            "along": along or None}
+    along = {k: v for c in per_recipe.values() for k, v in (c.along or {}).items()}
+    return consistency.ConsistencySummary(people=people[0], along=along or None,
+                                          models={k: v for c in per_recipe.values() for k, v in c.models.items()})
 
 
 def _stages_done(out: Path, recipe: str) -> int:
@@ -260,9 +276,7 @@ def _recipe_analyses_side_by_side(ctx: _Ctx, out: Path, base_model: str, verbose
     (``python -m recall_circuits.runs.analyse_recipe``, log ``analyses-<recipe>.log``) with half the torch threads,
     as fine-tuning does; this process then reuses the stages the children finished. Recipes whose stages have all
     finished start no child (this process still checks what they were computed from)."""
-    import torch  # noqa: PLC0415
 
-    from recall_circuits.training.side_by_side import run_processes  # noqa: PLC0415
 
     todo = [s for s in ("two-stage", "mixed") if _stages_done(out, s) < len(RECIPE_STAGES)]
     if not todo:
@@ -321,7 +335,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     regime search's finished pairs (a folder of ``<id>.json``, e.g. the repository's ``docs/search``), shown in the
     summary's ``search`` and the report's headline. ``side_by_side`` (default: on a CPU): the two recipes
     fine-tune at once, each in a process of its own with half the torch threads
-    (:mod:`recall_circuits.training.side_by_side`); otherwise one after the other in this process."""
+    (:mod:`recall_circuits.runs.stages.side_by_side`); otherwise one after the other in this process."""
     out = Path(out)
     if report_only and not (out / RUN_FILE).is_file():
         raise RecallCircuitsError(f"--report-only: {out} holds no reproduction ({RUN_FILE})")
@@ -339,17 +353,17 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     extra |= train_options or {}
     data = out / "data"
     data_cfg = DataConfig(**(preset(DATA_PRESETS, name) | (data_options or {})))
-    if (data / "manifest.json").is_file():
+    if (data / MANIFEST_FILE).is_file():
         try:
-            check_same(read_json(data / "manifest.json").get("config"),
+            check_same(read_json(data / MANIFEST_FILE).get("config"),
                        json.loads(json.dumps(dataclasses.asdict(data_cfg))), data)
         except RecallCircuitsError:
             if not overwrite:
                 raise
             shutil.rmtree(data)
-    if report_only and not (data / "manifest.json").is_file():
+    if report_only and not (data / MANIFEST_FILE).is_file():
         raise RecallCircuitsError(f"stage data is not finished in {out}: run the reproduction without --report-only")
-    if not (data / "manifest.json").is_file():
+    if not (data / MANIFEST_FILE).is_file():
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(data_cfg), data, overwrite=True)
     ctx = _Ctx(data, quick, overwrite, verbose, device, dtype, stale={} if report_only else None)
@@ -358,9 +372,8 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                          run=not side_by_side) for s in ("two-stage", "mixed")}
     todo = {s: _train_cfg(out / s, data, s, name, extra) for s, r in runs.items() if r is None}
     if todo:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
-        from recall_circuits.training.side_by_side import run_side_by_side  # noqa: PLC0415
 
         threads = max(1, torch.get_num_threads() // len(todo))
         log.info("stages %s: fine-tuning side by side, %d torch thread(s) each", " and ".join(todo), threads)
@@ -372,33 +385,19 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     if side_by_side and not report_only:
         _recipe_analyses_side_by_side(ctx, out, base_model, verbose)
     per_recipe = {s: recipe_analyses(ctx, out, base_model, s) for s in ft}
-    traces, grafts, patching, heads, consistencies = ({s: r[i] for s, r in per_recipe.items()} for i in range(5))
-    attention = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
-                                                     "pretrained": base_model})
-    consistency = merge_consistency(consistencies)
+    att = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
+                                              "pretrained": base_model})
+    cons = merge_consistency({s: r.consistency for s, r in per_recipe.items()})
     sens = _sensitivity(out, data, name, extra, runs, train=sensitivity and not report_only, verbose=verbose,
                         overwrite=overwrite, hashed=ctx.model)
-    summary = summarise(runs, sens, traces, consistency)
-    summary["head_curves"] = {s: h["curves"] for s, h in heads.items()}
-    summary["head_gqa_note"] = next(iter(heads.values()))["gqa_note"]
-    summary["single_head"] = {s: _single_head_summary(h) for s, h in heads.items()}
-    summary["patching"] = {s: {k: p[k] for k in ("corrupted_metric", "clean_metric", "roles",
-                                                 "cross_format_by_layer_role", "attribution_vs_exact_corr")}
-                           for s, p in patching.items()}
-    summary["attention"] = {m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
-                                                 "viewed_heads", "mean_mass")}
-                            for m, v in attention["models"].items()}
-    summary["grafting"] = {s: {k: g.get(k) for k in ("alpha", "graft_size", "P", "grafted", "shared_share_of_graft",
-                                                     "grafted_without_shared", "acc_lost_without_shared")}
-                           for s, g in grafts.items()}
-    summary["consistency_probe"] = {m: v.get("probe") for m, v in consistency["models"].items()}
-    summary["gradient_consistency_along"] = consistency.get("along")
+    summary = summarise(runs, sens, {s: r.trace for s, r in per_recipe.items()}, cons)
+    summary |= _analyses_summary(per_recipe, att, cons)
     summary["preset"] = name
     summary["training"] = {s: training_settings(r) for s, r in runs.items()}
     summary["training_loss"] = _training_loss(out)
     summary["models"] = {"base": {"name": base_model, **ctx.model(base_model)},
                          **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
-    summary["data"] = {"path": str(data), "config": read_json(data / "manifest.json").get("config"),
+    summary["data"] = {"path": str(data), "config": read_json(data / MANIFEST_FILE).get("config"),
                        "sha256": data_identity(data)}
     if report_only:     # the wall time of the invocation that computed the stages, if one wrote a summary
         prev = read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).is_file() else {}
@@ -415,16 +414,38 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
 
 def _training_loss(out: Path) -> dict[str, list[dict[str, Any]]]:
     """Each recipe's training loss over about 50 windows of steps (``TrainingLog.windows``), from its log."""
-    from recall_circuits.training.curve import run_logs  # noqa: PLC0415
 
     logs, every = run_logs({s: out / s for s in ("two-stage", "mixed")}, 50)
     return {s: lg.windows(every).to_dict(orient="records") for s, lg in logs.items()}
 
 
-def _single_head_summary(h: dict[str, Any]) -> dict[str, Any]:
+def _single_head_summary(h: heads.HeadsSummary) -> dict[str, Any]:
     """Baseline and the heads whose lone restore costs most (QA-OOD exact match; ID answer log-probability)."""
-    return {"baseline": h.get("single_head_baseline"), "top_ood_drop": h.get("single_head_top_ood_drop"),
-            "top_id_logprob_drop": (h.get("single_head_top_id_logprob_drop") or [])[:5]}
+    return {"baseline": h.single_head_baseline, "top_ood_drop": h.single_head_top_ood_drop,
+            "top_id_logprob_drop": (h.single_head_top_id_logprob_drop or [])[:5]}
+
+
+def _analyses_summary(per_recipe: dict[str, RecipeAnalyses], att: attention.AttentionSummary,
+                      cons: consistency.ConsistencySummary) -> dict[str, Any]:
+    """The reproduction summary's sections read from the analysis stages' summaries."""
+    return {
+        "head_curves": {s: r.heads.curves for s, r in per_recipe.items()},
+        "head_gqa_note": next(iter(per_recipe.values())).heads.gqa_note,
+        "single_head": {s: _single_head_summary(r.heads) for s, r in per_recipe.items()},
+        "patching": {s: {"corrupted_metric": r.patching.corrupted_metric, "clean_metric": r.patching.clean_metric,
+                         "roles": r.patching.roles, "cross_format_by_layer_role": r.patching.cross_format_by_layer_role,
+                         "attribution_vs_exact_corr": r.patching.attribution_vs_exact_corr}
+                     for s, r in per_recipe.items()},
+        "attention": {m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
+                                            "viewed_heads", "mean_mass")} for m, v in att.models.items()},
+        "grafting": {s: {"alpha": g.alpha, "graft_size": g.graft_size, "P": g.P, "grafted": g.grafted,
+                         "shared_share_of_graft": g.shared_share_of_graft,
+                         "grafted_without_shared": g.grafted_without_shared,
+                         "acc_lost_without_shared": g.acc_lost_without_shared}
+                     for s, g in ((s, r.graft) for s, r in per_recipe.items())},
+        "consistency_probe": {m: v.get("probe") for m, v in cons.models.items()},
+        "gradient_consistency_along": cons.along,
+    }
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,
@@ -432,7 +453,6 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
                  ) -> list[dict[str, Any]]:
     """Rows of the learning-rate sensitivity table: trained when ``train``, else read from the runs on disk
     (``None`` where a run is missing)."""
-    from recall_circuits.training.run import RESULTS_FILE  # noqa: PLC0415
 
     base_lr = preset(TRAIN_PRESETS, name)["lr"]
     rows = []

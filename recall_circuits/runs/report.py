@@ -12,10 +12,12 @@ import html
 from pathlib import Path
 from typing import Any
 
-from recall_circuits.runs.artefacts import write_text_atomic
-from recall_circuits.runs.gradient_trace import PRETRAINED_LABEL
+from recall_circuits.artefacts import load_tensors, write_text_atomic
+from recall_circuits.files import TENSORS_FILE
+from recall_circuits.runs.stages.trace import PRETRAINED_LABEL
 from recall_circuits.runs.verdicts import PREMISE_LEARNED
-from recall_circuits.runs.viz import share_circuitsvis
+from recall_circuits.training.curve import windows_figure
+from recall_circuits.viz import head_heatmap, share_circuitsvis, shared_curve_figure
 
 ACCURACIES = {"qa_id_acc": "QA-ID", "qa_ood_acc": "QA-OOD", "qa_floor_acc": "QA-OOD chance floor",
               "bio_recall_id": "BIO recall ID", "bio_recall_ood": "BIO recall OOD"}
@@ -133,7 +135,7 @@ def _direction(i: int, d: dict[str, Any], figures: list[str], learned: bool) -> 
 
 
 def _plot(fig: Any) -> str:
-    import plotly.io as pio  # noqa: PLC0415
+    import plotly.io as pio  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     return pio.to_html(fig, full_html=False, include_plotlyjs=False)
 
@@ -181,7 +183,6 @@ def _what_was_run(summary: dict[str, Any]) -> str:
 def _training_loss(losses: dict[str, list[dict[str, Any]]]) -> str:
     """Each recipe's training loss over windows of steps (``TrainingLog.windows``): a model evaluated just after
     its loss came back up (a spike of a constant learning rate) shows here before it shows in its accuracies."""
-    from recall_circuits.training.curve import windows_figure  # noqa: PLC0415
 
     first = next((r for rows in losses.values() for r in rows), None)
     if first is None:
@@ -196,7 +197,7 @@ def _training_loss(losses: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def _headline(summary: dict[str, Any]) -> str:
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     runs = summary["runs"]
     named = []
@@ -253,7 +254,7 @@ def _search_sentence(search: dict[str, Any]) -> str:
 
 def _search(search: dict[str, Any]) -> str:
     """The regime search's rows (the table of docs/results.md, shortened) and their gaps against the target."""
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     rows = search["rows"]
     table = []
@@ -287,8 +288,8 @@ def _search(search: dict[str, Any]) -> str:
 def _head_curves_figure(strategy: str, curves: dict[str, Any]) -> Any:
     """QA-ID and QA-OOD accuracy against the number of top heads restored, one line per ranking; the random
     rankings as a band (their min to max)."""
-    import plotly.graph_objects as go  # noqa: PLC0415
-    from plotly.subplots import make_subplots  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
+    from plotly.subplots import make_subplots  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("QA-ID", "QA-OOD"), shared_yaxes=True)
     rand = [c for name, c in curves.items() if name.startswith("random")]
@@ -317,8 +318,6 @@ def _head_curves_figure(strategy: str, curves: dict[str, Any]) -> Any:
 def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, list[str]]:
     """The figures of the trace-based directions: the |S_k|/k curves, the per-head Shared Size maps, the restore
     ablation table and the head-ablation curves."""
-    from recall_circuits.runs.artefacts import load_tensors  # noqa: PLC0415
-    from recall_circuits.runs.viz import head_heatmap, shared_curve_figure  # noqa: PLC0415
 
     tr = summary.get("traces") or {}
     figs: dict[str, list[str]] = {"shared_fraction": [], "head_concentration": [], "restore_ablation": []}
@@ -335,7 +334,7 @@ def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, l
             "against) and the overlap k/P of two random k-sets.</p>",
             _plot(shared_curve_figure(curves, "Shared parameters |S_k|/k against k"))]
     for s, t in tr.items():
-        if run_dir is not None and (run_dir / f"trace-{s}" / "result.safetensors").is_file():
+        if run_dir is not None and (run_dir / f"trace-{s}" / TENSORS_FILE).is_file():
             per_head = load_tensors(run_dir / f"trace-{s}")["shared_per_head"]
             figs["head_concentration"].append(_plot(head_heatmap(
                 per_head, f"{s}: Shared Size per head (shared entries in the head's Q, K, V, O slices, k={t['k']})",
@@ -354,7 +353,7 @@ def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, l
 
 
 def _consistency_figures(summary: dict[str, Any]) -> list[str]:
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     out = []
     m = _measured(summary, "consistency")
@@ -387,7 +386,7 @@ def _consistency_figures(summary: dict[str, Any]) -> list[str]:
 
 def _further(summary: dict[str, Any], run_dir: Path | None) -> list[str]:
     """The analyses that support the directions: grafting, patching, single heads, attention, sensitivity."""
-    import plotly.io as pio  # noqa: PLC0415
+    import plotly.io as pio  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     parts = ["<h2>Further analyses</h2>"]
     if summary.get("grafting"):
@@ -453,7 +452,7 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-c
 
 def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = None) -> None:
     """A self-contained HTML report (plotly.js inlined once; no external script, font or CDN reference)."""
-    from plotly.offline import get_plotlyjs  # noqa: PLC0415
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     directions = summary["directions"]
     parts = []

@@ -24,12 +24,18 @@ Example::
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recall_circuits.artefacts import write_json
+from recall_circuits.data import pools
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import TARGET_GAP, interval_text, pair_row
+from recall_circuits.runs.pipeline import reproduce
+from recall_circuits.runs.regime import TARGET_GAP, Setting, interval_text, pair_row, read_pair
+from recall_circuits.training.curve import learning_curve
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,6 @@ def steps_per_arm(people: int, point: GridPoint, batch_size: int | None = None) 
     """Optimiser steps of each arm (the same for both: every biography and every ID question ``epochs`` times, in
     batches of one format; ``batch_size``: the plan's by default): ``epochs × (⌈biographies / batch⌉ + ⌈ID
     questions / batch⌉)``."""
-    from recall_circuits.data import pools  # noqa: PLC0415
 
     batch_size = batch_size or FIXED["batch_size"]
 
@@ -137,7 +142,6 @@ def scale_row(people: int, point: GridPoint, model: str, mixed: dict[str, Any], 
     gap with intervals, premise, BIO recall, steps, the floor) with ``setting`` naming the grid point, the people
     and the model, plus ``device``, the points ``along`` training of each arm, the stages' wall ``times`` and
     whether the pair ``reaches`` the paper's direction."""
-    from recall_circuits.runs.regime import Setting  # noqa: PLC0415
 
     if "qa_floor_per_person" not in mixed or "qa_floor_per_person" not in stage:
         raise RecallCircuitsError("the study's arms must be evaluated with the chance floor (results.json without "
@@ -218,7 +222,6 @@ class StudyConfig:
 
 def load_rows(record: str | Path, out: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """The study's finished pairs: ``record/<pair>.json`` and, not yet in the record, ``out/<pair>/pair.json``."""
-    from recall_circuits.runs.regime import read_pair  # noqa: PLC0415
 
     rows = {f.stem: read_pair(f) for f in sorted(Path(record).glob("p*-G*.json"))} if Path(record).is_dir() else {}
     if out is not None:
@@ -238,7 +241,6 @@ def plan_order(people: list[int], select_at: int = SELECT_AT) -> list[int]:
 def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: bool) -> dict[str, Any]:
     """The reproduction of one pair in ``out/<pair>``: fine-tuning only, or (``analyses``) the mechanism analyses
     and report too, reusing the trained recipes (the same call, so the same identity)."""
-    from recall_circuits.runs.pipeline import reproduce  # noqa: PLC0415
 
     return reproduce(Path(cfg.out) / run_name(people, point), quick=cfg.quick,
                      model=None if cfg.model == MODEL else cfg.model, verbose=cfg.verbose, device=cfg.device,
@@ -249,11 +251,7 @@ def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: boo
 def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
     """Fine-tune one pair (both recipes at once, each in its own process), evaluate it along training and at the
     end, and write its record (``out/<pair>/pair.json`` and ``record/<pair>.json``)."""
-    import shutil  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
-    from recall_circuits.runs.artefacts import write_json  # noqa: PLC0415
-    from recall_circuits.training.curve import learning_curve  # noqa: PLC0415
 
     name = run_name(people, point)
     folder = Path(cfg.out) / name
@@ -284,7 +282,7 @@ def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
 def _device_name(device: str) -> str:
     """``cpu``, or the accelerator's name (``NVIDIA H200``)."""
     if device.startswith("cuda"):
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
         return torch.cuda.get_device_name(torch.device(device))
     return device

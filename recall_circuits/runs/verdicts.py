@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from recall_circuits.runs.regime import TARGET_GAP
+from recall_circuits.runs.stages.consistency import ConsistencySummary
+from recall_circuits.runs.stages.trace import TraceSummary
+from recall_circuits.training.evaluation import Evaluation, flat_keys, floor_interval
+from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
 PAPER = {
     "qa_ood_gap": "Mix-tuned ≫ Stage-tuned on QA-OOD (summary: up to 38 points; 9.7% vs 88.6% quoted)",
@@ -23,8 +27,6 @@ PAPER = {
 def headline(r: dict[str, Any]) -> dict[str, Any]:
     """A fine-tuning run's headline numbers, with ``ci95``: the 95% bootstrap interval over people [low, high] of
     each accuracy whose per-person table the run kept (keyed like the accuracy: ``qa_ood_acc``, ``bio_recall_id``)."""
-    from recall_circuits.training.evaluation import Evaluation, flat_keys, floor_interval  # noqa: PLC0415
-    from recall_circuits.training.intervals import accuracy_interval  # noqa: PLC0415
 
     keys = ("qa_id_acc", "qa_ood_acc", "qa_floor_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc",
             "bio_recall_id", "bio_recall_ood", "train_wall_s")
@@ -41,7 +43,6 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
 
 def gap_ci95(mixed: dict[str, Any], stage: dict[str, Any]) -> list[float] | None:
     """The paired 95% bootstrap interval over people of mixed − two-stage on QA-OOD (None without the tables)."""
-    from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
 
     a, b = mixed.get("qa_ood_per_person"), stage.get("qa_ood_per_person")
     if not a or not b:
@@ -83,17 +84,9 @@ def _apply_premises(directions: list[dict[str, Any]], *, learned: bool) -> None:
             gap_holds = bool(d["reproduced"])
 
 
-def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
-              traces: dict[str, dict[str, Any]] | None = None,
-              consistency: dict[str, Any] | None = None) -> dict[str, Any]:
-    from recall_circuits.training.evaluation import floor_interval  # noqa: PLC0415
-
-    ts, mx = runs["two-stage"], runs["mixed"]
-    ts_bio = ts.get("after_bio", ts)
-    memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
-                    mx.get("bio_recall_id", 0), mx.get("bio_recall_ood", 0))
+def _gap_direction(ts: dict[str, Any], mx: dict[str, Any], memorised: float) -> dict[str, Any]:
     gap = mx["qa_ood_acc"] - ts["qa_ood_acc"]
-    directions = [{
+    return {
         "name": "qa_ood_gap",
         "reproduced": bool(gap >= TARGET_GAP and memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9),
         "measured": {"mixed_qa_ood": mx["qa_ood_acc"], "two_stage_qa_ood": ts["qa_ood_acc"], "gap": gap,
@@ -104,65 +97,79 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
                      "rule": f"gap >= {TARGET_GAP}, both QA-ID >= 0.9, BIO recall >= 0.9 (two-stage: after its BIO "
                              "phase)"},
         "paper": PAPER["qa_ood_gap"],
-    }]
-    if traces:
-        tt, tm = traces["two-stage"], traces["mixed"]
-        directions.append({
-            "name": "shared_fraction",
-            "reproduced": bool(tm["shared_fraction"] > tt["shared_fraction"]
-                               and min(tm["shared_fraction"], tt["shared_fraction"]) > tm["chance_fraction"]),
-            "measured": {"k": tm["k"], "mixed": tm["shared_fraction"], "two_stage": tt["shared_fraction"],
-                         "chance": tm["chance_fraction"], "pretrained": tm.get("shared_fraction_pretrained"),
-                         "ratio_mixed_over_stage": tm["shared_fraction"] / max(tt["shared_fraction"], 1e-12),
-                         "rule": "|S_k|/k(mixed) > |S_k|/k(two-stage) > chance k/P at the run's k"},
-            "paper": PAPER["shared_fraction"]})
-        directions.append({
-            "name": "head_concentration",
-            "reproduced": bool(tm["top10pct_head_share"] > tt["top10pct_head_share"]),
-            "measured": {"mixed_top10pct_head_share": tm["top10pct_head_share"],
-                         "two_stage_top10pct_head_share": tt["top10pct_head_share"],
-                         "mixed_head_gini": tm["head_gini"], "two_stage_head_gini": tt["head_gini"],
-                         "rule": "share of attention-shared entries in the top 10% of heads larger under mixed"},
-            "paper": PAPER["head_concentration"]})
-        am, at = tm["ablation"], tt["ablation"]
-        rnd = [c for c in am if c.startswith("random")]
-        m_drop, t_drop = _rel_drop(am, "shared"), _rel_drop(at, "shared")
-        m_rand = max(_rel_drop(am, c) for c in rnd)
-        directions.append({
-            "name": "restore_ablation",
-            "reproduced": bool(m_drop > t_drop and m_drop > m_rand),
-            "measured": {"mixed_rel_qa_ood_drop_shared": m_drop, "two_stage_rel_qa_ood_drop_shared": t_drop,
-                         "mixed_rel_qa_ood_drop_random_max": m_rand,
-                         "mixed_qa_ood": {c: v["qa_ood_acc"] for c, v in am.items()},
-                         "two_stage_qa_ood": {c: v["qa_ood_acc"] for c, v in at.items()},
-                         "rule": "relative QA-OOD loss when S is restored: mixed > two-stage, and mixed's loss under S "
-                                 "> under every random same-size control (0 where the unablated accuracy is 0)"},
-            "paper": PAPER["restore_ablation"]})
-    else:
-        for key in ("shared_fraction", "head_concentration", "restore_ablation"):
-            directions.append({"name": key, "reproduced": None, "measured": "not run", "paper": PAPER[key]})
-    if consistency:
-        cm, ct = consistency["models"]["mixed"], consistency["models"]["two-stage"]
-        keys = ("gradient_cosine", "mean_representation_cosine", "subject_relation_share")
-        directions.append({
-            "name": "consistency",
-            "reproduced": bool(all(cm[k] > ct[k] for k in keys)),
-            "measured": {**{f"mixed_{k}": cm[k] for k in keys}, **{f"two_stage_{k}": ct[k] for k in keys},
-                         "mixed_retrieval_acc_last_layer": cm["retrieval_acc"][-1],
-                         "two_stage_retrieval_acc_last_layer": ct["retrieval_acc"][-1],
-                         "rule": "mixed > two-stage on gradient cosine, mean representation cosine over layers and "
-                                 "the BIO input-signature share on subject + relation tokens (OOD people)"},
-            "paper": PAPER["consistency"]})
-    else:
-        directions.append({"name": "consistency", "reproduced": None, "measured": "not run",
-                           "paper": PAPER["consistency"]})
+    }
+
+
+def _trace_directions(tm: TraceSummary, tt: TraceSummary) -> list[dict[str, Any]]:
+    """Shared fraction, head concentration and restore ablation, mixed (``tm``) against two-stage (``tt``)."""
+    am, at = tm.ablation or {}, tt.ablation or {}
+    rnd = [c for c in am if c.startswith("random")]
+    m_drop, t_drop = _rel_drop(am, "shared"), _rel_drop(at, "shared")
+    m_rand = max(_rel_drop(am, c) for c in rnd)
+    return [{
+        "name": "shared_fraction",
+        "reproduced": bool(tm.shared_fraction > tt.shared_fraction
+                           and min(tm.shared_fraction, tt.shared_fraction) > tm.chance_fraction),
+        "measured": {"k": tm.k, "mixed": tm.shared_fraction, "two_stage": tt.shared_fraction,
+                     "chance": tm.chance_fraction, "pretrained": tm.shared_fraction_pretrained,
+                     "ratio_mixed_over_stage": tm.shared_fraction / max(tt.shared_fraction, 1e-12),
+                     "rule": "|S_k|/k(mixed) > |S_k|/k(two-stage) > chance k/P at the run's k"},
+        "paper": PAPER["shared_fraction"]}, {
+        "name": "head_concentration",
+        "reproduced": bool(tm.top10pct_head_share > tt.top10pct_head_share),
+        "measured": {"mixed_top10pct_head_share": tm.top10pct_head_share,
+                     "two_stage_top10pct_head_share": tt.top10pct_head_share,
+                     "mixed_head_gini": tm.head_gini, "two_stage_head_gini": tt.head_gini,
+                     "rule": "share of attention-shared entries in the top 10% of heads larger under mixed"},
+        "paper": PAPER["head_concentration"]}, {
+        "name": "restore_ablation",
+        "reproduced": bool(m_drop > t_drop and m_drop > m_rand),
+        "measured": {"mixed_rel_qa_ood_drop_shared": m_drop, "two_stage_rel_qa_ood_drop_shared": t_drop,
+                     "mixed_rel_qa_ood_drop_random_max": m_rand,
+                     "mixed_qa_ood": {c: v["qa_ood_acc"] for c, v in am.items()},
+                     "two_stage_qa_ood": {c: v["qa_ood_acc"] for c, v in at.items()},
+                     "rule": "relative QA-OOD loss when S is restored: mixed > two-stage, and mixed's loss under S "
+                             "> under every random same-size control (0 where the unablated accuracy is 0)"},
+        "paper": PAPER["restore_ablation"]}]
+
+
+def _consistency_direction(consistency: ConsistencySummary) -> dict[str, Any]:
+    cm, ct = consistency.models["mixed"], consistency.models["two-stage"]
+    keys = ("gradient_cosine", "mean_representation_cosine", "subject_relation_share")
+    return {
+        "name": "consistency",
+        "reproduced": bool(all(cm[k] > ct[k] for k in keys)),
+        "measured": {**{f"mixed_{k}": cm[k] for k in keys}, **{f"two_stage_{k}": ct[k] for k in keys},
+                     "mixed_retrieval_acc_last_layer": cm["retrieval_acc"][-1],
+                     "two_stage_retrieval_acc_last_layer": ct["retrieval_acc"][-1],
+                     "rule": "mixed > two-stage on gradient cosine, mean representation cosine over layers and "
+                             "the BIO input-signature share on subject + relation tokens (OOD people)"},
+        "paper": PAPER["consistency"]}
+
+
+def _not_run(name: str) -> dict[str, Any]:
+    return {"name": name, "reproduced": None, "measured": "not run", "paper": PAPER[name]}
+
+
+TRACE_KEYS = ("k", "P", "shared_fraction", "chance_fraction", "curve", "shared_fraction_pretrained", "curve_pretrained",
+              "top10pct_head_share", "head_gini", "ablation", "top_heads")   # a trace's fields in summary.json
+
+
+def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
+              traces: dict[str, TraceSummary] | None = None,
+              consistency: ConsistencySummary | None = None) -> dict[str, Any]:
+    ts, mx = runs["two-stage"], runs["mixed"]
+    ts_bio = ts.get("after_bio", ts)
+    memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
+                    mx.get("bio_recall_id", 0), mx.get("bio_recall_ood", 0))
+    directions = [_gap_direction(ts, mx, memorised)]
+    directions += (_trace_directions(traces["mixed"], traces["two-stage"]) if traces else
+                   [_not_run(k) for k in ("shared_fraction", "head_concentration", "restore_ablation")])
+    directions.append(_consistency_direction(consistency) if consistency else _not_run("consistency"))
     _apply_premises(directions, learned=bool(memorised >= 0.9 and min(ts["qa_id_acc"], mx["qa_id_acc"]) >= 0.9))
     return {"directions": directions, "runs": {k: headline(v) | {"after_bio": headline(v["after_bio"])}
                                                if "after_bio" in v else headline(v) for k, v in runs.items()},
             "per_attribute": {k: {"qa_ood": v["qa_ood_per_attribute"], "qa_id": v["qa_id_per_attribute"]}
                               for k, v in runs.items()},
             "sensitivity": sens,
-            "traces": {k: {key: v.get(key) for key in ("k", "P", "shared_fraction", "chance_fraction", "curve",
-                                                       "shared_fraction_pretrained", "curve_pretrained",
-                                                       "top10pct_head_share", "head_gini", "ablation", "top_heads")}
-                       for k, v in (traces or {}).items()}}
+            "traces": {k: {key: getattr(v, key) for key in TRACE_KEYS} for k, v in (traces or {}).items()}}

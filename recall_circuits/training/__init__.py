@@ -12,7 +12,6 @@
   ``TrainingLog``: the training loss step by step, summarised over windows of steps; ``loss_figure``).
 - :mod:`~recall_circuits.training.intervals`: bootstrap intervals over people for accuracies and the gap.
 - :mod:`~recall_circuits.training.parallel`: the process group under ``torchrun``.
-- :mod:`~recall_circuits.training.run`: fine-tune, evaluate and write ``results.json`` (``analyses/finetune.py``).
-- :mod:`~recall_circuits.training.side_by_side`: ``run_side_by_side``, several fine-tunings at once, each in its
-  own process with a share of the CPU threads (the reproduction's two recipes on a CPU).
+The runs that fine-tune (``results.json``, several runs side by side) are stages of the batch side:
+:mod:`recall_circuits.runs.stages.finetune` and :mod:`recall_circuits.runs.stages.side_by_side`.
 """

@@ -22,9 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from recall_circuits.artefacts import checkpoint_identity, read_json, write_json
+from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META
+from recall_circuits.models.loading import load_hf
 from recall_circuits.results import Result
-from recall_circuits.runs.artefacts import checkpoint_identity, read_json, write_json
+from recall_circuits.training import evaluation as scoring  # called as scoring.evaluate: replaceable in tests
+from recall_circuits.training.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,6 @@ def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str | No
     ``model/`` (at the run's last step, in place of a snapshot of the same step), and ``{step: phase}`` from
     ``metrics.jsonl`` (read by :func:`training_log`: the last record of a step wins, as a resumed run may repeat
     steps). A run with neither is a one-line error."""
-    from recall_circuits.training.loop import METRICS_FILE, SNAPSHOTS_DIR, TRAIN_META  # noqa: PLC0415
 
     run = Path(run_dir)
     points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*"))
@@ -64,16 +70,14 @@ class LearningCurve(Result):
     evaluation: list[dict[str, Any]]
 
     def measures(self) -> list[str]:
-        from recall_circuits.training.evaluation import Evaluation  # noqa: PLC0415
 
         return list(Evaluation.from_dict(self.evaluation[0]).accuracy) if self.evaluation else []
 
     def to_dataframe(self, *, n_draws: int = 2000) -> Any:
         """One row per step and measure: ``step``, ``phase``, ``measure``, ``acc`` with its 95% bootstrap interval
         over people (``low``, ``high``), ``first_token_acc`` and ``n`` (questions or facts)."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
-        from recall_circuits.training.evaluation import Evaluation  # noqa: PLC0415
 
         rows = []
         for step, phase, flat in zip(self.step, self.phase, self.evaluation):
@@ -96,12 +100,7 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
     ``step-NNNNNN.json`` as soon as it is measured and reused when the checkpoint, data and options are the same
     (an interrupted curve resumes). ``max_people``: evaluate on the first this many ID and this many OOD people
     only (a large run's curve in seconds)."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.models.loading import load_hf  # noqa: PLC0415
-    from recall_circuits.training.evaluation import evaluate  # noqa: PLC0415
-    from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
 
     run = Path(run_dir)
     points, phase = run_points(run)
@@ -127,7 +126,8 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
         log.info("learning curve %s: step %d (%s)", run, step, folder.name)
         model, loaded_tok = load_hf(folder, device=device, dtype=dtype)
         tok = tok or loaded_tok
-        flat = evaluate(model, tok, ds, batch_size=batch_size, bio=bio, floor=True, max_people=max_people).to_dict()
+        flat = scoring.evaluate(model, tok, ds, batch_size=batch_size, bio=bio, floor=True,
+                                max_people=max_people).to_dict()
         del model
         if f is not None:
             write_json(f, {"key": key, "evaluation": flat}, sort_keys=True)
@@ -151,7 +151,7 @@ class TrainingLog(Result):
 
     def to_dataframe(self) -> Any:
         """One row per step: ``step``, ``phase``, ``format``, ``loss``, ``lr``."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         return pd.DataFrame({"step": self.step, "phase": self.phase, "format": self.format, "loss": self.loss,
                              "lr": self.lr})
@@ -161,7 +161,7 @@ class TrainingLog(Result):
         format: ``first_step``, ``last_step`` (the window's bounds), ``format``, ``n`` (steps), ``mean``, ``max``.
         A loss that comes back up after reaching near zero (a spike of a constant learning rate) shows as a window
         whose mean or max rises again, and a run that ends in one as a high last window."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise RecallCircuitsError(f"every must be a whole number of steps, at least 1, not {every!r}")
@@ -181,7 +181,6 @@ def training_log(run_dir: str | Path) -> TrainingLog:
     """The training loss of the run in ``run_dir``, read from its ``metrics.jsonl`` (finished or still training:
     a line being written is skipped; where a resumed run logged a step twice, the last record wins). A folder
     without the log is a one-line error."""
-    from recall_circuits.training.loop import METRICS_FILE  # noqa: PLC0415
 
     f = Path(run_dir) / METRICS_FILE
     if not f.is_file():
@@ -208,7 +207,6 @@ def training_log(run_dir: str | Path) -> TrainingLog:
 def run_logs(runs: dict[str, str | Path], n_windows: int) -> tuple[dict[str, TrainingLog], int]:
     """The training logs of those of the named ``runs`` that have one, and the window size (in steps) that cuts
     the longest of them into about ``n_windows`` windows, the same for all so that they compare."""
-    from recall_circuits.training.loop import METRICS_FILE  # noqa: PLC0415
 
     logs = {name: training_log(d) for name, d in runs.items() if (Path(d) / METRICS_FILE).is_file()}
     longest = max((lg.step[-1] for lg in logs.values() if lg.step), default=1)
@@ -219,7 +217,7 @@ def windows_figure(windows: dict[str, list[dict[str, Any]]], every: int, *, with
     """Training loss against step from window records (``TrainingLog.windows(every)`` as records, e.g. a run
     summary's): the mean over each window, one line per run and batch format in format order, with ``with_max``
     the window's largest loss after it as a dotted line (a spike shows in it first)."""
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     fig = go.Figure()
     for name, rows in windows.items():
@@ -243,7 +241,7 @@ def loss_figure(logs: dict[str, TrainingLog], every: int = 100) -> Any:
 
 def curve_figure(curves: dict[str, LearningCurve], measures: tuple[str, ...] = ("qa_id", "qa_ood")) -> Any:
     """QA accuracy against step for several runs (one line per run and measure, 95% intervals as error bars)."""
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     fig = go.Figure()
     for name, curve in curves.items():
@@ -258,60 +256,3 @@ def curve_figure(curves: dict[str, LearningCurve], measures: tuple[str, ...] = (
     fig.update_layout(title="QA exact match along training (95% intervals over people)", xaxis_title="step",
                       yaxis_title="accuracy", yaxis_range=[0, 1])
     return fig
-
-
-_RESERVED = {"points", "figures"}
-
-
-def run_curves(runs: dict[str, str], out: str | Path, *, data: str | Path | None = None, bio: bool = False,
-               batch_size: int = 32, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
-               verbose: bool = False) -> dict[str, LearningCurve]:
-    """:func:`learning_curve` of several named runs into the run directory ``out`` (``analyses/learning_curve.py``):
-    ``out/points/<name>/`` keeps each point as it is measured (a rerun of the same command resumes), ``out/<name>/``
-    the ``LearningCurve``, ``out/summary.json`` the accuracies with their intervals and each run's training loss
-    over windows of about a hundredth of the longest run (``loss_windows``), ``out/figures/`` the plots (QA
-    accuracy, training loss). Everything is checked before any model loads or any file is written."""
-    from recall_circuits.data.bios import load_dataset  # noqa: PLC0415
-    from recall_circuits.runs.artefacts import (CONFIG_FILE, check_run_dir, foreign_entries,  # noqa: PLC0415
-                                                save_figure, save_summary, start_run)
-    from recall_circuits.training.loop import TRAIN_META  # noqa: PLC0415
-
-    out = Path(out)
-    if batch_size < 1:
-        raise RecallCircuitsError(f"batch size must be >= 1, got {batch_size}")
-    for name, d in runs.items():
-        if name in _RESERVED or "/" in name or name.startswith("."):
-            raise RecallCircuitsError(f"run name {name!r} is not allowed (a plain name other than "
-                                      f"{', '.join(sorted(_RESERVED))})")
-        run_points(d)                                   # a folder without checkpoints: one-line error
-        if data is None and not (Path(d) / TRAIN_META).is_file():
-            raise RecallCircuitsError(f"{d} has no {TRAIN_META}: pass --data, the dataset it was trained on")
-    if data is not None:
-        load_dataset(data)
-    config = {"runs": {n: str(Path(d).resolve()) for n, d in runs.items()},
-              "data": None if data is None else str(Path(data).resolve()), "bio": bio}
-    recorded = read_json(out / CONFIG_FILE).get("config") or {} if (out / CONFIG_FILE).is_file() else {}
-    own = ("points", *runs, *(recorded.get("runs") or {}))       # the curves this run and the one there write
-    # the same runs, data and options, finished or not: their points are reused from out/points and the summary
-    # written again (the snapshots a run has may have grown)
-    same = (not overwrite and (out / CONFIG_FILE).is_file() and not foreign_entries(out, own)
-            and recorded == config)
-    if not same:
-        check_run_dir(out, overwrite=overwrite, own=own)
-        start_run(out, config, overwrite=overwrite, own=own)
-    curves = {name: learning_curve(d, data=data, bio=bio, batch_size=batch_size, device=device, dtype=dtype,
-                                   cache=out / "points" / name, verbose=verbose) for name, d in runs.items()}
-    summary: dict[str, Any] = {"runs": {}}
-    for name, curve in curves.items():
-        curve.save(out / name)
-        df = curve.to_dataframe()
-        summary["runs"][name] = {"run": curve.run, "points": df.to_dict(orient="records")}
-    save_figure(out, curve_figure(curves), "learning_curve")
-    logs, every = run_logs(runs, 100)
-    if logs:
-        windows = {name: lg.windows(every).to_dict(orient="records") for name, lg in logs.items()}
-        for name, rows in windows.items():
-            summary["runs"][name]["loss_windows"] = rows
-        save_figure(out, windows_figure(windows, every), "training_loss")
-    save_summary(out, summary)
-    return curves

@@ -26,10 +26,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from recall_circuits.data.bios import Dataset, length_batches, tokenize_bio, tokenize_qa
 from recall_circuits import checks
+from recall_circuits.data.bios import Dataset, length_batches, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.results import Result
+from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
 
 def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +73,6 @@ def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], p
 def answer_logprob(model: Any, example: dict[str, Any]) -> float:
     """log P(answer | question) of one QA example (from ``Dataset.qa()``), teacher forced: the sum over the
     answer's tokens."""
-    from recall_circuits.data.bios import tokenize_qa  # noqa: PLC0415
 
     checks.bridge(model)
     checks.qa_example(example)
@@ -171,7 +171,6 @@ def _summarise(scores: list[tuple[bool, bool]], attrs: list[str], people: list[A
 def floor_interval(flat: dict[str, Any]) -> dict[str, float] | None:
     """QA-OOD minus its chance floor on the same people, paired bootstrap 95% interval (``{"value", "low", "high",
     "level"}``), of an evaluation in the flat ``results.json`` form; None for one evaluated without the floor."""
-    from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
 
     a, b = flat.get("qa_ood_per_person"), flat.get("qa_floor_per_person")
     return gap_interval(a, b).to_dict() if a and b else None
@@ -205,7 +204,6 @@ class Evaluation(Result):
 
     def interval(self, measure: str, *, n_draws: int = 2000, seed: int = 0) -> Any:
         """The 95% percentile-bootstrap interval over people of ``accuracy[measure]`` (an ``Interval``)."""
-        from recall_circuits.training.intervals import accuracy_interval  # noqa: PLC0415
 
         if measure not in self.per_person:
             raise RecallCircuitsError(f"no measure {measure!r} here (have: {', '.join(self.per_person)})")
@@ -213,7 +211,6 @@ class Evaluation(Result):
 
     def above_floor(self, *, n_draws: int = 2000, seed: int = 0) -> Any:
         """QA-OOD minus its chance floor on the same people, with a paired bootstrap interval (an ``Interval``)."""
-        from recall_circuits.training.intervals import gap_interval  # noqa: PLC0415
 
         if "qa_floor" not in self.per_person:
             raise RecallCircuitsError("this evaluation has no chance floor (evaluate with floor=True)")
@@ -221,7 +218,7 @@ class Evaluation(Result):
 
     def to_dataframe(self) -> Any:
         """One row per measure and attribute, plus an ``all`` row per measure."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
 
         rows = []
         for m, acc in self.accuracy.items():

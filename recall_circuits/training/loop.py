@@ -35,7 +35,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -47,18 +46,18 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from recall_circuits.runs.artefacts import atomic_dir, check_same, model_identity, read_json, write_json
-from recall_circuits.data.bios import Dataset, load_dataset, pad_batch, tokenize_bio, tokenize_qa
+from recall_circuits.artefacts import atomic_dir, check_same, model_identity, read_json, write_json
+from recall_circuits.data.bios import Dataset, data_identity, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.training.parallel import is_main, world as _world
+from recall_circuits.files import METRICS_FILE, SNAPSHOTS_DIR, STATE_FILE, TRAIN_META
+from recall_circuits.models.loading import load_tokenizer, parse_dtype
+from recall_circuits.models.registry import offline_and_quiet, resolve_model
+from recall_circuits.training.parallel import is_main
+from recall_circuits.training.parallel import world as _world
 
 log = logging.getLogger(__name__)
 Strategy = Literal["two-stage", "mixed"]
 STRATEGIES = ("two-stage", "mixed")
-TRAIN_META = "recall_circuits_train.json"
-METRICS_FILE = "metrics.jsonl"
-SNAPSHOTS_DIR = "snapshots"
-STATE_FILE = "trainer_state.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +163,8 @@ def _adamw(params: list[torch.nn.Parameter], lr: float, cfg: TrainConfig) -> tor
         try:
             return torch.optim.AdamW(params, fused=True, **kw)
         except (RuntimeError, TypeError) as exc:
-            raise RecallCircuitsError(f"fused AdamW is not available here ({exc}); use optimizer_impl='foreach'") from exc
+            raise RecallCircuitsError(f"fused AdamW is not available here ({exc}); use optimizer_impl='foreach'"
+                                      ) from exc
     return torch.optim.AdamW(params, foreach=True, **kw)
 
 
@@ -299,8 +299,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
 
 
 def _save_model(model: Any, tok: Any, dest: Path) -> None:
-    """``save_pretrained`` through :func:`~recall_circuits.runs.artefacts.atomic_dir`: ``dest`` is complete or absent."""
-    from recall_circuits.models.registry import offline_and_quiet  # noqa: PLC0415
+    """``save_pretrained`` through :func:`~recall_circuits.artefacts.atomic_dir`: ``dest`` is complete or absent."""
 
     with atomic_dir(dest) as tmp, offline_and_quiet():
         model.save_pretrained(tmp)
@@ -321,7 +320,6 @@ def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, A
                    ) -> dict[str, Any]:
     """What a fine-tuning run is computed from: the base model's weights (``base_identity`` when the caller has
     already hashed them), the data, the options."""
-    from recall_circuits.data.bios import data_identity  # noqa: PLC0415
 
     return {"base_model": base_identity or model_identity(model_dir), "data": data_identity(cfg.data),
             "options": {k: v for k, v in cfg.to_dict().items()
@@ -335,10 +333,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     Writes ``out/model`` (``save_pretrained``), for two-stage also ``out/after_bio``, ``out/metrics.jsonl`` and
     ``out/checkpoint`` (removed at the end). ``stop_after_steps`` simulates an interruption (tests).
     """
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
-    from recall_circuits.models.loading import load_tokenizer, parse_dtype  # noqa: PLC0415
-    from recall_circuits.models.registry import offline_and_quiet, resolve_model  # noqa: PLC0415
 
     rank, world = _world()
     out = Path(cfg.out)

@@ -14,8 +14,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from recall_circuits.cli import add_device_args
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.cli import add_device_args
 from recall_circuits.training.presets import TRAIN_PRESETS, train_preset
 
 # the preset's value is the default of each of these

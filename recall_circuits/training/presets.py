@@ -54,7 +54,7 @@ def preset(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
 def native_bf16(device: str) -> bool:
     """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX
     (without them bfloat16 autocast is emulated on a CPU, many times slower than float32)."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
 
     kind = device.split(":")[0]
     if kind == "cuda":

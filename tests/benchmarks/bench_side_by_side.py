@@ -4,7 +4,7 @@ in its own process with half the threads (what ``analyses/reproduce.py`` does on
     python tests/benchmarks/bench_side_by_side.py --out FILE                      # SmolLM2-135M, cpu preset
     python tests/benchmarks/bench_side_by_side.py --model tiny-llama --steps 20 --out FILE
 
-Both ways start the same processes (:func:`recall_circuits.training.side_by_side.run_side_by_side`, one per run)
+Both ways start the same processes (:func:`recall_circuits.runs.stages.side_by_side.run_side_by_side`, one per run)
 on the ``cpu`` preset's data and options and stop each run after ``--steps`` optimiser steps (two-stage's first
 steps are biography steps, mixed's a mix, in both ways); the wall time includes each process's start. Reports
 each way's wall time per repeat, the median ratio, and each run's seconds per step from its own log.
@@ -24,7 +24,7 @@ from _common import alternate, environment, write_result  # tests/benchmarks/_co
 from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.training.presets import TRAIN_PRESETS, preset
-from recall_circuits.training.side_by_side import run_side_by_side
+from recall_circuits.runs.stages.side_by_side import run_side_by_side
 
 
 def _per_step(out: Path) -> float:

@@ -1,7 +1,7 @@
 """Fine-tune + evaluate + ``results.json``: the library side of ``analyses/finetune.py``.
 
-``python -m recall_circuits.training.run --config JSON [--resume] [--threads N]`` runs :func:`run_finetune` in a
-process of its own (what :mod:`recall_circuits.training.side_by_side` starts for each run)."""
+``python -m recall_circuits.runs.stages.finetune --config JSON [--resume] [--threads N]`` runs :func:`run_finetune` in a
+process of its own (what :mod:`recall_circuits.runs.stages.side_by_side` starts for each run)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
-from recall_circuits.runs.artefacts import read_json, write_json
+from recall_circuits.artefacts import check_same, read_json, write_json
 from recall_circuits.data.bios import load_dataset
+from recall_circuits.files import RESULTS_FILE, TRAIN_META
+from recall_circuits.models.loading import load_hf
+from recall_circuits.models.registry import resolve_model
 from recall_circuits.training.evaluation import evaluate
+from recall_circuits.training.loop import TrainConfig, train, train_identity
 from recall_circuits.training.parallel import is_main, process_group
-from recall_circuits.training.loop import TRAIN_META, TrainConfig, train
-
-RESULTS_FILE = "results.json"
 
 
 def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
@@ -28,15 +29,11 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
     """Train with ``cfg_dict`` (TrainConfig fields), evaluate the final model (and two-stage's after-BIO model)
     and write ``results.json``. Returns the results on rank 0, None elsewhere (and None when
     ``stop_after_steps``, which simulates an interruption, stopped the training before its end)."""
-    from recall_circuits.models.loading import load_hf  # noqa: PLC0415
 
     cfg = TrainConfig(**cfg_dict)
     with process_group():
         out = Path(cfg.out)
         if resume and (out / RESULTS_FILE).is_file():
-            from recall_circuits.runs.artefacts import check_same  # noqa: PLC0415
-            from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-            from recall_circuits.training.loop import train_identity  # noqa: PLC0415
 
             check_same(read_json(out / TRAIN_META).get("identity"), train_identity(cfg, resolve_model(cfg.model)), out)
             return read_json(out / RESULTS_FILE)
@@ -65,7 +62,7 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
 
 def main(argv: list[str] | None = None) -> int:
     """One run in a process of its own; exit status 0 when it finished (or stopped where it was told to)."""
-    ap = argparse.ArgumentParser(prog="python -m recall_circuits.training.run", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m recall_circuits.runs.stages.finetune", description=__doc__)
     ap.add_argument("--config", required=True, help="TrainConfig fields as JSON")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")

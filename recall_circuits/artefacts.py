@@ -19,10 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import CONFIG_FILE, FIGURES_DIR, RUN_SCHEMA_VERSION, SUMMARY_FILE, TENSORS_FILE
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
-CONFIG_FILE, SUMMARY_FILE, TENSORS_FILE, FIGURES_DIR = "config.json", "summary.json", "result.safetensors", "figures"
 
 
 def _version(pkg: str) -> str | None:
@@ -95,7 +94,7 @@ def code_identity(root: str | os.PathLike[str] | None = None) -> str:
     """SHA-256 over the library's source files (their paths inside the package ``root``, by default this one, and
     their bytes) but the :data:`PRESENTATION` modules: the code an analysis stage was computed with.
     Documentation, tests, scripts and the report's presentation do not change it."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
         if f.relative_to(root).as_posix() in PRESENTATION:
@@ -106,7 +105,7 @@ def code_identity(root: str | os.PathLike[str] | None = None) -> str:
 
 def _git_hash() -> str | None:
     try:
-        root = Path(__file__).resolve().parents[2]
+        root = Path(__file__).resolve().parents[1]
         return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -195,7 +194,7 @@ def start_run(out: str | os.PathLike[str], config: dict[str, Any], *, overwrite:
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"schema_version": SCHEMA_VERSION, "config": config,
+    meta = {"schema_version": RUN_SCHEMA_VERSION, "config": config,
             "versions": {p: _version(p) for p in ("recall_circuits", "transformer-lens", "torch", "transformers")},
             "git": _git_hash(), "code": code_identity(),
             "checkpoints": {k: checkpoint_identity(v) for k, v in (checkpoints or {}).items()}}
@@ -255,7 +254,7 @@ def load_tensors(out: Path, name: str = TENSORS_FILE) -> dict[str, torch.Tensor]
 
 
 def save_summary(out: Path, summary: dict[str, Any]) -> None:
-    write_json(out / SUMMARY_FILE, {"schema_version": SCHEMA_VERSION, **summary}, indent=2, sort_keys=True,
+    write_json(out / SUMMARY_FILE, {"schema_version": RUN_SCHEMA_VERSION, **summary}, indent=2, sort_keys=True,
                default=float)
 
 

@@ -10,7 +10,7 @@ import torch
 def shared_curve_figure(curves: dict[str, Any], title: str = "Shared parameters |S_k|/k") -> Any:
     """|S_k|/k against k on log axes, one line per named curve (a ``SharedCurve`` or its ``to_dict()``), with the
     chance line k/P."""
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     curves = {name: c if isinstance(c, dict) else c.to_dict() for name, c in curves.items()}
     fig = go.Figure()
@@ -27,7 +27,7 @@ def shared_curve_figure(curves: dict[str, Any], title: str = "Shared parameters 
 
 
 def head_heatmap(values: torch.Tensor, title: str, zlabel: str = "count") -> Any:
-    import plotly.graph_objects as go  # noqa: PLC0415
+    import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     v = values.detach().float().cpu()
     fig = go.Figure(go.Heatmap(z=v.tolist(), x=[f"H{h}" for h in range(v.shape[1])],
@@ -68,8 +68,8 @@ def offline_notebook_figures() -> None:
     """Make plotly figures in notebooks self-contained and light: plotly.js inlined once, with the first figure
     this kernel shows (the later ones use it from the page), no MathJax (plotly's own notebook renderer adds a
     MathJax ``<script src=...cdnjs...>``). Sets the default renderer to ``recall_circuits``."""
-    import plotly.io as pio  # noqa: PLC0415
-    from plotly.io._base_renderers import MimetypeRenderer  # noqa: PLC0415
+    import plotly.io as pio  # noqa: PLC0415  (plotly loads only when a figure is drawn)
+    from plotly.io._base_renderers import MimetypeRenderer  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     shipped = [False]
 

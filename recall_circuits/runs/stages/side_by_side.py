@@ -3,8 +3,8 @@
 On a CPU machine the two recipes of a comparison finish sooner trained at once, one torch thread each, than one
 after the other with every thread: a small model's step does not scale to two threads, and two processes that each
 ask for every core slow each other many times over (``tests/benchmarks/bench_side_by_side.py`` measures the
-ratio). Each run is :func:`~recall_circuits.training.run.run_finetune` in a child process
-(``python -m recall_circuits.training.run``), so an interrupted run resumes from its last checkpoint.
+ratio). Each run is :func:`~recall_circuits.runs.stages.finetune.run_finetune` in a child process
+(``python -m recall_circuits.runs.stages.finetune``), so an interrupted run resumes from its last checkpoint.
 
 Example::
 
@@ -28,10 +28,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.artefacts import read_json
-from recall_circuits.training.loop import METRICS_FILE, STATE_FILE, TRAIN_META, trained
-from recall_circuits.training.run import RESULTS_FILE
+from recall_circuits.files import METRICS_FILE, RESULTS_FILE, STATE_FILE, TRAIN_META
+from recall_circuits.training.loop import trained
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def run_side_by_side(cfgs: dict[str, dict[str, Any]], *, logs: str | Path, threa
     (None for a run stopped by ``stop_after_steps``, which simulates an interruption). A run that fails is a
     one-line error naming its log, raised once the others have finished; an interrupt stops every child (each
     resumes with the next call)."""
-    commands = {name: ["-m", "recall_circuits.training.run", "--config", json.dumps(cfg), "--threads", str(threads),
-                       "--no-progress", *(["--resume"] if Path(cfg["out"]).exists() else []),
+    commands = {name: ["-m", "recall_circuits.runs.stages.finetune", "--config", json.dumps(cfg),
+                       "--threads", str(threads), "--no-progress", *(["--resume"] if Path(cfg["out"]).exists() else []),
                        *(["--stop-after-steps", str(stop_after_steps)] if stop_after_steps is not None else [])]
                 for name, cfg in cfgs.items()}
     run_processes(commands, logs=logs, threads=threads, what="fine-tuning", verbose=verbose, poll_s=poll_s,
