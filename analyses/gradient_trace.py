@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import (SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args,
-                                 parser, script)
+from recall_circuits.cli import SPLITS, add_device_args, add_pair_args, add_progress_arg, add_run_args, parser, script
 
 log = logging.getLogger("gradient_trace")
 

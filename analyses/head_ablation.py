@@ -13,8 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.cli import (add_device_args, add_pair_args, add_progress_arg, add_run_args, comma_list,
-                                 parser, script)
+from recall_circuits.cli import (
+    add_device_args,
+    add_pair_args,
+    add_progress_arg,
+    add_run_args,
+    comma_list,
+    parser,
+    script,
+)
 
 log = logging.getLogger("head_ablation")
 COMPONENTS = ("Q", "K", "V", "O")

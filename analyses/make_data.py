@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.cli import parser, script
+from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.training.presets import DATA_PRESETS, preset
 
 log = logging.getLogger("make_data")

@@ -27,8 +27,21 @@ from pathlib import Path
 from recall_circuits.artefacts import write_json
 from recall_circuits.cli import add_device_args, comma_list, parser, script
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import (FIXED, PLAN, SECOND_SEED, arm_options, choose, data_name, in_plan_order,
-                                        load_record, pair_row, read_pair, resolve, table_markdown, unsettled_by)
+from recall_circuits.runs.regime import (
+    FIXED,
+    PLAN,
+    SECOND_SEED,
+    arm_options,
+    choose,
+    data_name,
+    in_plan_order,
+    load_record,
+    pair_row,
+    read_pair,
+    resolve,
+    table_markdown,
+    unsettled_by,
+)
 
 log = logging.getLogger("regime_search")
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +62,8 @@ def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | 
     """Both arms of a pair side by side, one torch thread each (an arm whose folder exists resumes from its last
     checkpoint; a finished arm is read back); each arm is a list of ``analyses/finetune.py``'s options."""
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-    from recall_circuits.training.options import config_from_options  # noqa: PLC0415
     from recall_circuits.runs.stages.side_by_side import run_side_by_side  # noqa: PLC0415
+    from recall_circuits.training.options import config_from_options  # noqa: PLC0415
 
     cfgs = {arm: config_from_options([*arm_options(setting, arm), "--data", str(data), "--out", str(pair_dir / arm),
                                       *(["--model", model] if model else []), *extra]) for arm in ARMS}

@@ -53,9 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from recall_circuits.runs.scale import (GRID, MODEL, PEOPLE, SELECT_AT, StudyConfig, best,  # noqa: PLC0415
-                                            load_rows, rule_state, run_analyses, run_study, steps_per_arm,
-                                            table_markdown)
+    from recall_circuits.runs.scale import (  # noqa: PLC0415
+        GRID,
+        MODEL,
+        PEOPLE,
+        SELECT_AT,
+        StudyConfig,
+        best,
+        load_rows,
+        rule_state,
+        run_analyses,
+        run_study,
+        steps_per_arm,
+        table_markdown,
+    )
 
     model = args.model or ("tiny-llama" if args.quick else MODEL)
     trial = args.quick or model != MODEL

@@ -13,13 +13,13 @@ import subprocess
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import CONFIG_FILE, FIGURES_DIR, RUN_SCHEMA_VERSION, SUMMARY_FILE, TENSORS_FILE
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +244,16 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 def save_tensors(out: Path, tensors: dict[str, torch.Tensor], name: str = TENSORS_FILE) -> None:
     """Write ``tensors`` as safetensors under a temporary name, then rename: the file is complete or absent."""
+    from safetensors.torch import save_file  # noqa: PLC0415  (torch loads only when a tensor is written or read)
+
     tmp = Path(out) / (name + ".partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     tmp.replace(Path(out) / name)
 
 
 def load_tensors(out: Path, name: str = TENSORS_FILE) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file  # noqa: PLC0415  (torch loads only when a tensor is written or read)
+
     return load_file(str(Path(out) / name))
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 
 SPLITS = ("id", "ood")
 
@@ -21,7 +22,7 @@ def split(value: Any, *, allow_all: bool = False, allow_none: bool = True) -> No
         raise RecallCircuitsError(f"unknown split {value!r}; choose from {ok}{' or None' if allow_none else ''}")
 
 
-def bridge(model: Any, what: str = "model") -> None:
+def bridge(model: Bridge, what: str = "model") -> None:
     """``model`` is a ``TransformerBridge`` (what ``rc.load_bridge`` returns)."""
     if not (hasattr(model, "cfg") and hasattr(model, "run_with_cache")):
         hint = " (rc.load_hf returns a (model, tokenizer) pair of Hugging Face objects)" if isinstance(model, tuple) \

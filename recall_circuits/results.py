@@ -27,11 +27,12 @@ from recall_circuits.artefacts import load_tensors, read_json, save_tensors, wri
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import RESULT_META as META
 from recall_circuits.files import RESULT_SCHEMA_VERSION, TENSORS_FILE
+from recall_circuits.hints import Bridge
 
 R = TypeVar("R", bound="Result")
 
 
-def equal_values(a: Any, b: Any) -> bool:
+def equal_values(a: Any, b: Bridge) -> bool:
     """Equality that treats tensors bit for bit (NaN equal to NaN) and floats with NaN equal to NaN."""
     if isinstance(a, Tensor) or isinstance(b, Tensor):
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.dtype != b.dtype or a.shape != b.shape:
@@ -65,7 +66,8 @@ class Result:
         raise NotImplementedError
 
     def _split(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        tensors, meta = {}, {}
+        tensors: dict[str, Tensor] = {}
+        meta: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, Tensor):

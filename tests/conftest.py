@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ARCHS, ROOT  # noqa: F401  (ROOT: the fixtures' paths)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-ARCHS = ("tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-gemma", "tiny-phi", "tiny-mistral", "tiny-qwen3", "tiny-falcon")
 NETWORK_ATTEMPTS: list[tuple[str, object]] = []
 
 

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import ROOT
+from helpers import ROOT
 
 BENCH = ROOT / "tests" / "benchmarks"
 

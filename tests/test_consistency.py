@@ -1,12 +1,17 @@
 import pytest
 import torch
 
-from recall_circuits.compare.consistency import (_pair_examples, gradient_consistency, input_signature, linear_cka,
-                                         representation_consistency)
-from recall_circuits.data.bios import DataConfig, generate
-from recall_circuits.models.params import ParamSpace
-from recall_circuits.models.loading import forget_graph
 from recall_circuits.attribution.trace import pad_batch, per_example_loss
+from recall_circuits.compare.consistency import (
+    _pair_examples,
+    gradient_consistency,
+    input_signature,
+    linear_cka,
+    representation_consistency,
+)
+from recall_circuits.data.bios import DataConfig, generate
+from recall_circuits.models.loading import forget_graph
+from recall_circuits.models.params import ParamSpace
 
 DS = generate(DataConfig(n_people=4, seed=0))
 
@@ -138,8 +143,8 @@ def test_gradient_passes_leave_no_graph_on_the_model(arch, tiny_dirs, tiny_data)
 
     from recall_circuits.compare.consistency import gradient_consistency, input_signature
     from recall_circuits.data.bios import load_dataset
-    from recall_circuits.models.loading import load_bridge
     from recall_circuits.interventions.patching import attribution_patch_heads, logit_diff_metric
+    from recall_circuits.models.loading import load_bridge
 
     model = load_bridge(tiny_dirs[arch])
     ds = load_dataset(tiny_data)

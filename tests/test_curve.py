@@ -8,12 +8,12 @@ import json
 import pytest
 
 import recall_circuits as rc
+import recall_circuits.training.evaluation as ev_mod
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.loading import load_hf
-import recall_circuits.training.evaluation as ev_mod
-from recall_circuits.training.evaluation import evaluate
 from recall_circuits.runs.stages.finetune import run_finetune
+from recall_circuits.training.evaluation import evaluate
 
 
 @pytest.fixture(scope="module")

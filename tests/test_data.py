@@ -2,11 +2,11 @@ import json
 import re
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from recall_circuits.data.bios import DataConfig, generate, load_dataset, tokenize_bio, tokenize_qa, write_dataset
 from recall_circuits.data.pools import ATTRIBUTES, DEFAULT_DIR, load_pools
-from recall_circuits.data.bios import (DataConfig, generate, load_dataset, tokenize_bio, tokenize_qa, write_dataset)
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.registry import build_word_tokenizer
 

@@ -59,7 +59,7 @@ def test_library_calls_with_wrong_arguments(things, tiny_data):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     _, _, path = things
     env = {k: v for k, v in os.environ.items() if k != "RECALL_CIRCUITS_TYPECHECK"} | {"PYTHONPATH": str(ROOT)}
@@ -109,7 +109,7 @@ def test_the_type_checking_switch(things):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     code = ("import recall_circuits.interventions.patching as p, torch\n"
             "try:\n    p.logit_diff_metric(torch.tensor([[1]]), torch.tensor([2]))\nexcept Exception as e:\n"

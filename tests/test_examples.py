@@ -4,7 +4,8 @@ An example is the indented block after a docstring line ending in ``::``. Each r
 one namespace of conventional names, from a working directory that holds a tiny quick run:
 
 - ``rc``: the package; ``dataset``, ``ds``: the bioS data of ``runs/quick/data`` (12 people); ``people``: two OOD
-  people; ``base``: tiny-llama; ``ft``, ``model``: tiny-llama fine-tuned mixed on that data (``runs/quick/mixed/model``);
+  people; ``base``: tiny-llama; ``ft``, ``model``: tiny-llama fine-tuned mixed on that data
+  (``runs/quick/mixed/model``);
   ``hf_model``, ``tokenizer``: the same fine-tuned model as a Hugging Face model;
 - ``res``: ``rc.cross_task_trace(ft, dataset, ...)``; ``ks``: a grid of k; ``space``: ``rc.ParamSpace(ft)``;
   ``S``, ``mask``: the shared set at k = 100; ``shared_per_head``: its per-head counts;
@@ -53,7 +54,8 @@ def test_the_examples_are_found():
     """The collector sees the examples (so the test below cannot pass by finding none)."""
     modules = {name.split(":")[0] for name, _ in EXAMPLES}
     assert len(EXAMPLES) >= 18 and {"recall_circuits/__init__.py", "recall_circuits/attribution/trace.py",
-                                     "recall_circuits/models/loading.py", "recall_circuits/training/evaluation.py"} <= modules
+                                     "recall_circuits/models/loading.py",
+                                     "recall_circuits/training/evaluation.py"} <= modules
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,15 @@ from safetensors.torch import load_file
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.loading import load_tokenizer
-from recall_circuits.training.loop import (BUCKET_WINDOW, TrainConfig, build_phases, epoch_batches,
-                                           tokenize_dataset, train, train_identity)
+from recall_circuits.training.loop import (
+    BUCKET_WINDOW,
+    TrainConfig,
+    build_phases,
+    epoch_batches,
+    tokenize_dataset,
+    train,
+    train_identity,
+)
 
 
 def _weights(path):

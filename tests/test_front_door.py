@@ -36,7 +36,7 @@ def test_loading_leaves_no_global_state_behind(tiny_dirs, monkeypatch):
 def test_every_rc_name_the_readme_uses_exists():
     import re
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     names = set(re.findall(r"\brc\.([A-Za-z_]\w*)", (ROOT / "README.md").read_text()))
     assert {"cross_task_trace", "patching_sweep", "restore_ablation"} <= names

@@ -1,12 +1,12 @@
 import pytest
 import torch
+from helpers import ARCHS
 
-from conftest import ARCHS
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.interventions.grafting import GraftConfig, graft, graft_report, graft_space, grafted, transfer_mask
-from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.registry import build_tiny
 
 

@@ -3,12 +3,13 @@ import json
 
 import pytest
 import torch
+from helpers import answer_logprob_reference
 
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.interventions.head_ablation import QAScorer, head_curves, ranking, single_head_sweep
-from recall_circuits.models.params import head_views, kv_group
-from recall_circuits.models.loading import load_bridge
 from recall_circuits.interventions.restore import restore_heads
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.params import head_views, kv_group
 
 
 @pytest.fixture(scope="module")
@@ -105,21 +106,6 @@ def test_head_ablation_script(trained_llama, tiny_dirs, tiny_data, tmp_path, cap
     assert ex.value.code == 2 and "Q,K,V,O" in capsys.readouterr().err and not (tmp_path / "h4").exists()
 
 
-def _answer_logprob(model, ds, split):
-    """Mean over questions of log P(answer | prompt), one question at a time (the slow reference)."""
-    from recall_circuits.data.bios import tokenize_qa
-
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for e in ds.qa(split):
-            t = tokenize_qa(model.tokenizer, e)
-            ids = torch.tensor([t["input_ids"]])
-            lp = model(ids)[0].double().log_softmax(-1)
-            total += float(sum(lp[p - 1, ids[0, p]] for p in t["answer_pos"]))
-            n += 1
-    return total / n
-
-
 @pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-neox", "tiny-llama"])
 def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
     """Random-weight models score 0 accuracy, so compare the continuous answer log-probability per head."""
@@ -134,7 +120,8 @@ def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
     before = {k: v.clone() for k, v in ft.state_dict().items()}
     sweep = single_head_sweep(ft, HeadSlices(base), ds, batch_size=6)
     assert all(torch.equal(before[k], v) for k, v in ft.state_dict().items())
-    assert sweep.baseline["qa_ood_answer_logprob"] == pytest.approx(_answer_logprob(ft, ds, "ood"), abs=1e-4)
+    assert sweep.baseline["qa_ood_answer_logprob"] == pytest.approx(answer_logprob_reference(ft, ds, "ood"),
+                                                                    abs=1e-4)
     grid = sweep.grids["qa_ood_answer_logprob"]
     for layer, head in [(0, 0), (1, 3), (ft.cfg.n_layers - 1, 1)]:
         naive = copy.deepcopy(ft)
@@ -142,7 +129,7 @@ def test_single_head_sweep_logprob_equals_naive_loop(arch, bridges, tiny_data):
             src = head_views(base, layer, head)
             for name, v in head_views(naive, layer, head).items():
                 v.copy_(src[name])
-        assert float(grid[layer, head]) == pytest.approx(_answer_logprob(naive, ds, "ood"), abs=1e-4)
+        assert float(grid[layer, head]) == pytest.approx(answer_logprob_reference(naive, ds, "ood"), abs=1e-4)
     # the slices and the whole pretrained model give the same sweep
     again = single_head_sweep(ft, base, ds, batch_size=6)
     assert all(torch.equal(again.grids[k], v) for k, v in sweep.grids.items())

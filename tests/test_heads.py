@@ -2,37 +2,11 @@ import copy
 
 import pytest
 import torch
+from helpers import ARCHS, hand_slices
 from transformers import AutoModelForCausalLM
 
-from conftest import ARCHS
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import COMPONENTS, ParamSpace, head_views, kv_group, query_heads_of_group
-
-
-def hand_slices(hf, arch, layer, head):
-    """Head slices read off the raw HF layout by hand (tl4-notes §2.6), as [d_model, d_head] / [d_head, d_model]."""
-    cfg = hf.config
-    dm, nh = cfg.hidden_size if hasattr(cfg, "hidden_size") else cfg.n_embd, cfg.num_attention_heads
-    dh = dm // nh
-    if arch == "tiny-gpt2":
-        a = hf.transformer.h[layer].attn
-        w = a.c_attn.weight  # Conv1D [in, out]
-        return {"Q": w[:, head * dh:(head + 1) * dh], "K": w[:, dm + head * dh: dm + (head + 1) * dh],
-                "V": w[:, 2 * dm + head * dh: 2 * dm + (head + 1) * dh], "O": a.c_proj.weight[head * dh:(head + 1) * dh]}
-    if arch == "tiny-neox":
-        a = hf.gpt_neox.layers[layer].attention
-        w = a.query_key_value.weight.view(nh, 3, dh, dm)
-        return {"Q": w[head, 0].T, "K": w[head, 1].T, "V": w[head, 2].T, "O": a.dense.weight[:, head * dh:(head + 1) * dh].T}
-    if arch == "tiny-falcon":                 # multi-query fused QKV: every query head, then one K, then one V
-        a = hf.transformer.h[layer].self_attention
-        w = a.query_key_value.weight            # [(n_heads + 2) * d_head, d_model]
-        return {"Q": w[head * dh:(head + 1) * dh].T, "K": w[nh * dh:(nh + 1) * dh].T,
-                "V": w[(nh + 1) * dh:(nh + 2) * dh].T, "O": a.dense.weight[:, head * dh:(head + 1) * dh].T}
-    a = hf.model.layers[layer].self_attn      # Llama, Gemma (one key/value head), Phi (output projection "dense")
-    kv = head // (nh // (cfg.num_key_value_heads or nh))
-    out = a.dense if arch == "tiny-phi" else a.o_proj
-    return {"Q": a.q_proj.weight[head * dh:(head + 1) * dh].T, "K": a.k_proj.weight[kv * dh:(kv + 1) * dh].T,
-            "V": a.v_proj.weight[kv * dh:(kv + 1) * dh].T, "O": out.weight[:, head * dh:(head + 1) * dh].T}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

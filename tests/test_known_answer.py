@@ -11,23 +11,29 @@ the chosen heads carry everything the fine-tuning learned. Every analysis must f
   model's, while restoring two other heads changes nothing;
 - exact activation patching and attribution patching rank a chosen head first and give every other head nothing.
 
-The same checks with the effect removed (another pair of heads claimed) fail: :func:`test_the_checks_fail_on_the_wrong_heads`.
+The same checks with the effect removed (another pair of heads claimed) fail:
+:func:`test_the_checks_fail_on_the_wrong_heads`.
 """
 
 import copy
 
 import pytest
 import torch
+from helpers import answer_logprob_reference as _logprob
 
-from recall_circuits.data.bios import load_dataset
-from recall_circuits.models.params import _ATTN, ParamSpace, kv_group
-from recall_circuits.models.loading import load_bridge
-from recall_circuits.interventions.patching import attribution_patch_heads, logit_diff_metric, patch_heads_by_pos, qa_patching_pairs
-from recall_circuits.interventions.restore import restore_heads
 from recall_circuits.attribution.shared import shared_mask
 from recall_circuits.attribution.trace import TraceConfig, trace
+from recall_circuits.data.bios import load_dataset
+from recall_circuits.interventions.patching import (
+    attribution_patch_heads,
+    logit_diff_metric,
+    patch_heads_by_pos,
+    qa_patching_pairs,
+)
+from recall_circuits.interventions.restore import restore_heads
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.params import _ATTN, ParamSpace, kv_group
 from recall_circuits.training.loop import token_loss_sum, tokenize_dataset
-from test_head_ablation import _answer_logprob as _logprob
 
 CHOSEN = [(1, 0), (1, 1)]
 OTHERS = [(0, 2), (1, 3)]
@@ -124,8 +130,8 @@ def _trace_ranking(ft, ds):
     k = space.P // 10          # below the live heads' entries (a quarter of the attention weights or more)
     mask = shared_mask(res.influence["bio"], res.influence["qa"], k)
     per_head = space.count_per_query_head(space.unflatten(mask.float()))
-    order = sorted(((float(per_head[l, h]), (l, h)) for l in range(per_head.shape[0]) for h in range(per_head.shape[1])),
-                   reverse=True)
+    order = sorted(((float(per_head[l, h]), (l, h)) for l in range(per_head.shape[0])
+                    for h in range(per_head.shape[1])), reverse=True)
     return per_head, [lh for _, lh in order]
 
 

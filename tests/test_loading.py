@@ -3,9 +3,9 @@ import shutil
 
 import pytest
 import torch
+from helpers import ARCHS
 from transformers import AutoModelForCausalLM
 
-from conftest import ARCHS
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.loading import check_same_architecture, load_bridge, load_pair
 from recall_circuits.models.registry import build_tiny, resolve_model
@@ -53,8 +53,8 @@ def test_pair_ok(tiny_dirs, tmp_path):
 def test_no_network_anywhere(no_network, tiny_dirs, tiny_data):
     """The guard is active for the whole session: loading, data, bridges; nothing was attempted."""
     from recall_circuits.data.bios import load_dataset
-    from recall_circuits.training.evaluation import evaluate
     from recall_circuits.models.loading import load_hf
+    from recall_circuits.training.evaluation import evaluate
 
     for arch in ARCHS:
         load_bridge(tiny_dirs[arch])

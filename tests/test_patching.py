@@ -1,11 +1,17 @@
 import pytest
 import torch
 import transformer_lens.patching as tlp
+from helpers import ARCHS
 
-from conftest import ARCHS
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.interventions.patching import (answer_prob_metric, attribution_patch_heads, cross_format_patch,
-                                      logit_diff_metric, patch_heads_by_pos, patch_resid_by_pos)
+from recall_circuits.interventions.patching import (
+    answer_prob_metric,
+    attribution_patch_heads,
+    cross_format_patch,
+    logit_diff_metric,
+    patch_heads_by_pos,
+    patch_resid_by_pos,
+)
 
 
 def _prompts(seed=0, B=2, T=7):
@@ -116,8 +122,8 @@ def test_attribution_patching_is_the_linear_estimate(bridges):
 
 def test_shapes_must_match(bridges):
     with pytest.raises(RecallCircuitsError, match="same"):
-        patch_heads_by_pos(bridges["tiny-gpt2"], torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long),
-                           answer_prob_metric(torch.tensor([1])))
+        patch_heads_by_pos(bridges["tiny-gpt2"], torch.zeros(1, 4, dtype=torch.long),
+                           torch.zeros(1, 5, dtype=torch.long), answer_prob_metric(torch.tensor([1])))
 
 
 def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):

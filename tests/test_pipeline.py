@@ -182,7 +182,7 @@ def test_quick_reproduction(quick_run):
     assert not re.search(r"<script[^>]+src=", doc) and not re.search(r"<link[^>]+href=[\"']?https?:", doc)
     assert not re.search(r"@import|url\([\"']?https?:", doc.split("<script")[0])
     # the README's quick-start block runs on this run's checkpoints
-    from conftest import ROOT
+    from helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]

@@ -6,8 +6,19 @@ import json
 import pytest
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import (PLAN, Setting, arm_options, best_pair, choose, load_record, pair_row,
-                                         premise_ok, resolve, search_state, table_markdown)
+from recall_circuits.runs.regime import (
+    PLAN,
+    Setting,
+    arm_options,
+    best_pair,
+    choose,
+    load_record,
+    pair_row,
+    premise_ok,
+    resolve,
+    search_state,
+    table_markdown,
+)
 
 
 def _res(qa_id, qa_ood, bio, steps=100, people=10, after_bio=None):

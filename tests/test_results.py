@@ -37,8 +37,8 @@ def _results(bridges):
         "RepresentationConsistency": rc.representation_consistency(gpt2, DS, [0, 1]),
         "InputSignature": rc.input_signature(gpt2, DS, [0]),
         "HeadStats": rc.head_stats(space, mask),
-        "HeadStats (attention only)": rc.head_stats(ParamSpace(gpt2, include=("attn",)),
-                                                    torch.zeros(ParamSpace(gpt2, include=("attn",)).P, dtype=torch.bool)),
+        "HeadStats (attention only)": rc.head_stats(
+            ParamSpace(gpt2, include=("attn",)), torch.zeros(ParamSpace(gpt2, include=("attn",)).P, dtype=torch.bool)),
         "PatchingResult": rc.patching_sweep(gpt2, pair),
         "PatchingResult (resid)": rc.patching_sweep(gpt2, pair, "resid"),
         "RestoreAblation": rc.restore_ablation(gpt2, bridges["tiny-gpt2"], space, DS, {"some": mask}, batch_size=8),

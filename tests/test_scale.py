@@ -45,8 +45,8 @@ def test_reaching_the_papers_direction_needs_the_premise_the_gap_and_the_floor()
 
 
 def test_steps_per_arm_is_what_the_loop_runs(tiny_dirs, tmp_path):
-    from recall_circuits.data.bios import DataConfig, generate, write_dataset
     from recall_circuits.artefacts import read_json
+    from recall_circuits.data.bios import DataConfig, generate, write_dataset
     from recall_circuits.training.loop import TRAIN_META, TrainConfig, train
 
     for people in (13, 20):

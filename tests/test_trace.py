@@ -1,21 +1,26 @@
-import copy
 
 import pytest
 import torch
+from helpers import ARCHS, hand_slices
 from transformers import AutoModelForCausalLM
 
-from conftest import ARCHS
+from recall_circuits.attribution.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
+from recall_circuits.attribution.trace import (
+    TraceConfig,
+    packing_works,
+    select_people,
+    task_examples,
+    trace,
+    trace_gradients,
+    trace_gradients_loop,
+    transpose_into,
+)
 from recall_circuits.data.bios import DataConfig, PackedBatch, generate, length_batches, pack_batch
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models.params import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
-from recall_circuits.models.loading import load_bridge
-from recall_circuits.models.registry import build_tiny
 from recall_circuits.interventions.restore import restore_heads, restore_params
-from recall_circuits.attribution.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
-from recall_circuits.attribution.trace import (TraceConfig, select_people, task_examples, trace, trace_gradients, trace_gradients_loop,
-                                   packing_works,
-                                   transpose_into)
-from test_heads import hand_slices
+from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.params import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
+from recall_circuits.models.registry import build_tiny
 
 DS = generate(DataConfig(n_people=8, seed=0))
 

@@ -37,7 +37,6 @@ def test_gradient_trace_run_directory(trained, tiny_dirs, tiny_data, tmp_path):
     assert s["ablation"]["shared"]["n_restored"] == s["ablation"]["random0"]["n_restored"] == s["shared_size"]
     # the pretrained baseline is the same trace of the base model
     import recall_circuits as rc
-
     from recall_circuits.attribution.shared import shared_curve
 
     pre = rc.cross_task_trace(rc.load_bridge(str(tiny_dirs["tiny-llama"])), rc.load_dataset(tiny_data),
@@ -98,7 +97,7 @@ def test_gradient_trace_two_processes_equal_one(trained, tiny_dirs, tiny_data, t
            str(ROOT / "analyses" / "gradient_trace.py"), *common, "--out", str(tmp_path / "two")]
     two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, "\n".join(x for x in two.stderr.splitlines() if not x.startswith("W"))[-6000:]
-    a, b = load_file(str(tmp_path / "one" / "result.safetensors")), load_file(str(tmp_path / "two" / "result.safetensors"))
+    a, b = (load_file(str(tmp_path / d / "result.safetensors")) for d in ("one", "two"))
     for task in ("bio", "qa"):
         x, y = a[f"influence_{task}"], b[f"influence_{task}"]
         assert x.abs().max() > 0 and ((x - y).abs().max() / x.abs().max()).item() <= 1e-5

@@ -69,6 +69,7 @@ from recall_circuits.data.bios import (
 )
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import INFLUENCE_FILE, TRACE_META, TRACE_SCHEMA_VERSION
+from recall_circuits.hints import Bridge, Tokenizer
 from recall_circuits.models.loading import forget_graph, gradients_for
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.results import head_label
@@ -197,7 +198,7 @@ class TraceResult:
         return out
 
     @classmethod
-    def load(cls, out: str | Any, model: Any) -> TraceResult:
+    def load(cls, out: str | Any, model: Bridge) -> TraceResult:
         """Read a saved trace; ``model`` (a bridge of the traced architecture) rebuilds the parameter layout."""
 
         from safetensors.torch import load_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
@@ -230,7 +231,7 @@ def select_people(dataset: Dataset, n_people: int, split: str) -> list[int]:
     return sorted(ids)[:n_people]
 
 
-def task_examples(tokenizer: Any, dataset: Dataset, task: str, people: list[int], bio_loss: str = "all"
+def task_examples(tokenizer: Tokenizer, dataset: Dataset, task: str, people: list[int], bio_loss: str = "all"
                   ) -> list[dict[str, list[int]]]:
     """Tokenised examples (``input_ids``, ``labels`` with -100 where no loss) of ``task`` for ``people``."""
     keep = set(people)
@@ -273,7 +274,7 @@ class _StopForward(Exception):
     """Raised from a hook to end a forward pass early (the rest of the model is not needed)."""
 
 
-def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor, *,
+def label_position_loss(model: Bridge, ids: Tensor, mask: Tensor, labels: Tensor, *,
                         position_ids: Tensor | None = None, segment: Tensor | None = None,
                         n_items: int | None = None) -> Tensor:
     """Per-example mean loss computing logits only where a label is predicted: the forward stops at ``ln_final``
@@ -312,7 +313,7 @@ def label_position_loss(model: Any, ids: Tensor, mask: Tensor, labels: Tensor, *
 
 
 
-def packing_works(model: Any, items: list[dict[str, list[int]]], pad_id: int) -> bool:
+def packing_works(model: Bridge, items: list[dict[str, list[int]]], pad_id: int) -> bool:
     """Whether ``model`` gives packed examples (:func:`~recall_circuits.data.bios.pack_batch`, 4D mask and
     ``position_ids``) the losses they get alone, checked on up to three examples. Some decoders that
     TransformerBridge supports ignore a 4D mask or restart no positions; the trace then pads instead."""
@@ -323,15 +324,14 @@ def packing_works(model: Any, items: list[dict[str, list[int]]], pad_id: int) ->
         for it in items:
             ids, labels, mask = pad_batch([it], pad_id)
             alone.append(label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)))
-        alone = torch.cat(alone)
         try:
             packed = packed_loss(model, pack_batch(items, len(items), pad_id))
         except (RuntimeError, ValueError, TypeError):
             return False
-    return bool(torch.allclose(packed, alone, rtol=1e-4, atol=1e-5))
+    return bool(torch.allclose(packed, torch.cat(alone), rtol=1e-4, atol=1e-5))
 
 
-def packed_loss(model: Any, pb: PackedBatch) -> Tensor:
+def packed_loss(model: Bridge, pb: PackedBatch) -> Tensor:
     """:func:`label_position_loss` of packed rows: the mean loss of each packed example, in ``pb``'s item order."""
     p = next(model.parameters())
     return label_position_loss(model, pb.input_ids.to(p.device), pb.attention_mask(p.dtype).to(p.device),
@@ -351,7 +351,7 @@ class _Target:
     is_bias: bool
 
 
-def _targets(model: Any, space: ParamSpace) -> list[_Target]:
+def _targets(model: Bridge, space: ParamSpace) -> list[_Target]:
     out = []
     for info in space.infos:
         mod_name, pname = info.name.rsplit(".", 1)
@@ -369,7 +369,7 @@ def _targets(model: Any, space: ParamSpace) -> list[_Target]:
 
 
 @contextlib.contextmanager
-def _grad_only_through_activations(model: Any) -> Iterator[None]:
+def _grad_only_through_activations(model: Bridge) -> Iterator[None]:
     """No parameter requires grad; the embedding output does, so autograd forms activation gradients only."""
     saved = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in saved:
@@ -398,11 +398,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _acc_dtype(model: Any) -> torch.dtype:
+def _acc_dtype(model: Bridge) -> torch.dtype:
     return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
 
-def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
+def trace_gradients(model: Bridge, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
                     batch_size: int = 8, pad_id: int = 0, verbose: bool = False, desc: str = "trace",
                     pack: int | None = 4, row_tokens: int = 128, max_padding: float | None = 0.1,
                     distributed: bool = True) -> Float[Tensor, " P"]:
@@ -445,6 +445,7 @@ def trace_gradients(model: Any, examples: list[dict[str, list[int]]], space: Par
                 pe = torch.stack([g[r, s:s + n].sum(0) for r, s, n in spans])
                 acc[t.name] += (pe.abs() if mode == "sum_abs" else pe.square()).sum(0)
                 return
+            assert a is not None
             # the product is formed as [out, in] (g^T a) or [in, out] (a^T g), whichever has more rows than
             # columns (measured on CPU: ~1.4x faster for SmolLM2's down and k/v projections than the other way)
             left, right = (g, a) if g.shape[-1] >= a.shape[-1] else (a, g)
@@ -571,7 +572,7 @@ def transpose_into(dst: Tensor, src: Tensor) -> Tensor:
     return dst.copy_(src.T)
 
 
-def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space: ParamSpace, *,
+def trace_gradients_loop(model: Bridge, examples: list[dict[str, list[int]]], space: ParamSpace, *,
                          mode: str = "sum_abs") -> Float[Tensor, " P"]:
     """Reference: one forward + backward per example, reading ``.grad`` of every analysed tensor."""
     if not examples:
@@ -586,6 +587,7 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
                 p.grad = None
             per_example_loss(model(ids), labels).sum().backward()
             for k, p in params.items():
+                assert p.grad is not None
                 g = p.grad.to(dtype)
                 acc[k] += g.abs() if mode == "sum_abs" else (g.square() if mode == "sq_sum" else g)
     if mode == "abs_of_sum":
@@ -593,7 +595,7 @@ def trace_gradients_loop(model: Any, examples: list[dict[str, list[int]]], space
     return space.flatten(acc)
 
 
-def trace(model: Any, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, base: Any | None = None,
+def trace(model: Bridge, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, base: Bridge | None = None,
           verbose: bool = False) -> TraceResult:
     """The cross-task trace of ``model`` (a fine-tuned bridge) for BIO and QA of ``cfg.n_people`` people."""
     checks.bridge(model)

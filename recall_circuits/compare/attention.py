@@ -29,13 +29,14 @@ from torch import Tensor
 from recall_circuits import checks
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge, Tokenizer
 from recall_circuits.results import Result, head_rows
 
 ROLES = ("subject", "relation", "first", "other")
 FORMATS = ("bio", "qa")
 
 
-def aligned_pairs(tokenizer: Any, dataset: Dataset, people: list[int], attributes: list[str] | None = None
+def aligned_pairs(tokenizer: Tokenizer, dataset: Dataset, people: list[int], attributes: list[str] | None = None
                   ) -> list[dict[str, Any]]:
     """Role-aligned (BIO, QA) token data per (person, attribute)."""
     bio_by_person = {e["person"]: e for e in dataset.bio() if e.get("copy", 0) == 0}
@@ -70,7 +71,7 @@ def aligned_pairs(tokenizer: Any, dataset: Dataset, people: list[int], attribute
     return pairs
 
 
-def _masses_for(model: Any, items: list[dict[str, Any]], batch_size: int
+def _masses_for(model: Bridge, items: list[dict[str, Any]], batch_size: int
                 ) -> Float[Tensor, "n n_layers n_heads 4"]:
     L = model.cfg.n_layers
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
@@ -129,7 +130,7 @@ class RoleMasses(Result):
         return pd.DataFrame(rows)
 
 
-def role_masses(model: Any, dataset: Dataset, people: list[int] | Tensor, attributes: list[str] | None = None, *,
+def role_masses(model: Bridge, dataset: Dataset, people: list[int] | Tensor, attributes: list[str] | None = None, *,
                 batch_size: int = 16, threshold: float = 0.3) -> RoleMasses:
     """Per-head role masses in both formats, their similarity, and head labels."""
     tok = model.tokenizer
@@ -165,7 +166,7 @@ def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
     return (kl(p, m) + kl(q, m)) / 2
 
 
-def circuitsvis_page(model: Any, pair: dict[str, Any], heads: list[tuple[int, int]], title: str) -> str:
+def circuitsvis_page(model: Bridge, pair: dict[str, Any], heads: list[tuple[int, int]], title: str) -> str:
     """Side-by-side circuitsvis views (BIO | QA) of the chosen heads for one aligned pair, from ``.local_src``
     (no CDN reference)."""
 

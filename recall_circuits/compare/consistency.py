@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -34,6 +34,7 @@ from recall_circuits.attribution.trace import per_example_loss
 from recall_circuits.compare.attention import aligned_pairs
 from recall_circuits.data.bios import Dataset, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge, Tokenizer
 from recall_circuits.models.loading import forget_graph, gradients_for, load_bridge
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.results import Result
@@ -42,7 +43,7 @@ from recall_circuits.training.curve import run_points
 log = logging.getLogger(__name__)
 
 
-def _pair_examples(tokenizer: Any, dataset: Dataset, people: list[int]) -> list[tuple[dict, dict, str]]:
+def _pair_examples(tokenizer: Tokenizer, dataset: Dataset, people: list[int]) -> list[tuple[dict, dict, str]]:
     bio_by = {e["person"]: e for e in dataset.bio() if e.get("copy", 0) == 0}
     qa_by = {(e["person"], e["attribute"]): e for e in dataset.qa()}
     out = []
@@ -60,7 +61,7 @@ def _pair_examples(tokenizer: Any, dataset: Dataset, people: list[int]) -> list[
     return out
 
 
-def _grad(model: Any, space: ParamSpace, params: dict[str, Tensor], ex: dict[str, list[int]], *,
+def _grad(model: Bridge, space: ParamSpace, params: dict[str, Tensor], ex: dict[str, list[int]], *,
           logits: Tensor | None = None, keep_graph: bool = False) -> Tensor:
     """The flattened gradient of ``ex``'s label loss; ``logits``: the forward pass of ``ex["input_ids"]`` already
     made (its graph kept for another backward when ``keep_graph``)."""
@@ -69,7 +70,7 @@ def _grad(model: Any, space: ParamSpace, params: dict[str, Tensor], ex: dict[str
     if logits is None:
         logits = model(torch.tensor([ex["input_ids"]]))
     per_example_loss(logits, torch.tensor([ex["labels"]])).sum().backward(retain_graph=keep_graph)
-    return space.flatten({k: p.grad for k, p in params.items()}).float()
+    return space.flatten({k: cast(Tensor, p.grad) for k, p in params.items()}).float()
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,12 +129,13 @@ class InputSignature(Result):
         return pd.DataFrame({"fact": range(len(self.per_fact)), "subject_relation_share": self.per_fact})
 
 
-def gradient_consistency(model: Any, dataset: Dataset, people: list[int],
+def gradient_consistency(model: Bridge, dataset: Dataset, people: list[int],
                          include: tuple[str, ...] = ("attn", "mlp")) -> GradientConsistency:
     """Mean cosine of ∇L_BIO and ∇L_QA per (person, attribute), overall and per layer·module."""
     space = ParamSpace(model, include=include)
     params = space.params(model)
-    cos_all, per_mod = [], {}
+    cos_all: list[float] = []
+    per_mod: dict[str, list[float]] = {}
     pairs = _pair_examples(model.tokenizer, dataset, people)
     with gradients_for(model, params.values()):
         for i, (bio, qa, _) in enumerate(pairs):
@@ -256,7 +258,7 @@ def cross_format_probe(bio: Tensor, qa: Tensor, labels: Tensor, *, l2: float = 1
 
 
 @torch.inference_mode()
-def _predicting_residuals(model: Any, pairs: list[dict[str, Any]]) -> dict[str, Tensor]:
+def _predicting_residuals(model: Bridge, pairs: list[dict[str, Any]]) -> dict[str, Tensor]:
     """``resid_post`` of every layer at each pair's BIO and QA predicting positions → {fmt: [L, n, d_model]}."""
     L = model.cfg.n_layers
     names = [f"blocks.{layer}.hook_resid_post" for layer in range(L)]
@@ -269,7 +271,7 @@ def _predicting_residuals(model: Any, pairs: list[dict[str, Any]]) -> dict[str, 
     return reps
 
 
-def representation_consistency(model: Any, dataset: Dataset, people: list[int], *, probe: bool = True
+def representation_consistency(model: Bridge, dataset: Dataset, people: list[int], *, probe: bool = True
                                ) -> RepresentationConsistency:
     """Per layer: mean cosine, linear CKA, cross-format retrieval accuracy and (``probe``) the cross-format linear
     probe for the value's first token, of BIO vs QA predicting positions."""
@@ -293,7 +295,7 @@ def representation_consistency(model: Any, dataset: Dataset, people: list[int], 
     return RepresentationConsistency(cos, cka, retr, 1 / len(pairs), len(pairs), probe_res)
 
 
-def input_signature(model: Any, dataset: Dataset, people: list[int]) -> InputSignature:
+def input_signature(model: Bridge, dataset: Dataset, people: list[int]) -> InputSignature:
     """Share of |input × gradient| on subject + relation tokens for each BIO value prediction (mean over facts)."""
     pairs = aligned_pairs(model.tokenizer, dataset, people)
     bio_by = {e["person"]: tokenize_bio(model.tokenizer, e) for e in dataset.bio() if e.get("copy", 0) == 0}

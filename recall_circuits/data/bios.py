@@ -35,6 +35,7 @@ from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
 import hashlib
 from recall_circuits.artefacts import read_json
+from recall_circuits.hints import Tokenizer
 
 Split = Literal["id", "ood"]
 
@@ -102,7 +103,7 @@ class Dataset:
         checks.split(split)
         return [e for e in self.qa_examples if split is None or e["split"] == split]
 
-    def person_ids(self, split: Split | None = None) -> list[int]:
+    def person_ids(self, split: Split | str | None = None) -> list[int]:
         checks.split(split)
         return [p["id"] for p in self.people if split is None or p["split"] == split]
 
@@ -113,7 +114,8 @@ class Dataset:
 
 def _fill(template: str, slots: dict[str, str]) -> tuple[str, dict[str, list[list[int]]]]:
     """Fill ``{X}`` slots and strip ``[...]`` relation markers; return the text and role spans (char offsets)."""
-    out, spans = "", {"subject": [], "relation": [], "value": []}
+    out = ""
+    spans: dict[str, list[list[int]]] = {"subject": [], "relation": [], "value": []}
     role_of = {"S": "subject", "P": "subject", "N": "subject", "V": "value"}
     for tok in re.split(r"(\{[A-Z]\}|\[|\])", template):
         if tok == "[":
@@ -140,7 +142,7 @@ def _shift(spans: dict[str, list[list[int]]], offset: int) -> dict[str, list[lis
 
 def _draw_people(cfg: DataConfig, rng: random.Random, P: pools.Pools) -> list[dict[str, Any]]:
     names: set[str] = set()
-    people = []
+    people: list[dict[str, Any]] = []
     while len(people) < cfg.n_people:
         name = f"{rng.choice(P.first_names)} {rng.choice(P.middle_names)} {rng.choice(P.last_names)}"
         if name in names:
@@ -308,7 +310,7 @@ def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) ->
     return [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
 
 
-def tokenize_example(tokenizer: Any, text: str, spans: dict[str, list[list[int]]]) -> dict[str, Any]:
+def tokenize_example(tokenizer: Tokenizer, text: str, spans: dict[str, list[list[int]]]) -> dict[str, Any]:
     """Tokenise ``text`` (with the tokenizer's special tokens) and map each role's char spans to token indices.
 
     Returns ``input_ids`` and, per role, a sorted list of token indices. Raises if a role maps to no token.
@@ -324,7 +326,7 @@ def tokenize_example(tokenizer: Any, text: str, spans: dict[str, list[list[int]]
     return {"input_ids": list(enc["input_ids"]), "roles": roles, "offsets": offsets}
 
 
-def tokenize_qa(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
+def tokenize_qa(tokenizer: Tokenizer, example: dict[str, Any]) -> dict[str, Any]:
     """QA example → ``input_ids``, ``labels`` (-100 except on answer tokens), role token indices, and
     ``predict_pos`` (the position whose logits predict the first answer token)."""
     spans = {"subject": example["subject"], "relation": example["relation"], "value": [example["value"]]}
@@ -336,7 +338,7 @@ def tokenize_qa(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
     return {**tok, "labels": labels, "answer_pos": value, "predict_pos": value[0] - 1}
 
 
-def tokenize_bio(tokenizer: Any, example: dict[str, Any]) -> dict[str, Any]:
+def tokenize_bio(tokenizer: Tokenizer, example: dict[str, Any]) -> dict[str, Any]:
     """BIO example → ``input_ids``, ``labels`` (all tokens), and per fact its role token indices."""
     enc = tokenizer(example["text"], return_offsets_mapping=True, add_special_tokens=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]]

@@ -35,6 +35,7 @@ from recall_circuits.attribution.shared import top_k_mask
 from recall_circuits.attribution.trace import per_example_loss
 from recall_circuits.data.bios import Dataset, pad_batch, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 from recall_circuits.models.loading import gradients_for
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.results import Result, equal_values
@@ -83,7 +84,7 @@ class GraftResult(Result):
                 and all(equal_values(getattr(self, f), getattr(other, f))
                         for f in ("mask", "alpha", "val_acc", "history")))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def to_dataframe(self) -> Any:
         """The evaluations along the optimisation: one row per evaluation (step, val_acc, size)."""
@@ -97,7 +98,7 @@ class GraftResult(Result):
         return tensors, meta
 
     @classmethod
-    def load(cls, out: Any, model: Any = None) -> GraftResult:   # type: ignore[override]
+    def load(cls, out: Any, model: Bridge | None = None) -> GraftResult:
         if model is None:
             raise RecallCircuitsError("GraftResult.load needs the model (a bridge of the grafted architecture)")
 
@@ -108,7 +109,7 @@ class GraftResult(Result):
         return cls._from_saved(out, space=space)
 
 
-def _write(space: ParamSpace, model: Any, flat: Tensor) -> None:
+def _write(space: ParamSpace, model: Bridge, flat: Tensor) -> None:
     with torch.no_grad():
         params = space.params(model)
         for name, t in space.unflatten(flat).items():
@@ -116,7 +117,7 @@ def _write(space: ParamSpace, model: Any, flat: Tensor) -> None:
 
 
 @contextlib.contextmanager
-def grafted(ft: Any, space: ParamSpace, pre: Tensor, diff: Tensor, gamma: Tensor) -> Iterator[Any]:
+def grafted(ft: Bridge, space: ParamSpace, pre: Tensor, diff: Tensor, gamma: Tensor) -> Iterator[Any]:
     """Within the block, ``ft`` holds θ_pre + γ ⊙ (θ_ft − θ_pre); afterwards its own weights, bit for bit."""
     if gamma.shape != (space.P,):
         raise RecallCircuitsError(f"mask has shape {tuple(gamma.shape)}, expected ({space.P},)")
@@ -128,7 +129,7 @@ def grafted(ft: Any, space: ParamSpace, pre: Tensor, diff: Tensor, gamma: Tensor
         _write(space, ft, saved)
 
 
-def graft_space(ft: Any) -> ParamSpace:
+def graft_space(ft: Bridge) -> ParamSpace:
     """Grafting acts on every parameter (tied tensors once), so γ = 0 is exactly the pretrained model."""
     return ParamSpace(ft, include=FULL_SPACE, biases=True)
 
@@ -143,7 +144,7 @@ def split_questions(dataset: Dataset, val_frac: float, seed: int) -> tuple[list[
     return [qa[i] for i in order[n_val:]], [qa[i] for i in order[:n_val]]
 
 
-def graft(ft: Any, base: Any, dataset: Dataset, cfg: GraftConfig = GraftConfig(), *,
+def graft(ft: Bridge, base: Bridge, dataset: Dataset, cfg: GraftConfig = GraftConfig(), *,
           init_mask: Bool[Tensor, " P"] | None = None, verbose: bool = False) -> GraftResult:
     """Learn a sparse graft of ``ft``'s updates over ``base`` on the QA(ID) loss; ``ft`` is unchanged afterwards."""
     space = graft_space(ft)
@@ -210,7 +211,7 @@ def transfer_mask(mask: Tensor, src: ParamSpace, dst: ParamSpace) -> Bool[Tensor
     return out
 
 
-def graft_report(ft: Any, base: Any, dataset: Dataset, res: GraftResult, shared: Tensor | None = None,
+def graft_report(ft: Bridge, base: Bridge, dataset: Dataset, res: GraftResult, shared: Tensor | None = None,
                  shared_space: ParamSpace | None = None, batch_size: int = 32) -> dict[str, Any]:
     """Grafted QA accuracy ID/OOD, α, the share of S inside γ, and the accuracy lost when S is restored first."""
     space = res.space

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from recall_circuits.data.bios import Dataset, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 from recall_circuits.interventions.restore import restore_heads
 from recall_circuits.models.loading import logits_from_layer, run_from_layer
 from recall_circuits.models.params import COMPONENTS, Component, n_kv_heads
@@ -52,7 +53,7 @@ def random_ranking(n_layers: int, n_heads: int, seed: int) -> list[tuple[int, in
 class QAScorer:
     """Tokenises the QA questions once and scores a model on them (exact match / first token) in batches."""
 
-    def __init__(self, model: Any, dataset: Dataset, max_people: int | None = None, batch_size: int = 32) -> None:
+    def __init__(self, model: Bridge, dataset: Dataset, max_people: int | None = None, batch_size: int = 32) -> None:
         self.model, self.batch_size = model, batch_size
         tok = model.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -121,7 +122,7 @@ class SingleHeadSweep(Result):
                              for r in head_rows(g, metric=k)])
 
 
-def head_curves(ft: Any, base: Any, dataset: Dataset, rankings: dict[str, list[tuple[int, int]]],
+def head_curves(ft: Bridge, base: Bridge, dataset: Dataset, rankings: dict[str, list[tuple[int, int]]],
                 grid: list[int], *, components: tuple[Component, ...] = COMPONENTS, max_people: int | None = None,
                 batch_size: int = 32, verbose: bool = False) -> HeadCurves:
     """QA accuracy with the top-n heads of each ranking restored, for every n in ``grid``."""
@@ -148,7 +149,7 @@ class LayerwiseScorer:
     rows at answer positions go through the unembedding.
     """
 
-    def __init__(self, model: Any, dataset: Dataset, max_people: int | None = None, batch_size: int = 32) -> None:
+    def __init__(self, model: Bridge, dataset: Dataset, max_people: int | None = None, batch_size: int = 32) -> None:
         self.model = model
         base = QAScorer(model, dataset, max_people, batch_size)
         self.batches: list[dict[str, Any]] = []
@@ -202,7 +203,7 @@ class LayerwiseScorer:
 
 
 @torch.inference_mode()
-def single_head_sweep(ft: Any, base: Any, dataset: Dataset, *, components: tuple[Component, ...] = COMPONENTS,
+def single_head_sweep(ft: Bridge, base: Bridge, dataset: Dataset, *, components: tuple[Component, ...] = COMPONENTS,
                       max_people: int | None = None, batch_size: int = 32, layers: list[int] | None = None,
                       verbose: bool = False) -> SingleHeadSweep:
     """QA accuracy with each head restored alone → tensors [n_layers, n_heads] per metric.
@@ -239,7 +240,7 @@ def top_drops(drop: Tensor, n: int = 10) -> list[dict[str, Any]]:
     return [{"head": head_label(l, h), "drop": float(drop[l, h])} for l, h in ranking(d)[:n]]
 
 
-def gqa_note(model: Any) -> str:
+def gqa_note(model: Bridge) -> str:
     kv = n_kv_heads(model)
     if kv == model.cfg.n_heads:
         return "every query head has its own K/V: restoring a head restores Q, K, V, O of that head only"

@@ -38,8 +38,10 @@ from transformers import DynamicCache
 from recall_circuits import checks
 from recall_circuits.data.bios import tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge, Tokenizer
 from recall_circuits.models.loading import (
     forget_graph,
+    hf_config,
     kv_cache_kwargs,
     logits_from_layer,
     normed_from_layer,
@@ -67,12 +69,12 @@ def answer_prob_metric(correct: Int[Tensor, " n"]) -> Metric:
     return metric
 
 
-def _last_logits(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
+def _last_logits(model: Bridge, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
     """Run from ``layer`` on ``resid`` with hooks; return the logits of the last position only."""
     return logits_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks)
 
 
-def _last_normed(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]],
+def _last_normed(model: Bridge, resid: Tensor, layer: int, fwd_hooks: list[tuple[str, Any]],
                  prefix: dict[str, Any] | None = None) -> Tensor:
     """Run from ``layer`` on ``resid`` with hooks (after a key/value prefix, passed as ``prefix``'s keyword
     arguments, if any); return the last position's final-norm output (the unembedding is left to
@@ -80,7 +82,7 @@ def _last_normed(model: Any, resid: Tensor, layer: int, fwd_hooks: list[tuple[st
     return normed_from_layer(model, resid, layer, lambda x: x[:, -1], fwd_hooks, **(prefix or {}))
 
 
-def _metric_of_normed(model: Any, rows: Tensor, metric: Metric, B: int, block_cells: int = 256) -> Tensor:
+def _metric_of_normed(model: Bridge, rows: Tensor, metric: Metric, B: int, block_cells: int = 256) -> Tensor:
     """Final-norm rows of n cells × B prompts → the metric's mean over prompts per cell ``[n]``. The unembedding
     runs over ``block_cells`` cells at a time: at a few rows per call it is bound by reading the unembedding matrix
     (for a 49k vocabulary, over 100 MB per call)."""
@@ -112,7 +114,7 @@ def _position_chunks(cells: list[tuple[int, int]], cells_per_batch: int) -> list
     return [*out, cur] if cur else out
 
 
-def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
+def _check(model: Bridge, clean: Tensor, corrupted: Tensor) -> None:
     if clean.shape != corrupted.shape or clean.ndim != 2:
         raise RecallCircuitsError(f"clean and corrupted tokens must have the same [batch, pos] shape, got "
                                   f"{tuple(clean.shape)} and {tuple(corrupted.shape)}")
@@ -120,7 +122,7 @@ def _check(model: Any, clean: Tensor, corrupted: Tensor) -> None:
         raise RecallCircuitsError("activation patching needs the model in eval mode")
 
 
-def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: list[str], per_pos: int, *,
+def _sweep(model: Bridge, clean: Tensor, corrupted: Tensor, metric: Metric, names: list[str], per_pos: int, *,
            cells_per_batch: int, skip_positions: bool, skip_identical: bool) -> Tensor:
     """The engine of :func:`patch_heads_by_pos` and :func:`patch_resid_by_pos`: ``names[layer]`` is the patched hook,
     its activation seen as ``[batch, pos, per_pos, ...]`` (``per_pos`` = heads for ``hook_z``, 1 for a
@@ -136,9 +138,10 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
                  "position (exact, slower)")
         skip_positions = False
     if skip_positions:   # the corrupted run's own key/value cache comes with it
-        (corr_logits, kv), corr_cache = model.run_with_cache(
+        assert kv_names is not None
+        (corr_logits, kv), corr_cache = model.run_with_cache(  # type: ignore[call-overload]  # cache kwargs
             corrupted, names_filter=corr_names, return_type="logits_and_cache",
-            **dict.fromkeys(kv_names, DynamicCache(config=model.original_model.config)))
+            **dict.fromkeys(kv_names, DynamicCache(config=hf_config(model))))
     else:
         corr_logits, corr_cache = model.run_with_cache(corrupted, names_filter=corr_names)
         kv = None
@@ -170,7 +173,7 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
                     src[:, pos, idx].transpose(0, 1)           # [C, B, ...]
                 return act
 
-            prefix = dict.fromkeys(kv_names, tile_cache(model, kv, C, upto=p0)) if p0 else {}
+            prefix = dict.fromkeys(kv_names or (), tile_cache(model, kv, C, upto=p0)) if p0 else {}
             rows.append(_last_normed(model, resid[:, p0:].repeat(C, 1, 1), layer, [(names[layer], hook)], prefix))
             cells += [(layer, p, i) for p, i in chunk]
     if cells:
@@ -180,7 +183,7 @@ def _sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metric, names: 
 
 
 @torch.inference_mode()
-def patch_heads_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
+def patch_heads_by_pos(model: Bridge, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
                        metric: Metric, *, cells_per_batch: int = 36, skip_positions: bool = True,
                        skip_identical: bool = True) -> Float[Tensor, "n_layers pos n_heads"]:
     """Exact per-(layer, pos, head) patching of clean ``hook_z`` into the corrupted run.
@@ -209,7 +212,7 @@ def metric_rows(metric: Metric, logits: Tensor, B: int) -> Tensor:
 
 
 @torch.inference_mode()
-def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
+def patch_resid_by_pos(model: Bridge, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
                        metric: Metric, component: str = "resid_pre", *, cells_per_batch: int = 8,
                        skip_positions: bool = True, skip_identical: bool = True) -> Float[Tensor, "n_layers pos"]:
     """Exact per-(layer, pos) patching of ``resid_pre``, ``attn_out`` or ``mlp_out`` (batching, ``skip_positions``
@@ -223,7 +226,7 @@ def patch_resid_by_pos(model: Any, clean: Int[Tensor, "batch pos"], corrupted: I
 
 
 @torch.inference_mode()
-def cross_format_patch(model: Any, source: Int[Tensor, "1 src_pos"], target: Int[Tensor, "1 tgt_pos"],
+def cross_format_patch(model: Bridge, source: Int[Tensor, "1 src_pos"], target: Int[Tensor, "1 tgt_pos"],
                        pairs: dict[str, tuple[int, int]], metric: Metric, component: str = "resid_pre"
                        ) -> Float[Tensor, "n_layers n_roles"]:
     """Write the source run's ``component`` at source position → target position (one pair per role, e.g.
@@ -242,11 +245,11 @@ def cross_format_patch(model: Any, source: Int[Tensor, "1 src_pos"], target: Int
     R = len(roles)
     out = torch.empty(L, R)
     for layer in range(L):
-        sp = torch.tensor([pairs[r][0] for r in roles])
-        tp = torch.tensor([pairs[r][1] for r in roles])
+        src_pos = torch.tensor([pairs[r][0] for r in roles])
+        tgt_pos = torch.tensor([pairs[r][1] for r in roles])
         src = src_cache[names[layer]][0]
 
-        def hook(act: Tensor, hook: Any, sp: Tensor = sp, tp: Tensor = tp, src: Tensor = src) -> Tensor:
+        def hook(act: Tensor, hook: Any, sp: Tensor = src_pos, tp: Tensor = tgt_pos, src: Tensor = src) -> Tensor:
             act = act.clone()
             act[torch.arange(R), tp] = src[sp]
             return act
@@ -256,7 +259,7 @@ def cross_format_patch(model: Any, source: Int[Tensor, "1 src_pos"], target: Int
     return out
 
 
-def attribution_patch_heads(model: Any, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
+def attribution_patch_heads(model: Bridge, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "..."],
                             metric: Metric) -> Float[Tensor, "n_layers pos n_heads"]:
     """Attribution patching: (∂ mean metric / ∂ z)|corrupted · (z_clean − z_corrupted), summed over d_head."""
     _check(model, clean, corrupted)
@@ -317,7 +320,7 @@ class PatchingResult(Result):
         return df
 
 
-def patching_sweep(model: Any, pair: dict[str, Any], what: Literal["heads", "resid"] = "heads") -> PatchingResult:
+def patching_sweep(model: Bridge, pair: dict[str, Any], what: Literal["heads", "resid"] = "heads") -> PatchingResult:
     """Exact activation patching of one pair from :func:`qa_patching_pairs` (clean → corrupted, metric: logit
     difference of the clean and corrupted first answer tokens), per head and position (``what="heads"``) or per
     residual-stream position (``"resid"``)."""
@@ -328,11 +331,12 @@ def patching_sweep(model: Any, pair: dict[str, Any], what: Literal["heads", "res
     with torch.inference_mode():
         ends = [float(metric(model(x)[:, -1]).mean()) for x in (clean, corr)]
     if what == "heads":
-        return PatchingResult(patch_heads_by_pos(model, clean, corr, metric), ["layer", "pos", "head"], *ends, what)
-    return PatchingResult(patch_resid_by_pos(model, clean, corr, metric), ["layer", "pos"], *ends, what)
+        return PatchingResult(patch_heads_by_pos(model, clean, corr, metric), ["layer", "pos", "head"], ends[0],
+                              ends[1], what)
+    return PatchingResult(patch_resid_by_pos(model, clean, corr, metric), ["layer", "pos"], ends[0], ends[1], what)
 
 
-def qa_patching_pairs(tokenizer: Any, dataset: Any, n_pairs: int, split: str = "ood", *, what: str = "n_pairs"
+def qa_patching_pairs(tokenizer: Tokenizer, dataset: Any, n_pairs: int, split: str = "ood", *, what: str = "n_pairs"
                       ) -> list[dict[str, Any]]:
     """(clean, corrupted) QA prompts of the same attribute and token length, for different people with different
     first answer tokens; and, for the clean person, the BIO prefix up to the value with role positions."""

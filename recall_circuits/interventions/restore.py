@@ -26,13 +26,14 @@ from torch import Tensor
 
 from recall_circuits import checks
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 from recall_circuits.models.params import COMPONENTS, Component, ParamSpace, head_views, source_views
 from recall_circuits.results import Result
 from recall_circuits.training.evaluation import evaluate
 
 
 @contextlib.contextmanager
-def restore_params(ft: Any, base: Any, space: ParamSpace, mask: Bool[Tensor, " P"]) -> Iterator[Any]:
+def restore_params(ft: Bridge, base: Bridge, space: ParamSpace, mask: Bool[Tensor, " P"]) -> Iterator[Any]:
     """Within the block, ``ft``'s entries under ``mask`` (over ``space``) hold ``base``'s values."""
     if mask.shape != (space.P,) or mask.dtype != torch.bool:
         raise RecallCircuitsError(f"mask must be a bool vector of shape ({space.P},), got {mask.dtype} "
@@ -58,7 +59,7 @@ def restore_params(ft: Any, base: Any, space: ParamSpace, mask: Bool[Tensor, " P
                 p[where] = old
 
 
-def qk_norm_views(model: Any, layer: int) -> dict[str, Tensor]:
+def qk_norm_views(model: Bridge, layer: int) -> dict[str, Tensor]:
     """The weights of ``layer``'s query and key norms where its attention has them (QK-norm: Qwen3, OLMo 2, Gemma
     3), as ``q_norm`` / ``k_norm`` (the tensors the forward reads); empty for attention without them."""
     orig = getattr(model.blocks[layer].attn, "_original_component", None)
@@ -71,7 +72,7 @@ def qk_norm_views(model: Any, layer: int) -> dict[str, Tensor]:
 
 
 @contextlib.contextmanager
-def restore_heads(ft: Any, base: Any, heads: list[tuple[int, int]],
+def restore_heads(ft: Bridge, base: Bridge, heads: list[tuple[int, int]],
                   components: tuple[Component, ...] = COMPONENTS, biases: bool = True,
                   norms: bool = False) -> Iterator[Any]:
     """Within the block, the listed (layer, head)s of ``ft`` hold ``base``'s slices: Q and O of the head, K and V
@@ -127,7 +128,7 @@ class RestoreAblation(Result):
         return pd.DataFrame([{"condition": c, **s} for c, s in self.scores.items()])
 
 
-def restore_ablation(ft: Any, base: Any, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
+def restore_ablation(ft: Bridge, base: Bridge, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
                      batch_size: int = 32, max_people: int | None = None) -> RestoreAblation:
     """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
 

@@ -19,12 +19,13 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 from recall_circuits.models.registry import offline_and_quiet, resolve_model
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,14 @@ _KEPT_ACTIVATIONS = ("_pattern", "_attn_scores")
 
 
 @contextlib.contextmanager
-def gradients_for(model: Any, params: Iterable[torch.Tensor]) -> Iterator[None]:
+def gradients_for(model: Bridge, params: Iterable[torch.Tensor]) -> Iterator[None]:
     """Within the block exactly ``params`` of ``model`` require gradients; on leaving it (also on an error) every
     parameter's ``requires_grad`` is what it was, the ``params``' ``.grad`` is None and :func:`forget_graph` has run."""
     params = list(params)
-    saved = [(p, p.requires_grad) for p in model.parameters()]
+    saved = [(q, q.requires_grad) for q in model.parameters()]
     try:
-        for p, _ in saved:
-            p.requires_grad_(False)
+        for q, _ in saved:
+            q.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
         yield
@@ -56,7 +57,7 @@ def gradients_for(model: Any, params: Iterable[torch.Tensor]) -> Iterator[None]:
             p.requires_grad_(r)
 
 
-def forget_graph(model: Any) -> None:
+def forget_graph(model: Bridge) -> None:
     """Drop what a bridge kept of its last forward that still holds an autograd graph.
 
     TransformerLens's joint-QKV attention bridges keep the last attention pattern on the module; after a forward
@@ -106,7 +107,7 @@ def load_hf(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     path = resolve_model(name_or_dir)
     with offline_and_quiet():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype), attn_implementation="eager")
-    return model.to(device), load_tokenizer(path)
+    return cast(Any, model).to(device), load_tokenizer(path)   # (transformers' typing of .to misleads mypy)
 
 
 # the self-check's tolerance: max |bridge logits - Hugging Face logits| over the largest |logit|, by load dtype
@@ -120,7 +121,7 @@ def _architecture(path: Path) -> str:
         return "?"
 
 
-def check_bridge(bridge: Any, path: str | os.PathLike[str], *, on_mismatch: str = "error") -> float:
+def check_bridge(bridge: Bridge, path: str | os.PathLike[str], *, on_mismatch: str = "error") -> float:
     """Compare the bridge's logits with the Hugging Face model's own (loaded afresh from ``path``) on one short
     input; return the relative difference (max |Δ| over the largest |logit|). Above ``SELF_CHECK_TOL`` for the
     bridge's dtype: a one-line error naming the architecture and the difference (``on_mismatch="warn"``: a
@@ -197,7 +198,7 @@ class ModelPair:
     finetuned_path: str
 
 
-def check_same_architecture(base: Any, ft: Any) -> None:
+def check_same_architecture(base: Bridge, ft: Bridge) -> None:
     """Raise a one-line error unless ``base`` and ``ft`` share architecture, parameter names/shapes and tokenizer."""
     a, b = base.cfg, ft.cfg
     for attr in ("architecture", "n_layers", "n_heads", "d_model", "d_head", "d_vocab"):
@@ -238,7 +239,7 @@ def _pass_through(*args: Any, **kwargs: Any) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def run_from_layer(model: Any, resid: torch.Tensor, layer: int, **kwargs: Any) -> Any:
+def run_from_layer(model: Bridge, resid: torch.Tensor, layer: int, **kwargs: Any) -> Any:
     """``model(resid, start_at_layer=layer, **kwargs)`` without computing blocks ``0..layer-1``.
 
     The bridge's ``start_at_layer`` still runs the blocks before ``layer`` and discards their output (the residual
@@ -260,7 +261,7 @@ class _StopAtFinalNorm(Exception):
     pass
 
 
-def normed_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
+def normed_from_layer(model: Bridge, resid: torch.Tensor, layer: int, pick: Any,
                       fwd_hooks: list[tuple[str, Any]] | None = None, **kwargs: Any) -> torch.Tensor:
     """Run blocks ``layer..`` on ``resid`` (:func:`run_from_layer`, with ``fwd_hooks`` and ``kwargs``, e.g. a
     ``past_key_values`` prefix) and return the rows ``pick`` selects from the final-norm output (e.g.
@@ -282,7 +283,7 @@ def normed_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
     return box["x"]
 
 
-def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
+def logits_from_layer(model: Bridge, resid: torch.Tensor, layer: int, pick: Any,
                       fwd_hooks: list[tuple[str, Any]] | None = None, **kwargs: Any) -> torch.Tensor:
     """:func:`normed_from_layer` followed by the unembedding of the picked rows only."""
     return model.unembed(normed_from_layer(model, resid, layer, pick, fwd_hooks, **kwargs))
@@ -291,7 +292,7 @@ def logits_from_layer(model: Any, resid: torch.Tensor, layer: int, pick: Any,
 _KV_FORMS: tuple[tuple[str, ...], ...] = (("past_key_values",), ("past_key_values", "layer_past"))
 
 
-def kv_cache_kwargs(model: Any) -> tuple[str, ...] | None:
+def kv_cache_kwargs(model: Bridge) -> tuple[str, ...] | None:
     """The keyword names under which this bridge both fills and reads a Hugging Face key/value cache, or None.
 
     Which names reach the bridge's attention depends on the architecture and on the transformers version (from
@@ -307,7 +308,7 @@ def kv_cache_kwargs(model: Any) -> tuple[str, ...] | None:
         for names in _KV_FORMS:
             try:
                 _, kv = model(toks[:, :2], return_type="logits_and_cache",
-                              **dict.fromkeys(names, DynamicCache(config=model.original_model.config)))
+                              **dict.fromkeys(names, DynamicCache(config=hf_config(model))))
                 if kv is None or not hasattr(kv, "layers") or any(lay.keys is None for lay in kv.layers):
                     continue
                 part = model(toks[:, 2:], **dict.fromkeys(names, kv))
@@ -318,12 +319,17 @@ def kv_cache_kwargs(model: Any) -> tuple[str, ...] | None:
     return None
 
 
-def tile_cache(model: Any, cache: Any, reps: int, *, upto: int | None = None) -> Any:
+def hf_config(model: Bridge) -> Any:
+    """The Hugging Face config of the model a bridge wraps."""
+    return cast(Any, model.original_model).config
+
+
+def tile_cache(model: Bridge, cache: Any, reps: int, *, upto: int | None = None) -> Any:
     """A fresh Hugging Face key/value cache for runs after a shared prefix: every layer of ``cache`` (positions
     ``< upto``, default all) tiled ``reps`` times along the batch axis (``Tensor.repeat``'s row order)."""
     from transformers import DynamicCache  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
 
-    new = DynamicCache(config=model.original_model.config)
+    new = DynamicCache(config=hf_config(model))
     for i, lay in enumerate(cache.layers):
         new.update(lay.keys[:, :, :upto].repeat(reps, 1, 1, 1), lay.values[:, :, :upto].repeat(reps, 1, 1, 1), i)
     return new

@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 
 Component = Literal["Q", "K", "V", "O"]
 COMPONENTS: tuple[Component, ...] = ("Q", "K", "V", "O")
@@ -42,28 +43,28 @@ _MLP = {"W_in": ("mlp.in.weight", 1), "W_gate": ("mlp.gate.weight", 1), "W_out":
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
-def n_kv_heads(model: Any) -> int:
+def n_kv_heads(model: Bridge) -> int:
     return int(model.blocks[0].attn.W_K.shape[0])
 
 
-def kv_group(model: Any, head: int) -> int:
+def kv_group(model: Bridge, head: int) -> int:
     """The KV head serving query head ``head`` (GQA: ``head // (n_heads // n_kv_heads)``)."""
     return head // (model.cfg.n_heads // n_kv_heads(model))
 
 
-def query_heads_of_group(model: Any, group: int) -> list[int]:
+def query_heads_of_group(model: Bridge, group: int) -> list[int]:
     per = model.cfg.n_heads // n_kv_heads(model)
     return list(range(group * per, (group + 1) * per))
 
 
-def check_head(model: Any, layer: int, head: int) -> None:
+def check_head(model: Bridge, layer: int, head: int) -> None:
     if not 0 <= layer < model.cfg.n_layers:
         raise RecallCircuitsError(f"layer {layer} out of range (model has {model.cfg.n_layers} layers)")
     if not 0 <= head < model.cfg.n_heads:
         raise RecallCircuitsError(f"head {head} out of range (model has {model.cfg.n_heads} heads per layer)")
 
 
-def head_views(model: Any, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
+def head_views(model: Bridge, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
                biases: bool = True) -> dict[str, Tensor]:
     """Views (sharing storage with the weights the forward reads) of head ``head``'s slices in ``layer``.
 
@@ -100,7 +101,7 @@ class HeadSlices:
     stored once per KV group.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Bridge) -> None:
         self.n_layers, self.n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
         self.n_kv = n_kv_heads(model)
         self._t: dict[tuple[int, str], Tensor] = {}
@@ -109,7 +110,7 @@ class HeadSlices:
             for w_attr, _, b_attr, _, _ in _ATTN.values():
                 for attr in (w_attr, b_attr):
                     t = getattr(attn, attr, None) if attr else None
-                    if t is not None:
+                    if t is not None and attr:
                         self._t[(layer, attr)] = t.detach().clone()
 
     def views(self, layer: int, head: int, components: tuple[Component, ...] = COMPONENTS,
@@ -176,7 +177,7 @@ class ParamSpace:
     unembedding, norms). ``biases``: also the attention and MLP biases.
     """
 
-    def __init__(self, model: Any, include: tuple[str, ...] = ("attn", "mlp"), biases: bool = False) -> None:
+    def __init__(self, model: Bridge, include: tuple[str, ...] = ("attn", "mlp"), biases: bool = False) -> None:
         bad = set(include) - {"attn", "mlp", "other"}
         if bad or not include:
             raise RecallCircuitsError(f"unknown parameter groups {sorted(bad)}; use attn, mlp, other")
@@ -228,7 +229,7 @@ class ParamSpace:
         it, and check it against the model they are loaded with)."""
         return [[i.name, list(i.shape)] for i in self.infos]
 
-    def params(self, model: Any | None = None) -> dict[str, Tensor]:
+    def params(self, model: Bridge | None = None) -> dict[str, Tensor]:
         """The analysed tensors of ``model`` (default: the model the space was built on), by name."""
         sd = (model or self.model).state_dict(keep_vars=True)
         return {i.name: sd[i.name] for i in self.infos}
@@ -336,7 +337,8 @@ class ParamSpace:
         space (b_Q/b_K/b_V) are added to their component.
         """
         self.check_masks(masks)
-        out = {c: torch.zeros(self.n_layers, self.n_kv_heads if _ATTN[c][4] else self.n_heads) for c in COMPONENTS}
+        out: dict[str, Tensor] = {c: torch.zeros(self.n_layers, self.n_kv_heads if _ATTN[c][4] else self.n_heads)
+                                  for c in COMPONENTS}
         for layer in range(self.n_layers):
             for comp, (_, w_name, b_attr, b_name, _) in _ATTN.items():
                 for attr, name in ((comp, w_name), (b_attr, b_name)):

@@ -48,7 +48,7 @@ def offline_and_quiet() -> Iterator[None]:
     transformers keeps its progress bars and warnings to itself. The environment and transformers' logging settings
     are restored afterwards (the library changes no global state)."""
     saved = {k: os.environ.get(k) for k in _OFFLINE_ENV}
-    lg = None
+    lg: Any = None
     try:
         for k in _OFFLINE_ENV:
             os.environ.setdefault(k, "1")
@@ -164,23 +164,24 @@ def build_word_tokenizer() -> Any:
 
 
 def tiny_config(name: str, vocab_size: int) -> Any:
-    from transformers import (  # noqa: PLC0415
+    from transformers import (  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
         FalconConfig,
         GemmaConfig,
         GPT2Config,
         GPTNeoXConfig,
         LlamaConfig,
-        MistralConfig,  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+        MistralConfig,
         PhiConfig,
         Qwen3Config,
     )
 
-    common = {"vocab_size": vocab_size, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 1}
+    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 1}
     if name == "tiny-gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
     if name == "tiny-neox":
         return GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-                             max_position_embeddings=256, rotary_pct=0.5, **common)
+                             max_position_embeddings=256, rotary_pct=0.5,  # type: ignore[call-arg]  # into rope_parameters
+                             **common)
     if name == "tiny-llama":
         return LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=False, **common)
@@ -189,7 +190,8 @@ def tiny_config(name: str, vocab_size: int) -> Any:
                            head_dim=16, intermediate_size=128, max_position_embeddings=256, **common)
     if name == "tiny-phi":     # parallel attention and MLP after one LayerNorm, biases everywhere, partial rotary
         return PhiConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-                         max_position_embeddings=256, partial_rotary_factor=0.5, **common)
+                         max_position_embeddings=256, partial_rotary_factor=0.5,  # type: ignore[call-arg]  # as above
+                         **common)
     if name == "tiny-mistral":   # sliding-window attention (a window of 8, shorter than the data's prompts), GQA
         return MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=128, max_position_embeddings=256, sliding_window=8, **common)

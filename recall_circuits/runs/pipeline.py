@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,7 +165,7 @@ class _Ctx:
             self._ids[str(path)] = model_identity(path)
         return self._ids[str(path)]
 
-    def identity(self, models: dict[str, str | Path], upstream: tuple[Path, ...] = (), **options: Any
+    def identity(self, models: Mapping[str, str | Path], upstream: tuple[Path, ...] = (), **options: Any
                  ) -> dict[str, Any]:
         return {"models": {k: self.model(v) for k, v in models.items()}, "data": data_identity(self.data),
                 "upstream": {p.name: read_json(p / IDENTITY_FILE) for p in upstream},
@@ -372,14 +372,16 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
                          run=not side_by_side) for s in ("two-stage", "mixed")}
     todo = {s: _train_cfg(out / s, data, s, name, extra) for s, r in runs.items() if r is None}
     if todo:
-        import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
-
 
         threads = max(1, torch.get_num_threads() // len(todo))
         log.info("stages %s: fine-tuning side by side, %d torch thread(s) each", " and ".join(todo), threads)
         runs.update(run_side_by_side(todo, logs=out, threads=threads, verbose=verbose))
+    missing = [s for s, r in runs.items() if r is None]
+    if missing:
+        raise RecallCircuitsError(f"fine-tuning {', '.join(missing)} did not finish: see its log in {out}")
+    done = {s: r for s, r in runs.items() if r is not None}
     if not analyses:
-        return {"runs": runs}
+        return {"runs": done}
     base_model = run_id["model"]
     ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
     if side_by_side and not report_only:
@@ -388,12 +390,12 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     att = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
                                               "pretrained": base_model})
     cons = merge_consistency({s: r.consistency for s, r in per_recipe.items()})
-    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity and not report_only, verbose=verbose,
+    sens = _sensitivity(out, data, name, extra, done, train=sensitivity and not report_only, verbose=verbose,
                         overwrite=overwrite, hashed=ctx.model)
-    summary = summarise(runs, sens, {s: r.trace for s, r in per_recipe.items()}, cons)
+    summary = summarise(done, sens, {s: r.trace for s, r in per_recipe.items()}, cons)
     summary |= _analyses_summary(per_recipe, att, cons)
     summary["preset"] = name
-    summary["training"] = {s: training_settings(r) for s, r in runs.items()}
+    summary["training"] = {s: training_settings(r) for s, r in done.items()}
     summary["training_loss"] = _training_loss(out)
     summary["models"] = {"base": {"name": base_model, **ctx.model(base_model)},
                          **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
@@ -456,6 +458,8 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
 
     base_lr = preset(TRAIN_PRESETS, name)["lr"]
     rows = []
+    ts: dict[str, Any] | None
+    mx: dict[str, Any] | None
     for lr_name in SENSITIVITY_QA_LRS:
         lr = float(lr_name)
         if lr == base_lr:

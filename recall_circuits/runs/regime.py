@@ -57,7 +57,8 @@ class Setting:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Setting:
         """A setting from its JSON form (a row's ``setting``: lists where the dataclass has tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fields)
 
 
 PLAN: tuple[Setting, ...] = (
@@ -81,7 +82,7 @@ SECOND_SEED = 1   # the chosen setting is repeated with this data and training s
 PRESET_PAIR: str | None = "A10"
 
 # the search trains in float32 whatever the ``cpu`` preset's precision (``regime_search.py --dtype`` overrides)
-FIXED = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "checkpoint_every": 200,
+FIXED: dict[str, Any] = {"preset": "cpu", "lr": 5e-4, "batch_size": 4, "warmup_frac": 0.03, "checkpoint_every": 200,
          "dtype": "float32"}
 
 

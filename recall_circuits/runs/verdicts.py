@@ -30,7 +30,7 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
 
     keys = ("qa_id_acc", "qa_ood_acc", "qa_floor_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc",
             "bio_recall_id", "bio_recall_ood", "train_wall_s")
-    out = {k: r.get(k) for k in keys}
+    out: dict[str, Any] = {k: r.get(k) for k in keys}
     out["qa_ood_above_floor"] = floor_interval(r)
     out["ci95"] = {}
     for measure in Evaluation.MEASURES:

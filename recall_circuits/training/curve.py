@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,7 @@ def training_log(run_dir: str | Path) -> TrainingLog:
                        [None if records[s].get("lr") is None else float(records[s]["lr"]) for s in steps])
 
 
-def run_logs(runs: dict[str, str | Path], n_windows: int) -> tuple[dict[str, TrainingLog], int]:
+def run_logs(runs: Mapping[str, str | Path], n_windows: int) -> tuple[dict[str, TrainingLog], int]:
     """The training logs of those of the named ``runs`` that have one, and the window size (in steps) that cuts
     the longest of them into about ``n_windows`` windows, the same for all so that they compare."""
 

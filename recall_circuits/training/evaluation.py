@@ -29,6 +29,7 @@ import torch
 from recall_circuits import checks
 from recall_circuits.data.bios import Dataset, length_batches, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge, LanguageModel, Tokenizer
 from recall_circuits.results import Result
 from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
@@ -43,7 +44,7 @@ def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
-def _logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _logits(model: LanguageModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Logits of an HF model or a TransformerBridge for a right-padded batch."""
     if hasattr(model, "run_with_cache"):  # TransformerBridge: right padding does not affect real tokens (causal)
         return model(ids, attention_mask=mask)
@@ -51,7 +52,7 @@ def _logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], pad_id: int,
+def score_targets(model: LanguageModel, seqs: list[list[int]], targets: list[list[int]], pad_id: int,
                   batch_size: int = 32) -> list[tuple[bool, bool]]:
     """For each sequence and its target positions, (all arg-max correct, first arg-max correct).
 
@@ -70,7 +71,7 @@ def score_targets(model: Any, seqs: list[list[int]], targets: list[list[int]], p
 
 
 @torch.inference_mode()
-def answer_logprob(model: Any, example: dict[str, Any]) -> float:
+def answer_logprob(model: Bridge, example: dict[str, Any]) -> float:
     """log P(answer | question) of one QA example (from ``Dataset.qa()``), teacher forced: the sum over the
     answer's tokens."""
 
@@ -82,7 +83,7 @@ def answer_logprob(model: Any, example: dict[str, Any]) -> float:
     return float(sum(lp[p - 1, ids[0, p]] for p in t["answer_pos"]))
 
 
-def evaluate_qa(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 32
+def evaluate_qa(model: LanguageModel, tokenizer: Tokenizer, examples: list[dict[str, Any]], batch_size: int = 32
                 ) -> dict[str, Any]:
     """Greedy exact match and first-token accuracy over QA examples, overall and per attribute."""
     if not examples:
@@ -115,7 +116,7 @@ def floor_examples(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def evaluate_bio(model: Any, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int = 16
+def evaluate_bio(model: LanguageModel, tokenizer: Tokenizer, examples: list[dict[str, Any]], batch_size: int = 16
                  ) -> dict[str, Any]:
     """BIO recall: each attribute value of each biography completed greedily from the true preceding text."""
     if not examples:
@@ -249,7 +250,7 @@ class Evaluation(Result):
         return cls(acc, first, per_attr, per_person)
 
 
-def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 32, bio: bool = True,
+def evaluate(model: LanguageModel, tokenizer: Tokenizer, dataset: Dataset, *, batch_size: int = 32, bio: bool = True,
              max_people: int | None = None, floor: bool = False) -> Evaluation:
     """The headline metrics: QA exact match / first token for ID and OOD people, BIO recall for both; with
     ``floor`` also QA-OOD's chance floor (measure ``qa_floor``, :func:`floor_examples`)."""
@@ -280,7 +281,7 @@ def evaluate(model: Any, tokenizer: Any, dataset: Dataset, *, batch_size: int = 
 
 
 @torch.inference_mode()
-def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 12,
+def generate_answers(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int = 12,
                      batch_size: int = 32) -> list[list[int]]:
     """Batched greedy generation from left-padded prompts (HF model); returns the generated token ids per prompt.
 

@@ -39,7 +39,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -50,6 +50,7 @@ from recall_circuits.artefacts import atomic_dir, check_same, model_identity, re
 from recall_circuits.data.bios import Dataset, data_identity, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import METRICS_FILE, SNAPSHOTS_DIR, STATE_FILE, TRAIN_META
+from recall_circuits.hints import HFModel, Tokenizer
 from recall_circuits.models.loading import load_tokenizer, parse_dtype
 from recall_circuits.models.registry import offline_and_quiet, resolve_model
 from recall_circuits.training.parallel import is_main
@@ -184,14 +185,14 @@ def _collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def enable_checkpointing(model: Any) -> None:
+def enable_checkpointing(model: HFModel) -> None:
     """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing):
     ``activation_checkpointing_enable`` where transformers has it, the older name (deprecated since) before."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
     enable()
 
 
-def token_loss_sum(model: Any, batch: dict[str, torch.Tensor], *, label_rows_only: bool = False,
+def token_loss_sum(model: HFModel, batch: dict[str, torch.Tensor], *, label_rows_only: bool = False,
                    rows: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over label tokens (-100 = ignored), and the number of label tokens.
 
@@ -221,7 +222,7 @@ def label_rows(tgt: torch.Tensor) -> torch.Tensor:
     return (tgt.reshape(-1) != -100).nonzero().squeeze(1)
 
 
-def label_rows_exact(model: Any, batch: dict[str, torch.Tensor]) -> bool:
+def label_rows_exact(model: HFModel, batch: dict[str, torch.Tensor]) -> bool:
     """Whether :func:`token_loss_sum` gives the same loss with ``label_rows_only`` on this model (no final logit
     scaling or soft-capping outside the output embedding), checked on one batch in eval mode (no dropout)."""
     was_training = model.training
@@ -237,15 +238,15 @@ def label_rows_exact(model: Any, batch: dict[str, torch.Tensor]) -> bool:
     return n == m and bool(torch.allclose(full, rows, rtol=1e-5, atol=1e-6))
 
 
-def tokenize_dataset(tokenizer: Any, ds: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def tokenize_dataset(tokenizer: Tokenizer, ds: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     bio = [tokenize_bio(tokenizer, e) for e in ds.bio()]
     qa = [tokenize_qa(tokenizer, e) for e in ds.qa("id")]
     return bio, qa
 
 
-def _save_checkpoint(path: Path, model: Any, opt: Any | None, sched: Any | None, state: dict[str, Any]) -> None:
+def _save_checkpoint(path: Path, model: HFModel, opt: Any | None, sched: Any | None, state: dict[str, Any]) -> None:
     """Model weights, optimiser + scheduler state (absent at a phase boundary: the next phase starts fresh), RNG."""
-    raw = model.module if hasattr(model, "module") else model
+    raw: Any = model.module if hasattr(model, "module") else model
     with atomic_dir(path) as tmp:
         save_file({k: v.detach().clone().contiguous() for k, v in raw.state_dict().items()},
                   str(tmp / "model.safetensors"))
@@ -255,8 +256,8 @@ def _save_checkpoint(path: Path, model: Any, opt: Any | None, sched: Any | None,
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
-def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> None:
-    raw = model.module if hasattr(model, "module") else model
+def _load_checkpoint(path: Path, model: HFModel, opt: Any, sched: Any) -> None:
+    raw: Any = model.module if hasattr(model, "module") else model
     sd = load_file(str(path / "model.safetensors"))
     raw.load_state_dict(sd, strict=False)
     if (path / "optimizer.pt").is_file():
@@ -298,7 +299,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
     return None
 
 
-def _save_model(model: Any, tok: Any, dest: Path) -> None:
+def _save_model(model: HFModel, tok: Tokenizer, dest: Path) -> None:
     """``save_pretrained`` through :func:`~recall_circuits.artefacts.atomic_dir`: ``dest`` is complete or absent."""
 
     with atomic_dir(dest) as tmp, offline_and_quiet():
@@ -365,7 +366,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         raise RecallCircuitsError(f"the data has sequences of {max_len} tokens, the model takes at most {n_pos}")
     if max(max(t["input_ids"]) for t in bio_t + qa_t) >= model.config.vocab_size:
         raise RecallCircuitsError("the tokenizer produces ids outside the model's vocabulary")
-    model.to(cfg.device)
+    cast(Any, model).to(cfg.device)      # (transformers' typing of .to misleads mypy)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     if cfg.freeze_embeddings:
@@ -373,7 +374,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     if cfg.compile:
         model.base_model.compile(dynamic=True)   # in place (the state dict keeps its names), one graph for all lengths
     model.train()
-    ddp_model = model
+    ddp_model: Any = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
     data = {"bio": bio_t, "qa": qa_t}

@@ -40,8 +40,7 @@ def process_group(timeout: timedelta | None = None) -> Iterator[bool]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
         if torch.cuda.is_available():   # one GPU a process: "cuda" then means this process's own
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        kw = {} if timeout is None else {"timeout": timeout}
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", **kw)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timeout)
         started = True
     try:
         yield world()[1] > 1

@@ -27,8 +27,8 @@ from _common import alternate, environment, write_result  # tests/benchmarks/_co
 from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.pipeline import RECIPE_STAGES
-from recall_circuits.training.presets import TRAIN_PRESETS, preset
 from recall_circuits.runs.stages.side_by_side import run_processes
+from recall_circuits.training.presets import TRAIN_PRESETS, preset
 
 RECIPES = ("two-stage", "mixed")
 

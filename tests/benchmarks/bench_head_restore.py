@@ -27,8 +27,8 @@ from _common import environment, write_result  # tests/benchmarks/_common.py (th
 
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.interventions.head_ablation import QAScorer, single_head_sweep
-from recall_circuits.models.params import HeadSlices, head_views
 from recall_circuits.models.loading import load_bridge
+from recall_circuits.models.params import HeadSlices, head_views
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

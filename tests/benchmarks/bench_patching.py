@@ -17,12 +17,12 @@ import argparse
 import time
 
 import torch
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 import transformer_lens.patching as tlp
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate
-from recall_circuits.models.loading import load_bridge
 from recall_circuits.interventions.patching import logit_diff_metric, patch_heads_by_pos
+from recall_circuits.models.loading import load_bridge
 
 
 def main(argv: list[str] | None = None) -> int:

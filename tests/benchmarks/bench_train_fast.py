@@ -57,10 +57,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny-llama, 12 people: checks the script, not a figure")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    from recall_circuits.artefacts import read_json  # noqa: PLC0415
     from recall_circuits.data.bios import DataConfig, generate, load_dataset, write_dataset  # noqa: PLC0415
     from recall_circuits.models.loading import load_tokenizer  # noqa: PLC0415
     from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-    from recall_circuits.artefacts import read_json  # noqa: PLC0415
     from recall_circuits.training.loop import TRAIN_META, TrainConfig, tokenize_dataset, train  # noqa: PLC0415
 
     if args.smoke:

@@ -20,6 +20,7 @@ from recall_circuits.compare.consistency import (
 )
 from recall_circuits.data.bios import Dataset, load_dataset
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.hints import Bridge
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.stages.attention import chosen_people
@@ -50,7 +51,7 @@ class ConsistencySummary(StageSummary):
     OPTIONAL = ("along",)
 
 
-def _measure(b: Any, ds: Dataset, people: list[int], name: str) -> dict[str, Any]:
+def _measure(b: Bridge, ds: Dataset, people: list[int], name: str) -> dict[str, Any]:
     log.info("%s: gradient consistency (%d people)", name, len(people))
     g = gradient_consistency(b, ds, people)
     log.info("%s: representation consistency and probe", name)

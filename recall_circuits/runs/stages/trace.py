@@ -83,7 +83,7 @@ class TraceSummary(StageSummary):
     head_gini: float
     top10pct_neuron_share: float | None
     attn_shared: float
-    mlp_shared: float
+    mlp_shared: float | None
     per_layer_module: dict[str, Any]
     gqa_attribution: str
     n_examples: dict[str, int]
@@ -180,15 +180,17 @@ def _run(cfg: TraceStageConfig) -> TraceSummary | None:
     top_bio, top_qa = top_k_mask(bio, k), top_k_mask(qa, k)
     S = top_bio & top_qa
     stats = head_stats(space, S)
+    extra: dict[str, Any] = {} if curve_pre is None else {
+        "curve_pretrained": curve_pre.to_dict(), "shared_fraction_pretrained": curve_pre.shared_fraction[ks.index(k)]}
+    if cfg.ablation:
+        extra |= _ablation(cfg, pair, space, ds, res, S)
     summary = TraceSummary(
         k=k, P=space.P, shared_size=int(S.sum()), shared_fraction=int(S.sum()) / k, chance_fraction=k / space.P,
         curve=curve.to_dict(), top10pct_head_share=stats.top10pct_head_share, head_gini=stats.head_gini,
         top10pct_neuron_share=stats.top10pct_neuron_share, attn_shared=stats.attn_total, mlp_shared=stats.mlp_total,
         per_layer_module=stats.per_layer_module, gqa_attribution=stats.gqa_attribution, n_examples=res.n_examples,
         people=res.people, trace_s=t_trace, trace_processes=n_proc, top_heads=_top_heads(stats.per_head, 10),
-        **({} if curve_pre is None else {"curve_pretrained": curve_pre.to_dict(),
-                                         "shared_fraction_pretrained": curve_pre.shared_fraction[ks.index(k)]}),
-        **(_ablation(cfg, pair, space, ds, res, S) if cfg.ablation else {}))
+        **extra)
     save_tensors(out, _tensors(cfg, res, S, top_bio, top_qa, stats))
     save_mask(str(out / SHARED_MASK_FILE), S)
     summary.save(out)
