@@ -1,9 +1,12 @@
 
+import weakref
+
 import pytest
 import torch
 from helpers import ARCHS, hand_slices
 from transformers import AutoModelForCausalLM
 
+from recall_circuits.attribution import trace as trace_mod
 from recall_circuits.attribution.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
 from recall_circuits.attribution.trace import (
     TraceConfig,
@@ -98,6 +101,20 @@ def test_pack_batch():
         pack_batch(items, 0, 0)
 
 
+def test_the_packing_check_runs_once_per_model(tiny_dirs, monkeypatch):
+    b = load_bridge(tiny_dirs["tiny-llama"])
+    space = ParamSpace(b)
+    ex = task_examples(b.tokenizer, DS, "qa", select_people(DS, 2, "all"), "all")
+    calls = []
+    real = trace_mod.packing_works
+    monkeypatch.setattr(trace_mod, "packing_works", lambda *a: calls.append(1) or real(*a))
+    first = trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
+    assert torch.equal(trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id), first)
+    assert len(calls) == 1
+    trace_gradients(load_bridge(tiny_dirs["tiny-llama"]), ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
+    assert len(calls) == 2                       # another model object is checked again
+
+
 def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypatch, caplog):
     b = load_bridge(tiny_dirs["tiny-llama"])
     space = ParamSpace(b)
@@ -114,6 +131,8 @@ def test_packing_check_catches_examples_that_see_each_other(tiny_dirs, monkeypat
     assert not any("pads its batches" in r.message for r in caplog.records)
     monkeypatch.setattr(PackedBatch, "attention_mask", causal_only)
     assert not packing_works(b, ex[:3], b.tokenizer.pad_token_id)
+    # the check is remembered per model object; here the packing code changed under the same object
+    monkeypatch.setattr(trace_mod, "_PACKING_OK", weakref.WeakKeyDictionary())
     with caplog.at_level("INFO", logger="recall_circuits.attribution.trace"):
         fallback = trace_gradients(b, ex, space, batch_size=4, pad_id=b.tokenizer.pad_token_id)
     assert any("does not keep packed examples apart" in r.message for r in caplog.records)

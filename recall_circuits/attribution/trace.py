@@ -44,7 +44,8 @@ import contextlib
 import dataclasses
 import gc
 import logging
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,19 @@ def packing_works(model: Bridge, items: list[dict[str, list[int]]], pad_id: int)
     return bool(torch.allclose(packed, torch.cat(alone), rtol=1e-4, atol=1e-5))
 
 
+# packing_works per model object and pad id: the check costs four forward passes (about a fifth of a 16-example
+# trace of SmolLM2 on a CPU), and its answer is a property of the model's attention code, not of the examples
+_PACKING_OK: weakref.WeakKeyDictionary[Any, dict[int, bool]] = weakref.WeakKeyDictionary()
+
+
+def packing_works_cached(model: Bridge, items: list[dict[str, list[int]]], pad_id: int) -> bool:
+    """:func:`packing_works`, checked once per model object and pad id."""
+    known = _PACKING_OK.setdefault(model, {})
+    if pad_id not in known:
+        known[pad_id] = packing_works(model, items, pad_id)
+    return known[pad_id]
+
+
 def packed_loss(model: Bridge, pb: PackedBatch) -> Tensor:
     """:func:`label_position_loss` of packed rows: the mean loss of each packed example, in ``pb``'s item order."""
     p = next(model.parameters())
@@ -402,6 +416,146 @@ def _acc_dtype(model: Bridge) -> torch.dtype:
     return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
 
+class _Accumulator:
+    """Δ(θ) summed batch by batch from hooks: a forward hook keeps each target's input activation, a gradient hook on
+    its output forms the per-example weight gradients (activation × output gradient, one product per example's
+    positions) and adds their |.| or square into a flat buffer (``acc`` holds its views, one per tensor)."""
+
+    def __init__(self, space: ParamSpace, targets: list[_Target], mode: str, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.mode, self.dtype = mode, dtype
+        self.flat = torch.empty(space.P, dtype=dtype, device=device)
+        self.acc = space.unflatten(self.flat)
+        # weights whose first product is still to come: it is written in place of a zero fill and an addition
+        self.fresh = set() if mode == "abs_of_sum" else {t.name for t in targets if not t.is_bias}
+        for name, view in self.acc.items():
+            if name not in self.fresh:
+                view.zero_()
+        self.acts: dict[str, Tensor] = {}
+        self.bufs: dict[Any, Tensor] = {}
+        self.flipped: dict[str, Tensor] = {}   # accumulated transposed: the same memory, viewed [c, r]
+        # per example of the batch: (row, first position, positions up to and including its last predicting one)
+        self.spans: list[tuple[int, int, int]] = []
+        self.cuts: list[int] = []     # split points of the flattened [rows * pos] batch ...
+        self.pieces: list[int] = []   # ... and the piece holding each example's used positions, in example order
+        self.last_batch = False
+
+    def batch(self, spans: list[tuple[int, int, int]], width: int, last: bool) -> None:
+        """The layout of the batch whose backward comes next."""
+        self.spans[:] = spans
+        self.cuts[:], self.pieces[:] = _pieces(spans, width)
+        self.last_batch = last
+
+    def forward_hook(self, t: _Target) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if not t.is_bias:
+                self.acts[t.name] = inputs[0].detach().to(self.dtype)
+            output.register_hook(lambda g: self.add(t, g))
+        return hook
+
+    def add(self, t: _Target, g: Tensor) -> None:
+        """One target's contribution of the batch, from its output gradient ``g``."""
+        a = None if t.is_bias else self.acts.pop(t.name)
+        g = g.to(self.dtype)
+        if self.mode == "abs_of_sum":
+            if t.is_bias:
+                self.acc[t.name] += g.sum((0, 1))
+            else:
+                gw = torch.einsum("bto,bti->oi", g, a)
+                self.acc[t.name] += gw.T if t.transposed else gw
+        elif t.is_bias:
+            pe = torch.stack([g[r, s:s + n].sum(0) for r, s, n in self.spans])
+            self.acc[t.name] += (pe.abs() if self.mode == "sum_abs" else pe.square()).sum(0)
+        else:
+            assert a is not None
+            self._add_weight(t, g, a)
+
+    def _add_weight(self, t: _Target, g: Tensor, a: Tensor) -> None:
+        # the product is formed as [out, in] (g^T a) or [in, out] (a^T g), whichever has more rows than columns
+        # (measured on CPU: ~1.4x faster for SmolLM2's down and k/v projections than the other way)
+        left, right = (g, a) if g.shape[-1] >= a.shape[-1] else (a, g)
+        flip = (left is g) == t.transposed   # formed layout differs from the stored one
+        into = self._formed(t.name) if flip else self.acc[t.name]
+        buf = self.bufs.get(into.shape)
+        if buf is None:   # one scratch buffer per shape, reused by every weight and batch
+            buf = self.bufs[into.shape] = torch.empty(into.shape, dtype=self.dtype, device=g.device)
+        # every example's rows as a view, from one split of the flattened batch (fewer Python-level ops)
+        lp = torch.tensor_split(left.reshape(-1, left.shape[-1]).T, self.cuts, dim=1)
+        rp = torch.tensor_split(right.reshape(-1, right.shape[-1]), self.cuts)
+        todo = self.pieces
+        if t.name in self.fresh:
+            self.fresh.discard(t.name)
+            torch.mm(lp[todo[0]], rp[todo[0]], out=into)
+            into.abs_() if self.mode == "sum_abs" else into.square_()
+            todo = todo[1:]
+        if self.mode == "sum_abs":
+            for k in todo:
+                into += torch.mm(lp[k], rp[k], out=buf).abs_()
+        else:
+            for k in todo:
+                into += torch.mm(lp[k], rp[k], out=buf).square_()
+        if flip and self.last_batch:   # back to the stored layout while it is in cache
+            self._unflip(t.name)
+
+    def _formed(self, name: str) -> Tensor:
+        if name not in self.flipped:
+            r, c = self.acc[name].shape
+            self.flipped[name] = self.acc[name].view(-1).view(c, r)
+        return self.flipped[name]
+
+    def _unflip(self, name: str) -> None:
+        view = self.flipped.pop(name)
+        tmp = self.bufs.get(("T", view.shape))
+        if tmp is None:
+            tmp = self.bufs[("T", view.shape)] = torch.empty(self.acc[name].shape, dtype=self.dtype,
+                                                              device=view.device)
+        self.acc[name].copy_(transpose_into(tmp, view))
+
+    def result(self, n_proc: int) -> Tensor:
+        for name in self.fresh:   # no gradient reached it: zero influence
+            self.acc[name].zero_()
+        for name in list(self.flipped):   # (normally done by the last batch's hooks)
+            self._unflip(name)
+        if n_proc > 1:   # sums of the processes' batches (abs_of_sum: of the signed sums, before the |.|)
+            torch.distributed.all_reduce(self.flat)
+        if self.mode == "abs_of_sum":
+            self.flat.abs_()
+        return self.flat.cpu()
+
+
+def _trace_batches(model: Bridge, examples: list[dict[str, list[int]]], batches: list[list[int]], pack: int | None,
+                   row_tokens: int, pad_id: int) -> Iterator[tuple[Tensor, list[tuple[int, int, int]], int]]:
+    """Per batch: the per-example losses (not yet backwarded), the examples' spans and the batch's width."""
+    dev = next(model.parameters()).device
+    for batch in batches:
+        items = [examples[i] for i in batch]
+        if pack is None:
+            ids, labels, mask = pad_batch(items, pad_id)
+            spans = [(x, 0, _used(labels[x])) for x in range(len(items))]
+            yield label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)), spans, ids.shape[1]
+        else:
+            per_row = max(1, min(pack, row_tokens // max(len(it["input_ids"]) for it in items)))
+            pb = pack_batch(items, per_row, pad_id)
+            spans = [(r, s, _used(pb.labels[r, s:s + n])) for r, s, n in pb.spans]
+            yield packed_loss(model, pb), spans, pb.input_ids.shape[1]
+
+
+def _plan_batches(model: Bridge, examples: list[dict[str, list[int]]], batch_size: int, pack: int | None,
+                  max_padding: float | None, pad_id: int) -> tuple[list[list[int]], int | None]:
+    """Length-sorted batches and the packing to use (None where this model does not keep packed examples apart:
+    padded batches cut where padding would exceed ``max_padding``)."""
+    if pack is not None and pack < 1:
+        raise RecallCircuitsError(f"pack must be >= 1 or None, got {pack}")
+    lengths = [len(e["input_ids"]) for e in examples]
+    # packed rows have no padding to cut on: fixed-size batches in length order
+    batches = length_batches(lengths, batch_size, max_padding if pack is None else None)
+    if pack is not None and not packing_works_cached(model, [examples[i] for b in batches for i in b][-3:],
+                                                     pad_id):
+        log.info("%s does not keep packed examples apart: the trace pads its batches instead", type(model).__name__)
+        return length_batches(lengths, batch_size, max_padding), None
+    return batches, pack
+
+
 def trace_gradients(model: Bridge, examples: list[dict[str, list[int]]], space: ParamSpace, *, mode: str = "sum_abs",
                     batch_size: int = 8, pad_id: int = 0, verbose: bool = False, desc: str = "trace",
                     pack: int | None = 4, row_tokens: int = 128, max_padding: float | None = 0.1,
@@ -419,131 +573,23 @@ def trace_gradients(model: Bridge, examples: list[dict[str, list[int]]], space: 
     if not examples:
         raise RecallCircuitsError("empty example set")
     targets = _targets(model, space)
-    dtype = _acc_dtype(model)
-    dev = next(model.parameters()).device
-    flat = torch.empty(space.P, dtype=dtype, device=dev)   # the result; acc holds views of it, one per tensor
-    acc = space.unflatten(flat)
-    # weights whose first product is still to come: it is written in place of a zero fill and an addition
-    fresh = set() if mode == "abs_of_sum" else {t.name for t in targets if not t.is_bias}
-    for name, view in acc.items():
-        if name not in fresh:
-            view.zero_()
-    acts: dict[str, Tensor] = {}
-
-    def grad_hook(t: _Target):
-        def on_grad(g: Tensor) -> None:
-            a = None if t.is_bias else acts.pop(t.name)
-            g = g.to(dtype)
-            if mode == "abs_of_sum":
-                if t.is_bias:
-                    acc[t.name] += g.sum((0, 1))
-                else:
-                    gw = torch.einsum("bto,bti->oi", g, a)
-                    acc[t.name] += gw.T if t.transposed else gw
-                return
-            if t.is_bias:
-                pe = torch.stack([g[r, s:s + n].sum(0) for r, s, n in spans])
-                acc[t.name] += (pe.abs() if mode == "sum_abs" else pe.square()).sum(0)
-                return
-            assert a is not None
-            # the product is formed as [out, in] (g^T a) or [in, out] (a^T g), whichever has more rows than
-            # columns (measured on CPU: ~1.4x faster for SmolLM2's down and k/v projections than the other way)
-            left, right = (g, a) if g.shape[-1] >= a.shape[-1] else (a, g)
-            flip = (left is g) == t.transposed   # formed layout differs from the stored one
-            into = formed(t.name) if flip else acc[t.name]
-            buf = bufs.get(into.shape)
-            if buf is None:   # one scratch buffer per shape, reused by every weight and batch
-                buf = bufs[into.shape] = torch.empty(into.shape, dtype=dtype, device=g.device)
-            # every example's rows as a view, from one split of the flattened batch (fewer Python-level ops)
-            lp = torch.tensor_split(left.reshape(-1, left.shape[-1]).T, cuts, dim=1)
-            rp = torch.tensor_split(right.reshape(-1, right.shape[-1]), cuts)
-            todo = pieces
-            if t.name in fresh:
-                fresh.discard(t.name)
-                torch.mm(lp[pieces[0]], rp[pieces[0]], out=into)
-                into.abs_() if mode == "sum_abs" else into.square_()
-                todo = pieces[1:]
-            if mode == "sum_abs":
-                for k in todo:
-                    into += torch.mm(lp[k], rp[k], out=buf).abs_()
-            else:
-                for k in todo:
-                    into += torch.mm(lp[k], rp[k], out=buf).square_()
-            if flip and last_batch:   # back to the stored layout while it is in cache
-                unflip(t.name)
-        return on_grad
-
-    last_batch = False
-    cuts: list[int] = []     # split points of the flattened [rows * pos] batch ...
-    pieces: list[int] = []   # ... and the piece holding each example's used positions, in example order
-    bufs: dict[Any, Tensor] = {}
-    flipped: dict[str, Tensor] = {}   # tensors accumulated in the transposed layout: the same memory, viewed [c, r]
-
-    def formed(name: str) -> Tensor:
-        if name not in flipped:
-            r, c = acc[name].shape
-            flipped[name] = acc[name].view(-1).view(c, r)
-        return flipped[name]
-
-    def unflip(name: str) -> None:
-        view = flipped.pop(name)
-        tmp = bufs.get(("T", view.shape))
-        if tmp is None:
-            tmp = bufs[("T", view.shape)] = torch.empty(acc[name].shape, dtype=dtype, device=view.device)
-        acc[name].copy_(transpose_into(tmp, view))
-
-    def fwd_hook(t: _Target):
-        def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            if not t.is_bias:
-                acts[t.name] = inputs[0].detach().to(dtype)
-            output.register_hook(grad_hook(t))
-        return hook
-
-    # per example of the batch: (row, first position, positions up to and including its last predicting one)
-    spans: list[tuple[int, int, int]] = []
-    lengths = [len(e["input_ids"]) for e in examples]
-    if pack is not None and pack < 1:
-        raise RecallCircuitsError(f"pack must be >= 1 or None, got {pack}")
-    # packed rows have no padding to cut on: fixed-size batches in length order
-    batches = length_batches(lengths, batch_size, max_padding if pack is None else None)
-    if pack is not None and not packing_works(model, [examples[i] for b in batches for i in b][-3:], pad_id):
-        log.info("%s does not keep packed examples apart: the trace pads its batches instead", type(model).__name__)
-        pack = None
-        batches = length_batches(lengths, batch_size, max_padding)
+    acc = _Accumulator(space, targets, mode, _acc_dtype(model), next(model.parameters()).device)
+    batches, pack = _plan_batches(model, examples, batch_size, pack, max_padding, pad_id)
     rank, n_proc = world() if distributed else (0, 1)
     batches = batches[rank::n_proc]
     with _grad_only_through_activations(model), _gc_paused():
-        handles = [t.module.register_forward_hook(fwd_hook(t)) for t in targets]
+        handles = [t.module.register_forward_hook(acc.forward_hook(t)) for t in targets]
         try:
-            for j, batch in enumerate(tqdm(batches, disable=not verbose or rank != 0, desc=desc)):
-                last_batch = j == len(batches) - 1
-                items = [examples[i] for i in batch]
-                if pack is None:
-                    ids, labels, mask = pad_batch(items, pad_id)
-                    spans[:] = [(x, 0, _used(labels[x])) for x in range(len(items))]
-                    width = ids.shape[1]
-                    loss = label_position_loss(model, ids.to(dev), mask.to(dev), labels.to(dev))
-                else:
-                    per_row = max(1, min(pack, row_tokens // max(len(it["input_ids"]) for it in items)))
-                    pb = pack_batch(items, per_row, pad_id)
-                    spans[:] = [(r, s, _used(pb.labels[r, s:s + n])) for r, s, n in pb.spans]
-                    width = pb.input_ids.shape[1]
-                    loss = packed_loss(model, pb)
-                cuts[:], pieces[:] = _pieces(spans, width)
+            steps = _trace_batches(model, examples, batches, pack, row_tokens, pad_id)
+            for j, (loss, spans, width) in enumerate(tqdm(steps, total=len(batches), desc=desc,
+                                                          disable=not verbose or rank != 0)):
+                acc.batch(spans, width, last=j == len(batches) - 1)
                 loss.sum().backward()
-                acts.clear()
+                acc.acts.clear()
         finally:
             for h in handles:
                 h.remove()
-    for name in fresh:   # no gradient reached it: zero influence
-        acc[name].zero_()
-    for name in list(flipped):   # (normally done by the last batch's hooks)
-        unflip(name)
-    if n_proc > 1:   # sums of the processes' batches (abs_of_sum: of the signed sums, before the |.|)
-        torch.distributed.all_reduce(flat)
-    if mode == "abs_of_sum":
-        flat.abs_()
-    return flat.cpu()
+    return acc.result(n_proc)
 
 
 def _pieces(spans: list[tuple[int, int, int]], width: int) -> tuple[list[int], list[int]]:
