@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,14 @@ def test_every_rc_name_the_readme_uses_exists():
     names = set(re.findall(r"\brc\.([A-Za-z_]\w*)", (ROOT / "README.md").read_text()))
     assert {"cross_task_trace", "patching_sweep", "restore_ablation"} <= names
     assert not {n for n in names if not hasattr(rc, n)}
+
+
+def test_the_offline_block_leaves_the_hub_library_online_when_it_imports_it_first():
+    """The Hub library reads HF_HUB_OFFLINE once, at its import: a first import inside the offline block would keep
+    the whole process offline (and every tokenizer saved afterwards would record local_files_only)."""
+    code = ("from recall_circuits.models.registry import offline_and_quiet\n"
+            "with offline_and_quiet():\n    pass\n"
+            "import huggingface_hub.constants as c\nprint(c.HF_HUB_OFFLINE)")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"

@@ -50,12 +50,14 @@ def offline_and_quiet() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in _OFFLINE_ENV}
     lg: Any = None
     try:
+        # imported before the variables are set: the Hub library reads them once, at its import, and would stay
+        # offline for the rest of the process (and say so in every tokenizer it saves)
+        import transformers.utils.logging as lg  # noqa: PLC0415  (transformers loads only when a model does)
+    except ImportError:
+        lg = None
+    try:
         for k in _OFFLINE_ENV:
             os.environ.setdefault(k, "1")
-        try:
-            import transformers.utils.logging as lg  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
-        except ImportError:
-            lg = None
         if lg is not None:
             verbosity, bars = lg.get_verbosity(), lg.is_progress_bar_enabled()
             lg.set_verbosity_error()

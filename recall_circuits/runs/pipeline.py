@@ -346,11 +346,47 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     if not report_only:
         write_json(out / RUN_FILE, run_id, indent=2)
     t0 = time.time()
-    name = run_id["preset"]
+    name, base_model = run_id["preset"], run_id["model"]
+    extra = _train_extra(model, device, dtype, train_options)
+    data = _data_step(out, name, data_options, overwrite=overwrite, report_only=report_only)
+    ctx = _Ctx(data, quick, overwrite, verbose, device, dtype, stale={} if report_only else None)
+    side_by_side = device == "cpu" if side_by_side is None else side_by_side
+    runs = _finetune_step(ctx, out, name, extra, side_by_side)
+    if not analyses:
+        return {"runs": runs}
+    if side_by_side and not report_only:
+        _recipe_analyses_side_by_side(ctx, out, base_model, verbose)
+    per_recipe = {s: recipe_analyses(ctx, out, base_model, s) for s in RECIPES}
+    att = _attention(ctx, out / "attention", {"mixed": str(out / "mixed" / "model"),
+                                              "two-stage": str(out / "two-stage" / "model"), "pretrained": base_model})
+    sens = _sensitivity(out, data, name, extra, runs, train=sensitivity and not report_only, verbose=verbose,
+                        overwrite=overwrite, hashed=ctx.model)
+    summary = _summary(ctx, out, name, base_model, runs, per_recipe, att, sens)
+    summary["wall_s_this_invocation"] = (_previous_wall_s(out) if report_only   # the invocation that computed them
+                                         else time.time() - t0)
+    if search is not None:
+        summary["search"] = search
+    write_json(out / SUMMARY_FILE, summary, indent=2, sort_keys=True)
+    write_report(out / REPORT_FILE, summary, out)
+    return summary
+
+
+RECIPES = ("two-stage", "mixed")
+
+
+def _train_extra(model: str | None, device: str, dtype: str, train_options: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    """What the recipes' ``TrainConfig`` takes over the preset: the model, device, precision and given options."""
     extra: dict[str, Any] = ({"model": model} if model else {}) | {"device": device}
     if dtype == "bfloat16":
         extra["bf16"] = True
-    extra |= train_options or {}
+    return extra | (train_options or {})
+
+
+def _data_step(out: Path, name: str, data_options: dict[str, Any] | None, *, overwrite: bool,
+               report_only: bool) -> Path:
+    """The preset's bioS data in ``out/data``: generated once, reused when its config is the same (a changed one is
+    an error, or with ``overwrite`` generated again)."""
     data = out / "data"
     data_cfg = DataConfig(**(preset(DATA_PRESETS, name) | (data_options or {})))
     if (data / MANIFEST_FILE).is_file():
@@ -366,52 +402,47 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     if not (data / MANIFEST_FILE).is_file():
         log.info("stage data: generating (%s preset)", name)
         write_dataset(generate(data_cfg), data, overwrite=True)
-    ctx = _Ctx(data, quick, overwrite, verbose, device, dtype, stale={} if report_only else None)
-    side_by_side = device == "cpu" if side_by_side is None else side_by_side
-    runs = {s: _finetune(out / s, data, s, name, extra, verbose, overwrite, ctx.model, ctx.stale,
-                         run=not side_by_side) for s in ("two-stage", "mixed")}
-    todo = {s: _train_cfg(out / s, data, s, name, extra) for s, r in runs.items() if r is None}
-    if todo:
+    return data
 
+
+def _finetune_step(ctx: _Ctx, out: Path, name: str, extra: dict[str, Any], side_by_side: bool
+                   ) -> dict[str, dict[str, Any]]:
+    """Both recipes fine-tuned (or reused): side by side in child processes with half the threads each, or one
+    after the other in this process; each recipe's ``results.json``."""
+    runs = {s: _finetune(out / s, ctx.data, s, name, extra, ctx.verbose, ctx.overwrite, ctx.model, ctx.stale,
+                         run=not side_by_side) for s in RECIPES}
+    todo = {s: _train_cfg(out / s, ctx.data, s, name, extra) for s, r in runs.items() if r is None}
+    if todo:
         threads = max(1, torch.get_num_threads() // len(todo))
         log.info("stages %s: fine-tuning side by side, %d torch thread(s) each", " and ".join(todo), threads)
-        runs.update(run_side_by_side(todo, logs=out, threads=threads, verbose=verbose))
+        runs.update(run_side_by_side(todo, logs=out, threads=threads, verbose=ctx.verbose))
     missing = [s for s, r in runs.items() if r is None]
     if missing:
         raise RecallCircuitsError(f"fine-tuning {', '.join(missing)} did not finish: see its log in {out}")
-    done = {s: r for s, r in runs.items() if r is not None}
-    if not analyses:
-        return {"runs": done}
-    base_model = run_id["model"]
-    ft = {s: out / s / "model" for s in ("two-stage", "mixed")}
-    if side_by_side and not report_only:
-        _recipe_analyses_side_by_side(ctx, out, base_model, verbose)
-    per_recipe = {s: recipe_analyses(ctx, out, base_model, s) for s in ft}
-    att = _attention(ctx, out / "attention", {"mixed": str(ft["mixed"]), "two-stage": str(ft["two-stage"]),
-                                              "pretrained": base_model})
+    return {s: r for s, r in runs.items() if r is not None}
+
+
+def _summary(ctx: _Ctx, out: Path, name: str, base_model: str, runs: dict[str, dict[str, Any]],
+             per_recipe: dict[str, RecipeAnalyses], att: attention.AttentionSummary, sens: list[dict[str, Any]]
+             ) -> dict[str, Any]:
+    """``summary.json``: the verdicts and the numbers behind them, read from the stages' typed summaries."""
     cons = merge_consistency({s: r.consistency for s, r in per_recipe.items()})
-    sens = _sensitivity(out, data, name, extra, done, train=sensitivity and not report_only, verbose=verbose,
-                        overwrite=overwrite, hashed=ctx.model)
-    summary = summarise(done, sens, {s: r.trace for s, r in per_recipe.items()}, cons)
+    summary = summarise(runs, sens, {s: r.trace for s, r in per_recipe.items()}, cons)
     summary |= _analyses_summary(per_recipe, att, cons)
     summary["preset"] = name
-    summary["training"] = {s: training_settings(r) for s, r in done.items()}
+    summary["training"] = {s: training_settings(r) for s, r in runs.items()}
     summary["training_loss"] = _training_loss(out)
     summary["models"] = {"base": {"name": base_model, **ctx.model(base_model)},
-                         **{s: {"path": str(p), **ctx.model(p)} for s, p in ft.items()}}
-    summary["data"] = {"path": str(data), "config": read_json(data / MANIFEST_FILE).get("config"),
-                       "sha256": data_identity(data)}
-    if report_only:     # the wall time of the invocation that computed the stages, if one wrote a summary
-        prev = read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).is_file() else {}
-        summary["wall_s_this_invocation"] = prev.get("wall_s_this_invocation")
-    else:
-        summary["wall_s_this_invocation"] = time.time() - t0
+                         **{s: {"path": str(out / s / "model"), **ctx.model(out / s / "model")} for s in RECIPES}}
+    summary["data"] = {"path": str(ctx.data), "config": read_json(ctx.data / MANIFEST_FILE).get("config"),
+                       "sha256": data_identity(ctx.data)}
     summary["stale"] = ctx.stale or {}
-    if search is not None:
-        summary["search"] = search
-    write_json(out / SUMMARY_FILE, summary, indent=2, sort_keys=True)
-    write_report(out / REPORT_FILE, summary, out)
     return summary
+
+
+def _previous_wall_s(out: Path) -> float | None:
+    """The wall time recorded by the invocation that wrote the summary there, if one did."""
+    return (read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).is_file() else {}).get("wall_s_this_invocation")
 
 
 def _training_loss(out: Path) -> dict[str, list[dict[str, Any]]]:

@@ -327,36 +327,26 @@ def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, A
                         if k not in _NOT_IDENTITY and not (k in _SAID_WHEN_ON and not v)}}
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: bool = True,
-          stop_after_steps: int | None = None) -> Path:
-    """Fine-tune ``cfg.model`` on ``cfg.data`` with ``cfg.strategy``; return the directory of the final model.
-
-    Writes ``out/model`` (``save_pretrained``), for two-stage also ``out/after_bio``, ``out/metrics.jsonl`` and
-    ``out/checkpoint`` (removed at the end). ``stop_after_steps`` simulates an interruption (tests).
-    """
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
-
-
-    rank, world = _world()
-    out = Path(cfg.out)
-    model_dir = resolve_model(cfg.model)
-    identity = train_identity(cfg, model_dir)
+def _resume_point(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, identity: dict[str, Any],
+                  rank: int, world: int) -> dict[str, Any] | None:
+    """The run folder checked (or cleared) and the saved state to resume from; the metrics logged after that
+    state's checkpoint are dropped."""
     saved = _prepare_out(out, resume, overwrite, identity)
     if world > 1:
         dist.barrier()
-    if saved and saved.get("finished"):
-        log.info("%s is already complete", out)
-        return out / "model"
-    if saved and rank == 0 and (out / METRICS_FILE).is_file():  # drop lines logged after the checkpoint
+    if saved and not saved.get("finished") and rank == 0 and (out / METRICS_FILE).is_file():
         lines = (out / METRICS_FILE).read_text().splitlines()
         keep = [ln for ln in lines if json.loads(ln)["step"] <= saved["global_step"]]
         (out / METRICS_FILE).write_text("".join(ln + "\n" for ln in keep))
-    ds = load_dataset(cfg.data)
-    if not ds.qa("id"):
-        raise RecallCircuitsError(f"{cfg.data} has no QA examples of ID people")
-    tok = load_tokenizer(model_dir)
-    bio_t, qa_t = tokenize_dataset(tok, ds)
-    max_len = max(len(t["input_ids"]) for t in bio_t + qa_t)
+    return saved
+
+
+def _load_model(cfg: TrainConfig, model_dir: Path, examples: list[dict[str, Any]]) -> HFModel:
+    """The base model, checked against the tokenised data, on the device, ready to train (checkpointing, frozen
+    embeddings, compilation as the config says)."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model does)
+
+    max_len = max(len(t["input_ids"]) for t in examples)
     torch.manual_seed(cfg.seed)
     with offline_and_quiet():
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=parse_dtype("float32"),
@@ -364,7 +354,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if n_pos is not None and max_len > n_pos:
         raise RecallCircuitsError(f"the data has sequences of {max_len} tokens, the model takes at most {n_pos}")
-    if max(max(t["input_ids"]) for t in bio_t + qa_t) >= model.config.vocab_size:
+    if max(max(t["input_ids"]) for t in examples) >= model.config.vocab_size:
         raise RecallCircuitsError("the tokenizer produces ids outside the model's vocabulary")
     cast(Any, model).to(cfg.device)      # (transformers' typing of .to misleads mypy)
     if cfg.gradient_checkpointing:
@@ -374,15 +364,147 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
     if cfg.compile:
         model.base_model.compile(dynamic=True)   # in place (the state dict keeps its names), one graph for all lengths
     model.train()
-    ddp_model: Any = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+    return model
+
+
+class _Trainer:
+    """One fine-tuning run's state while it trains: the model (and its DDP wrapper), the data, the step count, the
+    losses not yet logged; one method per part of a step."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, model: HFModel, tok: Tokenizer, data: dict[str, list[Any]],
+                 rank: int, world: int, saved: dict[str, Any] | None, total_steps: int, verbose: bool) -> None:
+        self.cfg, self.out, self.model, self.tok, self.data = cfg, out, model, tok, data
+        self.rank, self.world = rank, world
+        self.ddp: Any = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        # the unembedding at label positions only (QA: a few rows of each) where that is the same loss; DDP needs
+        # the wrapper's own forward, so multi-process runs compute every position's logits
+        self.rows_only = world == 1 and label_rows_exact(
+            model, {k: v.to(cfg.device) for k, v in _collate(data["qa"][:4], tok.pad_token_id).items()})
+        log.info("loss: the unembedding runs at %s", "label positions only" if self.rows_only else "every position")
+        self.global_done = saved["global_step"] if saved else 0
+        self.t0 = time.time() - (saved["elapsed_s"] if saved else 0.0)
+        self.micro = cfg.batch_size // cfg.grad_accum // world if world > 1 else cfg.batch_size // cfg.grad_accum
+        if world > 1 and cfg.batch_size % (cfg.grad_accum * world):
+            raise RecallCircuitsError(f"batch_size {cfg.batch_size} must be divisible by grad_accum*world_size")
+        self.bar = tqdm(total=total_steps, initial=self.global_done, disable=not verbose or rank != 0,
+                        desc=cfg.strategy)
+        self.pending: list[tuple[dict[str, Any], list[torch.Tensor], float]] = []   # steps not yet logged
+
+    def step(self, batch_items: list[tuple[str, int]], opt: torch.optim.Optimizer, sched: Any) -> None:
+        """One optimiser step on a batch: micro-batches (this process's share), the loss normalised by the label
+        tokens of the whole batch, clipping, the step; its loss is logged later (:func:`_flush`)."""
+        cfg, world = self.cfg, self.world
+        mine = batch_items[self.rank::world]
+        micro_batches = [mine[i:i + self.micro] for i in range(0, len(mine), self.micro)] or [[]]
+        collated = [_collate([self.data[f][j] for f, j in mb], self.tok.pad_token_id) for mb in micro_batches if mb]
+        n_tok = torch.tensor(sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated), dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(n_tok)
+        sums = []
+        for k, c in enumerate(collated):
+            rows = _to(label_rows(c["labels"][:, 1:]), cfg.device)      # found on the host: no wait
+            c = {key: _to(v, cfg.device) for key, v in c.items()}
+            ctx = self.ddp.no_sync() if (world > 1 and k != len(collated) - 1) else _null()
+            with ctx, torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16,
+                                     enabled=cfg.bf16):
+                s, _ = token_loss_sum(self.ddp, c, label_rows_only=self.rows_only, rows=rows)
+                loss = s * world / n_tok.item()
+                loss.backward()
+            sums.append(s.detach())
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        self.global_done += 1
+        self.bar.update(1)
+        self._last = (batch_items[0][0], sched.get_last_lr()[0], sums, max(1.0, n_tok.item() / world))
+
+    def state(self, pi: int, step: int) -> dict[str, Any]:
+        return {"phase": pi, "step": step, "global_step": self.global_done, "elapsed_s": time.time() - self.t0}
+
+    def after_step(self, pi: int, phase: Phase, si: int, n_steps: int, opt: Any, sched: Any,
+                   stop_after_steps: int | None) -> bool:
+        """Log, snapshot and checkpoint as the config says; True when ``stop_after_steps`` stops the run here."""
+        cfg, fmt = self.cfg, self._last[0]
+        self.pending.append(({"step": self.global_done, "phase": phase.name, "phase_step": si + 1, "format": fmt,
+                              "loss": None, "lr": self._last[1], "elapsed_s": time.time() - self.t0},
+                             self._last[2], self._last[3]))
+        done_phase = si + 1 == n_steps
+        due = bool(cfg.checkpoint_every) and (si + 1) % cfg.checkpoint_every == 0
+        stop = stop_after_steps is not None and self.global_done >= stop_after_steps
+        if len(self.pending) >= cfg.log_every or done_phase or due or stop:
+            _flush(self.pending, self.out / METRICS_FILE if self.rank == 0 else None, self.bar)
+        if cfg.snapshot_every and self.global_done % cfg.snapshot_every == 0 and self.rank == 0:
+            (self.out / SNAPSHOTS_DIR).mkdir(exist_ok=True)
+            _save_model(self.model, self.tok, self.out / SNAPSHOTS_DIR / f"step-{self.global_done:06d}")
+        if not done_phase and (due or stop) and self.rank == 0:
+            _save_checkpoint(self.out / "checkpoint", self.model, opt, sched, self.state(pi, si + 1))
+        return stop and not done_phase
+
+    def run_phase(self, pi: int, phase: Phase, first: int, saved: dict[str, Any] | None,
+                  lengths: dict[str, list[int]] | None, stop_after_steps: int | None) -> bool:
+        """The phase's steps from ``first`` (its optimiser and schedule restored from the checkpoint when
+        ``saved``); True when the run stopped inside it."""
+        cfg = self.cfg
+        per_epoch = [epoch_batches(phase, e, cfg.batch_size, cfg.seed, lengths) for e in range(phase.epochs)]
+        steps = [b for ep in per_epoch for b in ep]
+        opt = _adamw([p for p in self.model.parameters() if p.requires_grad], phase.lr, cfg)
+        warm = max(1, int(cfg.warmup_frac * len(steps)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(len(steps), warm, cfg.schedule))
+        if saved:
+            _load_checkpoint(self.out / "checkpoint", self.model, opt, sched)
+        for si in range(first, len(steps)):
+            self.step(steps[si], opt, sched)
+            if self.after_step(pi, phase, si, len(steps), opt, sched, stop_after_steps):
+                return True
+        return False
+
+    def end_phase(self, pi: int, phase: Phase, n_phases: int) -> None:
+        """The phase's model saved (two-stage's BIO phase as ``after_bio``); the next phase starts from a checkpoint
+        of it with a fresh optimiser."""
+        if self.rank == 0:
+            dest = self.out / ("after_bio" if (self.cfg.strategy == "two-stage" and phase.name == "bio") else "model")
+            _save_model(self.model, self.tok, dest)
+            if pi + 1 < n_phases:
+                _save_checkpoint(self.out / "checkpoint", self.model, None, None, self.state(pi + 1, 0))
+
+    def finish(self) -> None:
+        """The run's wall time and steps recorded; ``model/recall_circuits_train.json`` written last marks it
+        finished; the checkpoint removed."""
+        self.bar.close()
+        if self.rank == 0:
+            meta = read_json(self.out / TRAIN_META)
+            meta["wall_s"] = time.time() - self.t0
+            meta["steps"] = self.global_done
+            write_json(self.out / TRAIN_META, meta, indent=2)
+            write_json(self.out / "model" / TRAIN_META, meta, indent=2)   # last: marks the run finished
+            if (self.out / "checkpoint").exists():
+                shutil.rmtree(self.out / "checkpoint")
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: bool = True,
+          stop_after_steps: int | None = None) -> Path:
+    """Fine-tune ``cfg.model`` on ``cfg.data`` with ``cfg.strategy``; return the directory of the final model.
+
+    Writes ``out/model`` (``save_pretrained``), for two-stage also ``out/after_bio``, ``out/metrics.jsonl`` and
+    ``out/checkpoint`` (removed at the end). ``stop_after_steps`` simulates an interruption (tests).
+    """
+    rank, world = _world()
+    out = Path(cfg.out)
+    model_dir = resolve_model(cfg.model)
+    identity = train_identity(cfg, model_dir)
+    saved = _resume_point(cfg, out, resume, overwrite, identity, rank, world)
+    if saved and saved.get("finished"):
+        log.info("%s is already complete", out)
+        return out / "model"
+    ds = load_dataset(cfg.data)
+    if not ds.qa("id"):
+        raise RecallCircuitsError(f"{cfg.data} has no QA examples of ID people")
+    tok = load_tokenizer(model_dir)
+    bio_t, qa_t = tokenize_dataset(tok, ds)
+    model = _load_model(cfg, model_dir, bio_t + qa_t)
     data = {"bio": bio_t, "qa": qa_t}
-    # the unembedding at label positions only (QA: a few rows of each) where that is the same loss; DDP needs the
-    # wrapper's own forward, so multi-process runs compute every position's logits
-    rows_only = world == 1 and label_rows_exact(
-        model, {k: v.to(cfg.device) for k, v in _collate(qa_t[:4], tok.pad_token_id).items()})
-    log.info("loss: the unembedding runs at %s", "label positions only" if rows_only else "every position")
     phases = build_phases(cfg, len(bio_t), len(qa_t))
     lengths = {f: [len(t["input_ids"]) for t in data[f]] for f in data} if cfg.length_buckets else None
     total_steps = sum(len(epoch_batches(p, 0, cfg.batch_size, cfg.seed)) * p.epochs for p in phases)
@@ -390,93 +512,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         write_json(out / TRAIN_META, {"base_model": cfg.model, "base_dir": str(model_dir), "config": cfg.to_dict(),
                                       "identity": identity, "world_size": world, "total_steps": total_steps},
                    indent=2)
+    trainer = _Trainer(cfg, out, model, tok, data, rank, world, saved, total_steps, verbose)
     start_phase, start_step = (saved["phase"], saved["step"]) if saved else (0, 0)
-    global_done = saved["global_step"] if saved else 0
-    t0 = time.time() - (saved["elapsed_s"] if saved else 0.0)
-    micro = cfg.batch_size // cfg.grad_accum // world if world > 1 else cfg.batch_size // cfg.grad_accum
-    if world > 1 and cfg.batch_size % (cfg.grad_accum * world):
-        raise RecallCircuitsError(f"batch_size {cfg.batch_size} must be divisible by grad_accum*world_size")
-    bar = tqdm(total=total_steps, initial=global_done, disable=not verbose or rank != 0, desc=cfg.strategy)
-    pending: list[tuple[dict[str, Any], list[torch.Tensor], float]] = []   # steps whose loss is not yet logged
     for pi in range(start_phase, len(phases)):
-        phase = phases[pi]
-        per_epoch = [epoch_batches(phase, e, cfg.batch_size, cfg.seed, lengths) for e in range(phase.epochs)]
-        steps = [b for ep in per_epoch for b in ep]
-        opt = _adamw([p for p in model.parameters() if p.requires_grad], phase.lr, cfg)
-        warm = max(1, int(cfg.warmup_frac * len(steps)))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(len(steps), warm, cfg.schedule))
-        first = 0
-        if saved and pi == start_phase:
-            _load_checkpoint(out / "checkpoint", model, opt, sched)
-            first = start_step
-        for si in range(first, len(steps)):
-            batch_items = steps[si]
-            mine = batch_items[rank::world]
-            micro_batches = [mine[i:i + micro] for i in range(0, len(mine), micro)] or [[]]
-            collated = [_collate([data[f][j] for f, j in mb], tok.pad_token_id) for mb in micro_batches if mb]
-            n_tok = torch.tensor(sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated), dtype=torch.float64)
-            if world > 1:
-                dist.all_reduce(n_tok)
-            sums = []
-            for k, c in enumerate(collated):
-                rows = _to(label_rows(c["labels"][:, 1:]), cfg.device)      # found on the host: no wait
-                c = {key: _to(v, cfg.device) for key, v in c.items()}
-                sync = k == len(collated) - 1
-                ctx = ddp_model.no_sync() if (world > 1 and not sync) else _null()
-                with ctx, torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16,
-                                         enabled=cfg.bf16):
-                    s, _ = token_loss_sum(ddp_model, c, label_rows_only=rows_only, rows=rows)
-                    loss = s * world / n_tok.item()
-                    loss.backward()
-                sums.append(s.detach())
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            global_done += 1
-            bar.update(1)
-            pending.append(({"step": global_done, "phase": phase.name, "phase_step": si + 1,
-                             "format": batch_items[0][0], "loss": None, "lr": sched.get_last_lr()[0],
-                             "elapsed_s": time.time() - t0}, sums, max(1.0, n_tok.item() / world)))
-            done_phase = si + 1 == len(steps)
-            saving = done_phase or (cfg.checkpoint_every and (si + 1) % cfg.checkpoint_every == 0) or (
-                stop_after_steps is not None and global_done >= stop_after_steps)
-            if len(pending) >= cfg.log_every or saving:
-                _flush(pending, out / METRICS_FILE if rank == 0 else None, bar)
-            if cfg.snapshot_every and global_done % cfg.snapshot_every == 0 and rank == 0:
-                (out / SNAPSHOTS_DIR).mkdir(exist_ok=True)
-                _save_model(model, tok, out / SNAPSHOTS_DIR / f"step-{global_done:06d}")
-            if not done_phase and cfg.checkpoint_every and (si + 1) % cfg.checkpoint_every == 0 and rank == 0:
-                _save_checkpoint(out / "checkpoint", model, opt, sched,
-                                 {"phase": pi, "step": si + 1, "global_step": global_done,
-                                  "elapsed_s": time.time() - t0})
-            if stop_after_steps is not None and global_done >= stop_after_steps and not done_phase:
-                bar.close()
-                if rank == 0:
-                    _save_checkpoint(out / "checkpoint", model, opt, sched,
-                                     {"phase": pi, "step": si + 1, "global_step": global_done,
-                                      "elapsed_s": time.time() - t0})
-                return out / "checkpoint"
-        if rank == 0:
-            dest = out / ("after_bio" if (cfg.strategy == "two-stage" and phase.name == "bio") else "model")
-            _save_model(model, tok, dest)
-            if pi + 1 < len(phases):  # the next phase starts from here, with a fresh optimiser
-                _save_checkpoint(out / "checkpoint", model, None, None,
-                                 {"phase": pi + 1, "step": 0, "global_step": global_done,
-                                  "elapsed_s": time.time() - t0})
-        if stop_after_steps is not None and global_done >= stop_after_steps and pi + 1 < len(phases):
-            bar.close()
+        resumed = bool(saved) and pi == start_phase
+        if trainer.run_phase(pi, phases[pi], start_step if resumed else 0, saved if resumed else None, lengths,
+                             stop_after_steps):
+            trainer.bar.close()
             return out / "checkpoint"
-    bar.close()
-    if rank == 0:
-        meta = read_json(out / TRAIN_META)
-        meta["wall_s"] = time.time() - t0
-        meta["steps"] = global_done
-        write_json(out / TRAIN_META, meta, indent=2)
-        write_json(out / "model" / TRAIN_META, meta, indent=2)   # last: marks the run finished
-        if (out / "checkpoint").exists():
-            shutil.rmtree(out / "checkpoint")
+        trainer.end_phase(pi, phases[pi], len(phases))
+        if stop_after_steps is not None and trainer.global_done >= stop_after_steps and pi + 1 < len(phases):
+            trainer.bar.close()
+            return out / "checkpoint"
+    trainer.finish()
     return out / "model"
 
 
