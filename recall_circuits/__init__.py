@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recall_circuits.errors import RecallCircuitsError
 
@@ -38,16 +38,16 @@ _ENTRY_POINTS = {
                                   "tokenize_bio"),
     "recall_circuits.models.loading": ("load_bridge", "load_pair", "load_hf", "ModelPair"),
     "recall_circuits.models.params": ("ParamSpace", "head_views"),
-    "recall_circuits.training.loop": ("TrainConfig", "train"),
-    "recall_circuits.runs.stages.side_by_side": ("run_side_by_side",),
-    "recall_circuits.training.evaluation": ("evaluate", "answer_logprob", "Evaluation"),
+    "recall_circuits.training.loop": ("TrainConfig", "train", "build_phases"),
+    "recall_circuits.training.presets": ("TRAIN_PRESETS", "DATA_PRESETS"),
+    "recall_circuits.training.evaluation": ("evaluate", "answer_logprob", "Evaluation", "generate_answers"),
     "recall_circuits.training.intervals": ("accuracy_interval", "gap_interval"),
     "recall_circuits.training.curve": ("learning_curve", "LearningCurve", "run_points", "training_log",
                                        "TrainingLog", "loss_figure"),
     "recall_circuits.attribution.trace": ("TraceConfig", "cross_task_trace", "TraceResult"),
     "recall_circuits.attribution.shared": ("shared_mask", "top_k_mask", "shared_curve", "SharedCurve", "head_stats",
                                            "HeadStats"),
-    "recall_circuits.compare.attention": ("role_masses", "RoleMasses"),
+    "recall_circuits.compare.attention": ("role_masses", "RoleMasses", "aligned_pairs", "circuitsvis_page"),
     "recall_circuits.compare.consistency": ("gradient_consistency", "representation_consistency", "input_signature",
                                             "gradient_consistency_along", "GradientConsistency",
                                             "RepresentationConsistency", "InputSignature", "ConsistencyAlong"),
@@ -60,17 +60,80 @@ _ENTRY_POINTS = {
                                                "cross_format_patch", "logit_diff_metric", "qa_patching_pairs",
                                                "grid_to_dataframe", "patching_sweep", "PatchingResult"),
     "recall_circuits.results": ("Result", "head_label"),
+    "recall_circuits.viz": ("head_heatmap", "shared_curve_figure", "offline_notebook_figures"),
+    "recall_circuits.runs.stages.side_by_side": ("run_side_by_side",),
     "recall_circuits.runs.pipeline": ("reproduce",),
+    "recall_circuits.runs.demo": ("demo_run", "DemoRun"),
 }
-# front-door names that differ from the defining function's
-_ALIASES = {"cross_task_trace": "trace"}
+if TYPE_CHECKING:   # what rc.<name> is, for type checkers and editors (a test keeps it equal to _ENTRY_POINTS)
+    from recall_circuits.attribution.shared import (
+        HeadStats,
+        SharedCurve,
+        head_stats,
+        shared_curve,
+        shared_mask,
+        top_k_mask,
+    )
+    from recall_circuits.attribution.trace import TraceConfig, TraceResult, cross_task_trace
+    from recall_circuits.compare.attention import RoleMasses, aligned_pairs, circuitsvis_page, role_masses
+    from recall_circuits.compare.consistency import (
+        ConsistencyAlong,
+        GradientConsistency,
+        InputSignature,
+        RepresentationConsistency,
+        gradient_consistency,
+        gradient_consistency_along,
+        input_signature,
+        representation_consistency,
+    )
+    from recall_circuits.data.bios import DataConfig, generate, load_dataset, tokenize_bio, tokenize_qa, write_dataset
+    from recall_circuits.interventions.grafting import GraftConfig, GraftResult, graft
+    from recall_circuits.interventions.head_ablation import (
+        HeadCurves,
+        SingleHeadSweep,
+        head_curves,
+        ranking,
+        single_head_sweep,
+    )
+    from recall_circuits.interventions.patching import (
+        PatchingResult,
+        attribution_patch_heads,
+        cross_format_patch,
+        grid_to_dataframe,
+        logit_diff_metric,
+        patch_heads_by_pos,
+        patch_resid_by_pos,
+        patching_sweep,
+        qa_patching_pairs,
+    )
+    from recall_circuits.interventions.restore import RestoreAblation, restore_ablation, restore_heads, restore_params
+    from recall_circuits.models.loading import ModelPair, load_bridge, load_hf, load_pair
+    from recall_circuits.models.params import ParamSpace, head_views
+    from recall_circuits.results import Result, head_label
+    from recall_circuits.runs.demo import DemoRun, demo_run
+    from recall_circuits.runs.pipeline import reproduce
+    from recall_circuits.runs.stages.side_by_side import run_side_by_side
+    from recall_circuits.training.curve import (
+        LearningCurve,
+        TrainingLog,
+        learning_curve,
+        loss_figure,
+        run_points,
+        training_log,
+    )
+    from recall_circuits.training.evaluation import Evaluation, answer_logprob, evaluate, generate_answers
+    from recall_circuits.training.intervals import accuracy_interval, gap_interval
+    from recall_circuits.training.loop import TrainConfig, build_phases, train
+    from recall_circuits.training.presets import DATA_PRESETS, TRAIN_PRESETS
+    from recall_circuits.viz import head_heatmap, offline_notebook_figures, shared_curve_figure
+
 _WHERE = {name: module for module, names in _ENTRY_POINTS.items() for name in names}
 __all__ = ["RecallCircuitsError", "__version__", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), _ALIASES.get(name, name))
+        value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'recall_circuits' has no attribute {name!r}")

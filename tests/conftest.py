@@ -8,6 +8,7 @@ import socket
 
 import pytest
 import torch
+
 from helpers import ARCHS, ROOT  # noqa: F401  (ROOT: the fixtures' paths)
 
 NETWORK_ATTEMPTS: list[tuple[str, object]] = []

@@ -3,12 +3,13 @@ import re
 
 import pytest
 import torch
-from helpers import ARCHS
 
 from recall_circuits.compare.attention import aligned_pairs, js_divergence, role_masses
 from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.data.pools import load_pools
 from recall_circuits.errors import RecallCircuitsError
+
+from helpers import ARCHS
 
 DS = generate(DataConfig(n_people=6, seed=0))
 

@@ -103,10 +103,11 @@ def test_lists_are_comma_separated():
 def test_finetune_options_are_one_grammar_for_the_script_and_the_library():
     """``analyses/finetune.py`` and the regime search's arms read the same options into the same ``TrainConfig``
     fields: the preset's values, each option given replacing its field; a bad option is one library error."""
-    from analyses.finetune import build_parser
     from recall_circuits.errors import RecallCircuitsError
     from recall_circuits.training.options import config_from_options, train_config
     from recall_circuits.training.presets import TRAIN_PRESETS
+
+    from analyses.finetune import build_parser
 
     argv = ["--strategy", "mixed", "--data", "d", "--out", "o", "--preset", "tiny", "--epochs", "7",
             "--schedule", "constant", "--no-freeze-embeddings", "--dtype", "bfloat16"]

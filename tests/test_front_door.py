@@ -53,3 +53,21 @@ def test_the_offline_block_leaves_the_hub_library_online_when_it_imports_it_firs
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_the_type_checking_block_names_every_entry_point_where_it_is_defined():
+    """Editors and type checkers see rc.<name> through the TYPE_CHECKING block: it imports exactly the front door's
+    names, each from the module the front door loads it from, under its own name."""
+    import ast
+
+    import recall_circuits
+
+    from helpers import ROOT
+
+    tree = ast.parse((ROOT / "recall_circuits" / "__init__.py").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    seen = {(a.name, n.module) for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names
+            if a.asname in (None, a.name)}
+    assert seen == {(name, module) for name, module in recall_circuits._WHERE.items()}
+    for name, module in seen:      # the front door gives the object defined under that name (no aliases)
+        assert getattr(recall_circuits, name) is getattr(__import__(module, fromlist=[name]), name)

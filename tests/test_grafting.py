@@ -1,6 +1,5 @@
 import pytest
 import torch
-from helpers import ARCHS
 
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
@@ -8,6 +7,8 @@ from recall_circuits.interventions.grafting import GraftConfig, graft, graft_rep
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.registry import build_tiny
+
+from helpers import ARCHS
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -59,9 +60,10 @@ def test_graft_learns_and_restores(tiny_dirs, tiny_data, tmp_path):
 def test_grafting_script(tiny_dirs, tiny_data, tmp_path, capsys):
     import json
 
+    from recall_circuits.training.loop import TrainConfig, train
+
     from analyses.gradient_trace import main as trace_main
     from analyses.grafting import main
-    from recall_circuits.training.loop import TrainConfig, train
 
     ft = train(TrainConfig(model=str(tiny_dirs["tiny-llama"]), strategy="mixed", data=str(tiny_data),
                            out=str(tmp_path / "m"), epochs=4, lr=3e-3, batch_size=8, checkpoint_every=0), verbose=False)

@@ -3,13 +3,14 @@ import json
 
 import pytest
 import torch
-from helpers import answer_logprob_reference
 
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.interventions.head_ablation import QAScorer, head_curves, ranking, single_head_sweep
 from recall_circuits.interventions.restore import restore_heads
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.params import head_views, kv_group
+
+from helpers import answer_logprob_reference
 
 
 @pytest.fixture(scope="module")

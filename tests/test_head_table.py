@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recall_circuits.attribution.shared import head_stats
-from recall_circuits.attribution.trace import DEFAULT_K_FRAC, TraceConfig, TraceResult, trace
+from recall_circuits.attribution.trace import DEFAULT_K_FRAC, TraceConfig, TraceResult, cross_task_trace
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import ParamSpace
@@ -14,7 +14,7 @@ from recall_circuits.runs.stages.trace import TraceStageConfig
 
 def test_one_shared_size_per_head(bridges, tiny_data):
     b = bridges["tiny-llama"]                         # GQA: 4 query heads, 2 KV groups
-    res = trace(b, load_dataset(tiny_data), TraceConfig(n_people=2, batch_size=4))
+    res = cross_task_trace(b, load_dataset(tiny_data), TraceConfig(n_people=2, batch_size=4))
     k = res.default_k
     assert k == max(1, round(DEFAULT_K_FRAC * res.space.P)) and TraceStageConfig.k_frac == DEFAULT_K_FRAC
     from analyses.gradient_trace import build_parser

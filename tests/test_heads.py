@@ -2,11 +2,12 @@ import copy
 
 import pytest
 import torch
-from helpers import ARCHS, hand_slices
 from transformers import AutoModelForCausalLM
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import COMPONENTS, ParamSpace, head_views, kv_group, query_heads_of_group
+
+from helpers import ARCHS, hand_slices
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -19,10 +19,9 @@ import copy
 
 import pytest
 import torch
-from helpers import answer_logprob_reference as _logprob
 
 from recall_circuits.attribution.shared import shared_mask
-from recall_circuits.attribution.trace import TraceConfig, trace
+from recall_circuits.attribution.trace import TraceConfig, cross_task_trace
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.interventions.patching import (
     attribution_patch_heads,
@@ -34,6 +33,8 @@ from recall_circuits.interventions.restore import restore_heads
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.params import _ATTN, ParamSpace, kv_group
 from recall_circuits.training.loop import token_loss_sum, tokenize_dataset
+
+from helpers import answer_logprob_reference as _logprob
 
 CHOSEN = [(1, 0), (1, 1)]
 OTHERS = [(0, 2), (1, 3)]
@@ -125,7 +126,7 @@ def plant(arch, model_dir, data_dir):
 
 
 def _trace_ranking(ft, ds):
-    res = trace(ft, ds, TraceConfig(n_people=4, split="id", include=("attn",)))
+    res = cross_task_trace(ft, ds, TraceConfig(n_people=4, split="id", include=("attn",)))
     space = res.space
     k = space.P // 10          # below the live heads' entries (a quarter of the attention weights or more)
     mask = shared_mask(res.influence["bio"], res.influence["qa"], k)

@@ -3,12 +3,13 @@ import shutil
 
 import pytest
 import torch
-from helpers import ARCHS
 from transformers import AutoModelForCausalLM
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.loading import check_same_architecture, load_bridge, load_pair
 from recall_circuits.models.registry import build_tiny, resolve_model
+
+from helpers import ARCHS
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import transformer_lens.patching as tlp
-from helpers import ARCHS
 
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.interventions.patching import (
@@ -12,6 +11,8 @@ from recall_circuits.interventions.patching import (
     patch_heads_by_pos,
     patch_resid_by_pos,
 )
+
+from helpers import ARCHS
 
 
 def _prompts(seed=0, B=2, T=7):
@@ -129,8 +130,9 @@ def test_shapes_must_match(bridges):
 def test_activation_patching_script(tiny_dirs, tiny_data, tmp_path):
     import json
 
-    from analyses.activation_patching import main
     from recall_circuits.interventions.patching import grid_to_dataframe
+
+    from analyses.activation_patching import main
 
     assert main(["--model", str(tiny_dirs["tiny-llama"]), "--data", str(tiny_data), "--out", str(tmp_path / "p"),
                  "--pairs", "2", "--split", "all"]) == 0

@@ -7,6 +7,7 @@ import tempfile
 import pytest
 
 import recall_circuits as rc
+
 from analyses.reproduce import main
 
 

@@ -231,8 +231,9 @@ def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(t
     is written. With the repository's record less A11 (pending when A12 ran), A11 cannot change A12's setting."""
     from pathlib import Path
 
-    import analyses.regime_search as search
     from recall_circuits.runs.regime import unsettled_by
+
+    import analyses.regime_search as search
 
     a12 = next(p for p in PLAN if p.id == "A12")
     a11 = next(p for p in PLAN if p.id == "A11")

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from analyses.reproduce import main as reproduce_main
 from recall_circuits.artefacts import code_identity
+
+from analyses.reproduce import main as reproduce_main
 
 
 def _interrupt_after(monkeypatch, n_calls):

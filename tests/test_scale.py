@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-import analyses.scale_search as search
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs import regime, scale
 from recall_circuits.runs.scale import GRID, SELECT_AT, rule_state, run_name
+
+import analyses.scale_search as search
 
 
 def _row(premise, gap=0.0):

@@ -3,7 +3,6 @@ import weakref
 
 import pytest
 import torch
-from helpers import ARCHS, hand_slices
 from transformers import AutoModelForCausalLM
 
 from recall_circuits.attribution import trace as trace_mod
@@ -24,6 +23,8 @@ from recall_circuits.interventions.restore import restore_heads, restore_params
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.params import COMPONENTS, ParamSpace, kv_group, query_heads_of_group
 from recall_circuits.models.registry import build_tiny
+
+from helpers import ARCHS, hand_slices
 
 DS = generate(DataConfig(n_people=8, seed=0))
 

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import ROOT
 from safetensors.torch import load_file
 
 from recall_circuits.data.bios import load_dataset, tokenize_qa
@@ -16,6 +15,8 @@ from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.loading import load_hf
 from recall_circuits.training.evaluation import evaluate, evaluate_qa, generate_answers
 from recall_circuits.training.loop import TrainConfig, _collate, token_loss_sum, train
+
+from helpers import ROOT
 
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-phi"])

@@ -641,7 +641,7 @@ def trace_gradients_loop(model: Bridge, examples: list[dict[str, list[int]]], sp
     return space.flatten(acc)
 
 
-def trace(model: Bridge, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, base: Bridge | None = None,
+def cross_task_trace(model: Bridge, dataset: Dataset, cfg: TraceConfig = TraceConfig(), *, base: Bridge | None = None,
           verbose: bool = False) -> TraceResult:
     """The cross-task trace of ``model`` (a fine-tuned bridge) for BIO and QA of ``cfg.n_people`` people."""
     checks.bridge(model)

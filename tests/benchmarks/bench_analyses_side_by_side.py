@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 
 import torch
-from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.pipeline import RECIPE_STAGES
 from recall_circuits.runs.stages.side_by_side import run_processes
 from recall_circuits.training.presets import TRAIN_PRESETS, preset
+
+from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 RECIPES = ("two-stage", "mixed")
 

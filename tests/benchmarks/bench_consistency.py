@@ -15,12 +15,13 @@ import argparse
 import time
 
 import torch
-from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.compare.consistency import _grad, _pair_examples, gradient_consistency
 from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.models.loading import gradients_for, load_bridge
 from recall_circuits.models.params import ParamSpace
+
+from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 
 def per_pair_baseline(model, ds, people) -> list[float]:

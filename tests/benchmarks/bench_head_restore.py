@@ -23,12 +23,13 @@ import threading
 import time
 
 import torch
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.interventions.head_ablation import QAScorer, single_head_sweep
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.params import HeadSlices, head_views
+
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -18,11 +18,12 @@ import time
 
 import torch
 import transformer_lens.patching as tlp
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.interventions.patching import logit_diff_metric, patch_heads_by_pos
 from recall_circuits.models.loading import load_bridge
+
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 
 def main(argv: list[str] | None = None) -> int:

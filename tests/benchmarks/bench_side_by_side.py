@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 import torch
-from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate, write_dataset
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.stages.side_by_side import run_side_by_side
 from recall_circuits.training.presets import TRAIN_PRESETS, preset
+
+from _common import alternate, environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 
 def _per_step(out: Path) -> float:

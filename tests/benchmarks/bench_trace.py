@@ -16,12 +16,12 @@ import platform
 import statistics
 import time
 
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
-
 from recall_circuits.attribution.trace import select_people, task_examples, trace_gradients, trace_gradients_loop
 from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.params import ParamSpace
+
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 
 def main(argv: list[str] | None = None) -> int:

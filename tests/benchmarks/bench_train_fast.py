@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 # dense bfloat16 peak of the GPUs this project is lent (SXM parts), FLOP/s

@@ -22,11 +22,12 @@ import statistics
 import time
 
 import torch
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.models.loading import load_hf
 from recall_circuits.training.loop import _collate, token_loss_sum, tokenize_dataset
+
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 
 def main() -> None:

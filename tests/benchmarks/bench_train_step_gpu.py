@@ -30,10 +30,11 @@ import statistics
 import time
 
 import torch
-from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 from recall_circuits.data.bios import DataConfig, generate
 from recall_circuits.training.loop import _collate, enable_checkpointing, token_loss_sum, tokenize_dataset
+
+from _common import environment, write_result  # tests/benchmarks/_common.py (the script's directory)
 
 
 def _load(args: argparse.Namespace, init_device: str):

@@ -23,7 +23,7 @@ from recall_circuits.attribution.shared import (
     shared_curve,
     top_k_mask,
 )
-from recall_circuits.attribution.trace import DEFAULT_K_FRAC, TraceConfig, TraceResult, trace
+from recall_circuits.attribution.trace import DEFAULT_K_FRAC, TraceConfig, TraceResult, cross_task_trace
 from recall_circuits.data.bios import Dataset, load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import SHARED_MASK_FILE
@@ -122,12 +122,12 @@ def _traces(cfg: TraceStageConfig, pair: ModelPair, ds: Dataset) -> tuple[TraceR
     """The fine-tuned model's trace, the pretrained model's (the baseline; every process takes part in both) and
     the seconds the first took."""
     t0 = time.time()
-    res = trace(pair.finetuned, ds, cfg.trace, base=pair.base, verbose=cfg.verbose)
+    res = cross_task_trace(pair.finetuned, ds, cfg.trace, base=pair.base, verbose=cfg.verbose)
     t_trace = time.time() - t0
     if cfg.baseline and cfg.trace.scale == "movement":
         log.info("no pretrained baseline: under scale='movement' the pretrained model's influence is zero")
         return res, None, t_trace
-    return res, (trace(pair.base, ds, cfg.trace, verbose=cfg.verbose) if cfg.baseline else None), t_trace
+    return res, (cross_task_trace(pair.base, ds, cfg.trace, verbose=cfg.verbose) if cfg.baseline else None), t_trace
 
 
 def _ablation(cfg: TraceStageConfig, pair: ModelPair, space: ParamSpace, ds: Dataset, res: TraceResult,
