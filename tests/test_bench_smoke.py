@@ -67,6 +67,7 @@ SMOKE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_benchmark_smoke(script, smoke_runs):
     code, err, res = smoke_runs[script]

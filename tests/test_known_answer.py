@@ -161,6 +161,7 @@ def _ranked(score):
     return [lh for _, lh in sorted(((float(score[l, h]), (l, h)) for l in range(L) for h in range(H)), reverse=True)]
 
 
+@pytest.mark.slow
 def test_restoring_the_chosen_heads_undoes_the_fine_tuning_and_other_heads_do_not(planted):
     arch, pre, ft, ds = planted
     before, pretrained = _logprob(ft, ds, "id"), _logprob(pre, ds, "id")

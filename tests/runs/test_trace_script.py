@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from analyses.gradient_trace import main
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,7 @@ def test_gradient_trace_bad_input(trained, tiny_dirs, tiny_data, tmp_path, capsy
         assert not (tmp_path / argv[argv.index("--out") + 1]).exists()  # nothing left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, batch", [("sum_abs", "2"), ("abs_of_sum", "8")])
 def test_gradient_trace_two_processes_equal_one(trained, tiny_dirs, tiny_data, tmp_path, mode, batch):
     """torchrun with two processes (gloo): each traces every other batch, the sums are all-reduced; the influence

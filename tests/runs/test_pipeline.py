@@ -62,6 +62,7 @@ def _close(a, b, path=""):
         assert a == b, path
 
 
+@pytest.mark.slow
 def test_recipe_analyses_in_child_processes_match_this_process(quick_run, tmp_path):
     """The stages the reproduction computed in a child process per recipe are those this process computes."""
     import torch

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from recall_circuits.errors import RecallCircuitsError
+from helpers import ROOT
+
 from recall_circuits.runs.regime import (
     PLAN,
     Setting,
@@ -109,7 +111,7 @@ def test_from_best_resolves_from_the_json_record():
     """The record on disk holds each setting as JSON (tuples become lists): A11 and A12 resolve from it."""
     from pathlib import Path
 
-    record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
+    record = load_record(ROOT / "docs" / "search")
     for i, p in enumerate(PLAN[10:], start=10):
         earlier = {q.id for q in PLAN[:i]}
         best = best_pair({k: v for k, v in record.items() if k in earlier})["setting"]
@@ -189,7 +191,7 @@ def test_the_cpu_preset_is_the_pair_the_search_chose():
             10, 5e-4, 4, "linear", False)
         assert DATA_PRESETS["cpu"] == {"n_people": 100, "seed": 0}
         return
-    record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
+    record = load_record(ROOT / "docs" / "search")
     s = Setting.from_dict(record[regime.PRESET_PAIR]["setting"])
     assert choose(record)[0]["setting"]["id"] == regime.PRESET_PAIR
     for strategy in ("mixed", "two-stage"):
@@ -237,7 +239,7 @@ def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(t
 
     a12 = next(p for p in PLAN if p.id == "A12")
     a11 = next(p for p in PLAN if p.id == "A11")
-    record = load_record(Path(__file__).resolve().parents[1] / "docs" / "search")
+    record = load_record(ROOT / "docs" / "search")
     # with nothing done A12 would start from A1's defaults; A2 and A4 differ from them only in fields A12 names
     assert unsettled_by(a12, {}) == ["A3", "A5", "A6", "A7", "A8", "A9", "A10"]
     assert unsettled_by(a12, {k: v for k, v in record.items() if k != "A11"}) == []

@@ -9,10 +9,10 @@ from recall_circuits.attribution import trace as trace_mod
 from recall_circuits.attribution.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
 from recall_circuits.attribution.trace import (
     TraceConfig,
+    cross_task_trace,
     packing_works,
     select_people,
     task_examples,
-    trace,
     trace_gradients,
     trace_gradients_loop,
     transpose_into,
@@ -166,17 +166,17 @@ def test_length_batches():
 
 def test_bio_attribute_loss_and_scaling(bridges, tiny_dirs, tmp_path):
     b = bridges["tiny-llama"]
-    res_all = trace(b, DS, TraceConfig(n_people=2))
-    res_attr = trace(b, DS, TraceConfig(n_people=2, bio_loss="attribute"))
+    res_all = cross_task_trace(b, DS, TraceConfig(n_people=2))
+    res_attr = cross_task_trace(b, DS, TraceConfig(n_people=2, bio_loss="attribute"))
     assert res_all.n_examples == {"bio": 2, "qa": 12}
     assert not torch.equal(res_all.influence["bio"], res_attr.influence["bio"])
     assert torch.equal(res_all.influence["qa"], res_attr.influence["qa"])
     other = load_bridge(build_tiny("tiny-llama", tmp_path / "o", seed=3))
-    mv = trace(b, DS, TraceConfig(n_people=2, scale="movement"), base=other)
+    mv = cross_task_trace(b, DS, TraceConfig(n_people=2, scale="movement"), base=other)
     move = (res_all.space.flatten(res_all.space.params(b)) - res_all.space.flatten(res_all.space.params(other))).abs()
     assert torch.allclose(mv.influence["qa"], res_all.influence["qa"] * move)
     with pytest.raises(RecallCircuitsError, match="pretrained"):
-        trace(b, DS, TraceConfig(scale="movement"))
+        cross_task_trace(b, DS, TraceConfig(scale="movement"))
 
 
 def test_top_k_equals_torch_topk_and_ties():
@@ -322,7 +322,7 @@ def test_trace_result_round_trips_and_its_head_table(bridges, tmp_path):
     from recall_circuits.attribution.trace import TraceResult
 
     b = bridges["tiny-llama"]
-    res = trace(b, DS, TraceConfig(n_people=2, batch_size=4))
+    res = cross_task_trace(b, DS, TraceConfig(n_people=2, batch_size=4))
     k = res.space.P // 50
     table = res.per_head(k)
     grid = res.space.count_per_query_head(res.space.unflatten(shared_mask(res.influence["bio"], res.influence["qa"],
@@ -344,7 +344,7 @@ def test_chance_is_not_the_null_of_the_shared_set(bridges):
     tiny models, so no QA training either) the BIO and QA top-k sets overlap far above k/P, because both losses run
     through the same weights on the same kind of text. A fine-tuned curve is read against the pretrained one."""
     for arch in ("tiny-gpt2", "tiny-llama"):
-        res = trace(bridges[arch], DS, TraceConfig(n_people=4))
+        res = cross_task_trace(bridges[arch], DS, TraceConfig(n_people=4))
         P = res.influence["bio"].numel()
         curve = shared_curve(res.influence["bio"], res.influence["qa"], [P // 1000, P // 100])
         assert all(f > 5 * c for f, c in zip(curve.shared_fraction, curve.chance_fraction)), (arch, curve)

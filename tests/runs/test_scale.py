@@ -82,6 +82,7 @@ def test_the_runner_refuses_before_writing(tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.slow
 def test_the_study_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     """Tiny models learn little in a few passes, so the premise is lowered to 0 here: the runner's path from the
     grid's choice to the other numbers of people and the analyses is what is checked, not a result."""

@@ -25,10 +25,11 @@ def _interrupt_after(monkeypatch, n_calls):
     monkeypatch.setattr(training, "token_loss_sum", flaky)
 
 
+@pytest.mark.slow
 def test_quick_run_interrupted_resumes_and_refuses_changed_inputs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
     # in this process (--no-side-by-side), where the patched loss can interrupt it; the children's resume is in
-    # tests/test_side_by_side.py
+    # tests/runs/test_side_by_side.py
     argv = ["--quick", "--out", str(out), "--no-progress", "--no-side-by-side"]
     _interrupt_after(monkeypatch, 3)
     assert reproduce_main(argv) == 130
