@@ -18,88 +18,14 @@ only once no unfinished pair before it could change them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
-import time
 from pathlib import Path
 
-from recall_circuits.artefacts import write_json
 from recall_circuits.cli import add_device_args, comma_list, parser, script
-from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.runs.regime import (
-    FIXED,
-    PLAN,
-    SECOND_SEED,
-    arm_options,
-    choose,
-    data_name,
-    in_plan_order,
-    load_record,
-    pair_row,
-    read_pair,
-    resolve,
-    table_markdown,
-    unsettled_by,
-)
+from recall_circuits.runs.regime import PLAN, SECOND_SEED
 
 log = logging.getLogger("regime_search")
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("mixed", "two-stage")
-
-
-def _load_done(out: Path, record: Path) -> dict[str, dict]:
-    """Finished pairs: the committed record (``record/<id>.json``) and the run folder (``out/<id>/pair.json``)."""
-    done = load_record(record) if record.is_dir() else {}
-    for f in out.glob("*/pair.json"):
-        if f.parent.name not in done:
-            done[f.parent.name] = read_pair(f)
-    return in_plan_order(done)
-
-
-def _run_arms(setting, data: Path, pair_dir: Path, progress: bool, model: str | None,
-              extra: list[str]) -> dict[str, dict]:
-    """Both arms of a pair side by side, one torch thread each (an arm whose folder exists resumes from its last
-    checkpoint; a finished arm is read back); each arm is a list of ``analyses/finetune.py``'s options."""
-    from recall_circuits.models.registry import resolve_model  # noqa: PLC0415
-    from recall_circuits.runs.stages.side_by_side import run_side_by_side  # noqa: PLC0415
-    from recall_circuits.training.options import config_from_options  # noqa: PLC0415
-
-    cfgs = {arm: config_from_options([*arm_options(setting, arm), "--data", str(data), "--out", str(pair_dir / arm),
-                                      *(["--model", model] if model else []), *extra]) for arm in ARMS}
-    for arm, cfg in cfgs.items():
-        log.info("%s %s: %s", setting.id, arm, json.dumps(cfg, sort_keys=True))
-    resolve_model(cfgs["mixed"]["model"])    # build or convert the model once, before the two arms race to do it
-    pair_dir.mkdir(parents=True, exist_ok=True)
-    return run_side_by_side(cfgs, logs=pair_dir, threads=1, verbose=progress)
-
-
-def _ensure_data(out: Path, setting) -> Path:
-    from recall_circuits.data.bios import DataConfig, generate, write_dataset  # noqa: PLC0415
-
-    path = out / "data" / data_name(setting)
-    if not (path / "manifest.json").is_file():
-        write_dataset(generate(DataConfig(n_people=setting.people, seed=setting.seed, fullname=setting.fullname)),
-                      path, overwrite=True)
-    return path
-
-
-def _hardware(device: str | None) -> str:
-    """What the arms trained on, for the table: ``cpu`` or the accelerator's name."""
-    if not device or device == "cpu":
-        return "cpu"
-    import torch  # noqa: PLC0415
-
-    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
-
-
-def _started(pair_dir: Path) -> str | None:
-    """How far a pair begun in ``pair_dir`` got ("started: mixed 410 / 13000 (resumes from 400), two-stage ..."),
-    or None when neither arm has begun."""
-    from recall_circuits.runs.stages.side_by_side import run_state  # noqa: PLC0415
-
-    arms = [f"{arm} {state}" for arm in ("mixed", "two-stage") if (state := run_state(pair_dir / arm))]
-    return "started: " + ", ".join(arms) if arms else None
 
 
 def _steps(text: str) -> int:
@@ -140,60 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
+    from recall_circuits.runs.regime import table_markdown
+    from recall_circuits.runs.search import SearchConfig, load_done, plan_lines, run_search
+
     out = Path(args.out)
-    record = Path(args.record) if args.record else (out / "record" if args.model else ROOT / "docs" / "search")
-    done = _load_done(out, record)
+    cfg = SearchConfig(out=out, record=Path(args.record) if args.record else (
+        out / "record" if args.model else ROOT / "docs" / "search"), only=tuple(args.only or ()),
+        second_seed=args.second_seed, model=args.model, progress=args.progress, device=args.device,
+        dtype=args.dtype, checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every)
     if args.list:
-        for s in PLAN:
-            state = "done" if s.id in done else _started(out / s.id) or "todo"
-            print(f"{s.id:4s} {state}  {s.why}")
-        return 0
-    if args.table:
-        print(table_markdown(done), end="")
-        return 0
-    todo = [s for s in PLAN if s.id not in done and (not args.only or s.id in args.only)]
-    repeat_of = None
-    if args.second_seed:
-        chosen, _ = choose(done)
-        if chosen is None:
-            raise RecallCircuitsError("no pair meets the premise yet: nothing to repeat with a second seed")
-        from recall_circuits.runs.regime import Setting  # noqa: PLC0415
-        repeat_of = chosen["setting"]["id"]
-        dtype = args.dtype or FIXED["dtype"]       # a repeat at another precision than the search's is its own row
-        rid = f"{repeat_of}-seed{SECOND_SEED}" + ("" if dtype == FIXED["dtype"] else f"-{dtype}")
-        todo = [] if rid in done else [dataclasses.replace(Setting.from_dict(chosen["setting"]), id=rid,
-                                                           seed=SECOND_SEED)]
-    for i, raw in enumerate(todo):     # before anything is written: a pair whose setting is not settled yet
-        unsettled = unsettled_by(raw, done, [t.id for t in todo[:i]])
-        if unsettled:
-            raise RecallCircuitsError(
-                f"{raw.id} takes its other settings from the best pair so far, and {', '.join(unsettled)} (not in "
-                f"the record {record}) could change them: run them first, or name the record that holds them")
-    for raw in todo:
-        s = resolve(raw, done)
-        t0 = time.time()
-        data = _ensure_data(out, s)
-        extra = [*(["--device", args.device] if args.device else []), *(["--dtype", args.dtype] if args.dtype else []),
-                 *(["--checkpoint-every", str(args.checkpoint_every)] if args.checkpoint_every is not None else []),
-                 *(["--snapshot-every", str(args.snapshot_every)] if args.snapshot_every is not None else [])]
-        res = _run_arms(s, data, out / s.id, args.progress, args.model, extra)
-        row = pair_row(s, res["mixed"], res["two-stage"], dtype=args.dtype or FIXED["dtype"],
-                       repeat_of=repeat_of)
-        row["pair_wall_s"] = time.time() - t0     # this invocation (a resumed pair: since the resume)
-        row["hardware"] = _hardware(args.device)
-        tmp = out / s.id / "pair.json.partial"
-        tmp.write_text(json.dumps(row, indent=2))
-        tmp.rename(out / s.id / "pair.json")
-        record.mkdir(parents=True, exist_ok=True)
-        write_json(record / f"{s.id}.json", row, indent=2)
-        done[s.id] = row
-        (out / "table.md").write_text(table_markdown(done))
-        log.info("%s: gap %.3f [%.3f, %.3f], premise %s, qualifies %s", s.id, row["gap"]["value"], row["gap"]["low"],
-                 row["gap"]["high"], row["premise_ok"], row["qualifies"])
-    chosen, reached = choose(done)
-    if chosen:
-        log.info("decision rule so far: %s (%s)", chosen["setting"]["id"],
-                 "reaches the target" if reached else "target not reached")
+        print("\n".join(plan_lines(cfg)))
+    elif args.table:
+        print(table_markdown(load_done(cfg.out, cfg.record)), end="")
+    else:
+        run_search(cfg)
     return 0
 
 

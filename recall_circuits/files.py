@@ -38,3 +38,7 @@ RESULTS_FILE = "results.json"                # evaluation after training
 REPORT_FILE = "report.html"
 IDENTITY_FILE = "identity.json"              # what a pipeline stage was computed from
 RUN_FILE = "run.json"                        # the reproduction's options
+
+# -- the regime search (recall_circuits.runs.search) ------------------------------------------------------------
+PAIR_FILE = "pair.json"                      # a finished pair's row, in its folder
+TABLE_FILE = "table.md"                      # the finished pairs' table

@@ -209,7 +209,8 @@ def test_the_cpu_preset_is_the_pair_the_search_chose():
 def test_a_pair_runs_its_arms_side_by_side_with_the_search_options(tmp_path):
     """``analyses/regime_search.py`` trains both arms through the library's side-by-side runner: one torch thread
     each, float32 whatever the preset, the QA updates matched; a finished pair is read back, not retrained."""
-    from analyses.regime_search import _ensure_data, _run_arms
+    from recall_circuits.runs.search import ensure_data as _ensure_data
+    from recall_circuits.runs.search import run_arms as _run_arms
 
     s = Setting("T", epochs=1, people=8, qa_share=2)
     data = _ensure_data(tmp_path, s)
@@ -249,8 +250,10 @@ def test_a_pair_that_takes_from_the_best_runs_only_once_its_setting_is_settled(t
     assert unsettled_by(PLAN[0], {}) == []               # a pair with a fixed setting never waits
     empty = tmp_path / "record"
     empty.mkdir()
-    for step in ("_ensure_data", "_run_arms"):     # were the check gone, the pair would start: fail at once
-        monkeypatch.setattr(search, step, lambda *a, _step=step, **k: pytest.fail(f"{_step} ran"))
+    import recall_circuits.runs.search as orchestration
+
+    for step in ("ensure_data", "run_arms"):     # were the check gone, the pair would start: fail at once
+        monkeypatch.setattr(orchestration, step, lambda *a, _step=step, **k: pytest.fail(f"{_step} ran"))
     assert search.main(["--out", str(tmp_path / "out"), "--record", str(empty), "--only", "A12"]) == 2
     assert "error: A12 takes its other settings from the best pair so far, and A3, A5, A6, A7, A8, A9, A10 (not in" \
         in capsys.readouterr().err
