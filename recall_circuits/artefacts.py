@@ -87,7 +87,7 @@ def check_same(recorded: dict[str, Any] | None, current: dict[str, Any], where: 
 
 # modules that only read finished stages to write a run's summary.json and report.html (rewritten on every
 # invocation, never cached in a stage): changing them changes no stage's result
-PRESENTATION = ("runs/report.py", "runs/verdicts.py")
+PRESENTATION = ("runs/report.py", "runs/verdicts.py", "runs/summary.py")
 
 
 def code_identity(root: str | os.PathLike[str] | None = None) -> str:

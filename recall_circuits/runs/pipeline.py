@@ -45,6 +45,7 @@ from recall_circuits.runs.stages import attention, consistency, graft, heads, pa
 from recall_circuits.runs.stages.base import StageSummary
 from recall_circuits.runs.stages.finetune import run_finetune
 from recall_circuits.runs.stages.side_by_side import run_processes, run_side_by_side
+from recall_circuits.runs.summary import ReproductionSummary, SingleHead
 from recall_circuits.runs.verdicts import headline, summarise
 from recall_circuits.training.curve import run_logs
 from recall_circuits.training.loop import TrainConfig, train_identity
@@ -319,7 +320,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
               verbose: bool = True, overwrite: bool = False, device: str = "cpu", dtype: str = "float32",
               report_only: bool = False, search_record: str | Path | None = None,
               side_by_side: bool | None = None, train_options: dict[str, Any] | None = None,
-              data_options: dict[str, Any] | None = None, analyses: bool = True) -> dict[str, Any]:
+              data_options: dict[str, Any] | None = None, analyses: bool = True) -> ReproductionSummary:
     """Run (or resume) the reproduction into ``out``; return the summary.
 
     ``train_options`` (``TrainConfig`` fields) and ``data_options`` (``DataConfig`` fields) replace the preset's
@@ -353,7 +354,7 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     side_by_side = device == "cpu" if side_by_side is None else side_by_side
     runs = _finetune_step(ctx, out, name, extra, side_by_side)
     if not analyses:
-        return {"runs": runs}
+        return ReproductionSummary(runs=runs)
     if side_by_side and not report_only:
         _recipe_analyses_side_by_side(ctx, out, base_model, verbose)
     per_recipe = {s: recipe_analyses(ctx, out, base_model, s) for s in RECIPES}
@@ -424,11 +425,11 @@ def _finetune_step(ctx: _Ctx, out: Path, name: str, extra: dict[str, Any], side_
 
 def _summary(ctx: _Ctx, out: Path, name: str, base_model: str, runs: dict[str, dict[str, Any]],
              per_recipe: dict[str, RecipeAnalyses], att: attention.AttentionSummary, sens: list[dict[str, Any]]
-             ) -> dict[str, Any]:
+             ) -> ReproductionSummary:
     """``summary.json``: the verdicts and the numbers behind them, read from the stages' typed summaries."""
     cons = merge_consistency({s: r.consistency for s, r in per_recipe.items()})
     summary = summarise(runs, sens, {s: r.trace for s, r in per_recipe.items()}, cons)
-    summary |= _analyses_summary(per_recipe, att, cons)
+    summary.update(_analyses_summary(per_recipe, att, cons))
     summary["preset"] = name
     summary["training"] = {s: training_settings(r) for s, r in runs.items()}
     summary["training_loss"] = _training_loss(out)
@@ -452,16 +453,16 @@ def _training_loss(out: Path) -> dict[str, list[dict[str, Any]]]:
     return {s: lg.windows(every).to_dict(orient="records") for s, lg in logs.items()}
 
 
-def _single_head_summary(h: heads.HeadsSummary) -> dict[str, Any]:
+def _single_head_summary(h: heads.HeadsSummary) -> SingleHead:
     """Baseline and the heads whose lone restore costs most (QA-OOD exact match; ID answer log-probability)."""
-    return {"baseline": h.single_head_baseline, "top_ood_drop": h.single_head_top_ood_drop,
-            "top_id_logprob_drop": (h.single_head_top_id_logprob_drop or [])[:5]}
+    return SingleHead(baseline=h.single_head_baseline, top_ood_drop=h.single_head_top_ood_drop,
+                      top_id_logprob_drop=(h.single_head_top_id_logprob_drop or [])[:5])
 
 
 def _analyses_summary(per_recipe: dict[str, RecipeAnalyses], att: attention.AttentionSummary,
-                      cons: consistency.ConsistencySummary) -> dict[str, Any]:
+                      cons: consistency.ConsistencySummary) -> ReproductionSummary:
     """The reproduction summary's sections read from the analysis stages' summaries."""
-    return {
+    return ReproductionSummary(**{
         "head_curves": {s: r.heads.curves for s, r in per_recipe.items()},
         "head_gqa_note": next(iter(per_recipe.values())).heads.gqa_note,
         "single_head": {s: _single_head_summary(r.heads) for s, r in per_recipe.items()},
@@ -478,7 +479,7 @@ def _analyses_summary(per_recipe: dict[str, RecipeAnalyses], att: attention.Atte
                      for s, g in ((s, r.graft) for s, r in per_recipe.items())},
         "consistency_probe": {m: v.get("probe") for m, v in cons.models.items()},
         "gradient_consistency_along": cons.along,
-    }
+    })
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,

@@ -15,6 +15,7 @@ from typing import Any
 from recall_circuits.artefacts import load_tensors, write_text_atomic
 from recall_circuits.files import TENSORS_FILE
 from recall_circuits.runs.stages.trace import PRETRAINED_LABEL
+from recall_circuits.runs.summary import Direction, ReproductionSummary
 from recall_circuits.runs.verdicts import PREMISE_LEARNED
 from recall_circuits.training.curve import windows_figure
 from recall_circuits.viz import head_heatmap, share_circuitsvis, shared_curve_figure
@@ -49,7 +50,7 @@ def _pct(v: float | int) -> str:
     return f"{100 * v:.0f}%"
 
 
-def _measured(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
+def _measured(summary: ReproductionSummary, name: str) -> dict[str, Any] | None:
     """The numbers direction ``name`` measured, or None when it was not run."""
     d = next((d for d in summary["directions"] if d["name"] == name), None)
     return d["measured"] if d and isinstance(d["measured"], dict) else None
@@ -70,7 +71,7 @@ def _floor_sentence(m: dict[str, Any]) -> str:
             f"{_interval(m['mixed_above_floor'])} and {_interval(m['two_stage_above_floor'])}.")
 
 
-def _sentence(d: dict[str, Any]) -> str:
+def _sentence(d: Direction) -> str:
     """What this run measured for direction ``d``, in one sentence."""
     m = d["measured"]
     if not isinstance(m, dict):
@@ -106,13 +107,13 @@ def _sentence(d: dict[str, Any]) -> str:
     return ""
 
 
-def _verdict_word(d: dict[str, Any]) -> str:
+def _verdict_word(d: Direction) -> str:
     v = d.get("verdict", "not run")
     css = {"reproduced": "yes", "not reproduced": "no"}.get(v, "undecided")
     return f"<b class='{css}'>{html.escape(v[0].upper() + v[1:])}</b>"
 
 
-def _verdict(d: dict[str, Any], learned: bool = True) -> str:
+def _verdict(d: Direction, learned: bool = True) -> str:
     """The verdict in bold, and for "undecided" which premise failed and what the rule alone gives."""
     if d.get("verdict") != "undecided":
         return _verdict_word(d) + "."
@@ -122,7 +123,7 @@ def _verdict(d: dict[str, Any], learned: bool = True) -> str:
     return f"{_verdict_word(d)}: {why}; its rule, applied to these numbers anyway, {rule}."
 
 
-def _direction(i: int, d: dict[str, Any], figures: list[str], learned: bool) -> str:
+def _direction(i: int, d: Direction, figures: list[str], learned: bool) -> str:
     m = d["measured"]
     rule = m.get("rule", "") if isinstance(m, dict) else ""
     return (f"<section><h2>{i}. {html.escape(TITLES.get(d['name'], d['name']))}</h2>"
@@ -157,7 +158,7 @@ def _training_table(training: dict[str, dict[str, Any]]) -> str:
                          "seed", "optimiser steps"]) if rows else ""
 
 
-def _what_was_run(summary: dict[str, Any]) -> str:
+def _what_was_run(summary: ReproductionSummary) -> str:
     rows = []
     for role, m in (summary.get("models") or {}).items():
         digest = ", ".join(f"{f} sha256 {h[:12]}…" for f, h in m.get("sha256", {}).items())
@@ -170,8 +171,9 @@ def _what_was_run(summary: dict[str, Any]) -> str:
                      f"{(d['sha256'].get('qa.jsonl') or '')[:12]}…"])
     walls = [f"{s} fine-tuning {r['train_wall_s'] / 60:.1f} min" for s, r in summary["runs"].items()
              if isinstance(r.get("train_wall_s"), (int, float))]
-    if isinstance(summary.get("wall_s_this_invocation"), (int, float)):
-        walls.append(f"the last invocation of the reproduction {summary['wall_s_this_invocation'] / 60:.1f} min "
+    wall = summary.get("wall_s_this_invocation")
+    if isinstance(wall, (int, float)):
+        walls.append(f"the last invocation of the reproduction {wall / 60:.1f} min "
                      "(stages it found complete were not computed again)")
     out = f"<h2>What was run</h2><p>Preset <b>{html.escape(str(summary.get('preset', '')))}</b>.</p>"
     out += _table(rows, ["", "model or data", "identity"]) if rows else ""
@@ -196,7 +198,7 @@ def _training_loss(losses: dict[str, list[dict[str, Any]]]) -> str:
             f"{note}</p>" + _plot(fig))
 
 
-def _headline(summary: dict[str, Any]) -> str:
+def _headline(summary: ReproductionSummary) -> str:
     import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     runs = summary["runs"]
@@ -315,7 +317,7 @@ def _head_curves_figure(strategy: str, curves: dict[str, Any]) -> Any:
     return fig
 
 
-def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, list[str]]:
+def _trace_figures(summary: ReproductionSummary, run_dir: Path | None) -> dict[str, list[str]]:
     """The figures of the trace-based directions: the |S_k|/k curves, the per-head Shared Size maps, the restore
     ablation table and the head-ablation curves."""
 
@@ -339,11 +341,12 @@ def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, l
             figs["head_concentration"].append(_plot(head_heatmap(
                 per_head, f"{s}: Shared Size per head (shared entries in the head's Q, K, V, O slices, k={t['k']})",
                 "shared entries")))
-    conds = list(next(iter(tr.values()))["ablation"])
+    abl = {s: t["ablation"] or {} for s, t in tr.items()}
+    conds = list(next(iter(abl.values())))
     figs["restore_ablation"].append(
         "<h3>Restore ablation: QA accuracy with each set restored to its pretrained values</h3>" + _table(
-            [[s, c, t["ablation"][c].get("n_restored", ""), t["ablation"][c]["qa_id_acc"],
-              t["ablation"][c]["qa_ood_acc"]] for s, t in tr.items() for c in conds],
+            [[s, c, a[c].get("n_restored", ""), a[c]["qa_id_acc"], a[c]["qa_ood_acc"]]
+             for s, a in abl.items() for c in conds],
             ["recipe", "restored set", "entries", "QA-ID", "QA-OOD"]))
     if summary.get("head_curves"):
         figs["restore_ablation"].append("<h3>Restoring whole heads, ranked by each score</h3><p>"
@@ -352,7 +355,7 @@ def _trace_figures(summary: dict[str, Any], run_dir: Path | None) -> dict[str, l
     return figs
 
 
-def _consistency_figures(summary: dict[str, Any]) -> list[str]:
+def _consistency_figures(summary: ReproductionSummary) -> list[str]:
     import plotly.graph_objects as go  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
     out = []
@@ -363,28 +366,29 @@ def _consistency_figures(summary: dict[str, Any]) -> list[str]:
               m[f"{p}_retrieval_acc_last_layer"]] for s, p in (("mixed", "mixed"), ("two-stage", "two_stage"))],
             ["recipe", "gradient cosine", "mean representation cosine", "BIO input share on subject + relation",
              "cross-format retrieval (last layer)"]))
-    probe = {m: p for m, p in (summary.get("consistency_probe") or {}).items() if p}
+    probe = {name: p for name, p in (summary.get("consistency_probe") or {}).items() if p}
     if probe:
         fig = go.Figure()
-        for m, p in probe.items():
-            fig.add_trace(go.Scatter(y=p["bio_to_qa"], mode="lines", name=f"{m}: BIO → QA"))
-            fig.add_trace(go.Scatter(y=p["qa_to_bio"], mode="lines", name=f"{m}: QA → BIO", line={"dash": "dot"}))
+        for name, pr in probe.items():
+            fig.add_trace(go.Scatter(y=pr["bio_to_qa"], mode="lines", name=f"{name}: BIO → QA"))
+            fig.add_trace(go.Scatter(y=pr["qa_to_bio"], mode="lines", name=f"{name}: QA → BIO",
+                                     line={"dash": "dot"}))
         chance = next(iter(probe.values()))["chance"]
         fig.add_hline(y=chance, line_dash="dash", line_color="grey", annotation_text="chance (majority)")
         fig.update_layout(title="Linear probe for the value's first token, trained on one format and tested on the "
                           "other", xaxis_title="layer", yaxis_title="probe accuracy", height=380)
         out.append(_plot(fig))
-    if summary.get("gradient_consistency_along"):
+    along = summary.get("gradient_consistency_along")
+    if along:
         fig = go.Figure([go.Scatter(x=[p["step"] for p in pts], y=[p["gradient_cosine"] for p in pts],
-                                    mode="lines+markers", name=m)
-                         for m, pts in summary["gradient_consistency_along"].items()])
+                                    mode="lines+markers", name=m) for m, pts in along.items()])
         fig.update_layout(title="Gradient consistency (cos ∇L_BIO, ∇L_QA) along training", xaxis_title="step",
                           yaxis_title="mean cosine (OOD people)", height=380)
         out.append(_plot(fig))
     return out
 
 
-def _further(summary: dict[str, Any], run_dir: Path | None) -> list[str]:
+def _further(summary: ReproductionSummary, run_dir: Path | None) -> list[str]:
     """The analyses that support the directions: grafting, patching, single heads, attention, sensitivity."""
     import plotly.io as pio  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 
@@ -450,7 +454,7 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-c
          ".rule{color:#555;font-size:13px}")
 
 
-def write_report(path: Path, summary: dict[str, Any], run_dir: Path | None = None) -> None:
+def write_report(path: Path, summary: ReproductionSummary, run_dir: Path | None = None) -> None:
     """A self-contained HTML report (plotly.js inlined once; no external script, font or CDN reference)."""
     from plotly.offline import get_plotlyjs  # noqa: PLC0415  (plotly loads only when a figure is drawn)
 

@@ -35,6 +35,7 @@ from recall_circuits.data import pools
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.runs.pipeline import reproduce
 from recall_circuits.runs.regime import TARGET_GAP, Setting, interval_text, pair_row, read_pair
+from recall_circuits.runs.summary import ReproductionSummary
 from recall_circuits.training.curve import learning_curve
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def plan_order(people: list[int], select_at: int = SELECT_AT) -> list[int]:
     return sorted(set(people), key=lambda n: (n != select_at, n))
 
 
-def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: bool) -> dict[str, Any]:
+def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: bool) -> ReproductionSummary:
     """The reproduction of one pair in ``out/<pair>``: fine-tuning only, or (``analyses``) the mechanism analyses
     and report too, reusing the trained recipes (the same call, so the same identity)."""
 
@@ -311,7 +312,7 @@ def run_study(cfg: StudyConfig, people: list[int]) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def run_analyses(cfg: StudyConfig, pair: str | None = None) -> dict[str, Any]:
+def run_analyses(cfg: StudyConfig, pair: str | None = None) -> ReproductionSummary:
     """The mechanism analyses (gradient trace and restore ablation, grafting, patching, head curves, attention,
     consistency), the verdicts and the report of one trained pair (default: the study's :func:`best`), in its own
     folder (``summary.json``, ``report.html``); the pair must have been trained here (its models are in ``out``)."""

@@ -12,6 +12,7 @@ from typing import Any
 from recall_circuits.runs.regime import TARGET_GAP
 from recall_circuits.runs.stages.consistency import ConsistencySummary
 from recall_circuits.runs.stages.trace import TraceSummary
+from recall_circuits.runs.summary import Direction, ReproductionSummary, TraceRow
 from recall_circuits.training.evaluation import Evaluation, flat_keys, floor_interval
 from recall_circuits.training.intervals import accuracy_interval, gap_interval
 
@@ -62,7 +63,7 @@ PREMISE_LEARNED = ("both recipes answer the trained questions (QA-ID >= 0.9) and
 PREMISE_GAP = "the QA-OOD gap is there to explain (the qa_ood_gap direction holds)"
 
 
-def _apply_premises(directions: list[dict[str, Any]], *, learned: bool) -> None:
+def _apply_premises(directions: list[Direction], *, learned: bool) -> None:
     """A verdict only where its premise holds. The QA-OOD gap presupposes models that learned what they were
     trained on; the mechanism directions (shared parameters, head concentration, restore ablation, consistency)
     explain the gap and presuppose it. Where a premise fails, ``reproduced`` is None and ``verdict`` says
@@ -84,7 +85,7 @@ def _apply_premises(directions: list[dict[str, Any]], *, learned: bool) -> None:
             gap_holds = bool(d["reproduced"])
 
 
-def _gap_direction(ts: dict[str, Any], mx: dict[str, Any], memorised: float) -> dict[str, Any]:
+def _gap_direction(ts: dict[str, Any], mx: dict[str, Any], memorised: float) -> Direction:
     gap = mx["qa_ood_acc"] - ts["qa_ood_acc"]
     return {
         "name": "qa_ood_gap",
@@ -100,7 +101,7 @@ def _gap_direction(ts: dict[str, Any], mx: dict[str, Any], memorised: float) -> 
     }
 
 
-def _trace_directions(tm: TraceSummary, tt: TraceSummary) -> list[dict[str, Any]]:
+def _trace_directions(tm: TraceSummary, tt: TraceSummary) -> list[Direction]:
     """Shared fraction, head concentration and restore ablation, mixed (``tm``) against two-stage (``tt``)."""
     am, at = tm.ablation or {}, tt.ablation or {}
     rnd = [c for c in am if c.startswith("random")]
@@ -133,7 +134,7 @@ def _trace_directions(tm: TraceSummary, tt: TraceSummary) -> list[dict[str, Any]
         "paper": PAPER["restore_ablation"]}]
 
 
-def _consistency_direction(consistency: ConsistencySummary) -> dict[str, Any]:
+def _consistency_direction(consistency: ConsistencySummary) -> Direction:
     cm, ct = consistency.models["mixed"], consistency.models["two-stage"]
     keys = ("gradient_cosine", "mean_representation_cosine", "subject_relation_share")
     return {
@@ -147,8 +148,15 @@ def _consistency_direction(consistency: ConsistencySummary) -> dict[str, Any]:
         "paper": PAPER["consistency"]}
 
 
-def _not_run(name: str) -> dict[str, Any]:
+def _not_run(name: str) -> Direction:
     return {"name": name, "reproduced": None, "measured": "not run", "paper": PAPER[name]}
+
+
+def _trace_row(t: TraceSummary) -> TraceRow:
+    return TraceRow(k=t.k, P=t.P, shared_fraction=t.shared_fraction, chance_fraction=t.chance_fraction, curve=t.curve,
+                    shared_fraction_pretrained=t.shared_fraction_pretrained, curve_pretrained=t.curve_pretrained,
+                    top10pct_head_share=t.top10pct_head_share, head_gini=t.head_gini, ablation=t.ablation,
+                    top_heads=t.top_heads)
 
 
 TRACE_KEYS = ("k", "P", "shared_fraction", "chance_fraction", "curve", "shared_fraction_pretrained", "curve_pretrained",
@@ -157,7 +165,7 @@ TRACE_KEYS = ("k", "P", "shared_fraction", "chance_fraction", "curve", "shared_f
 
 def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
               traces: dict[str, TraceSummary] | None = None,
-              consistency: ConsistencySummary | None = None) -> dict[str, Any]:
+              consistency: ConsistencySummary | None = None) -> ReproductionSummary:
     ts, mx = runs["two-stage"], runs["mixed"]
     ts_bio = ts.get("after_bio", ts)
     memorised = min(ts_bio.get("bio_recall_id", 0), ts_bio.get("bio_recall_ood", 0),
@@ -172,4 +180,4 @@ def summarise(runs: dict[str, dict[str, Any]], sens: list[dict[str, Any]],
             "per_attribute": {k: {"qa_ood": v["qa_ood_per_attribute"], "qa_id": v["qa_id_per_attribute"]}
                               for k, v in runs.items()},
             "sensitivity": sens,
-            "traces": {k: {key: getattr(v, key) for key in TRACE_KEYS} for k, v in (traces or {}).items()}}
+            "traces": {k: _trace_row(v) for k, v in (traces or {}).items()}}
