@@ -17,10 +17,7 @@ RUN_SCHEMA_VERSION = 1                 # config.json and summary.json of a stage
 RESULT_META = "result.json"            # type name, schema version, JSON fields; tensors in TENSORS_FILE
 RESULT_SCHEMA_VERSION = 1
 
-# -- a gradient trace (recall_circuits.attribution.trace) ----------------------------------------------------------
-TRACE_META = "trace.json"
-INFLUENCE_FILE = "influence.safetensors"
-TRACE_SCHEMA_VERSION = 1
+# -- masks over a model's parameters (recall_circuits.interventions.restore) ----------------------------------------
 SHARED_MASK_FILE = "shared_mask.safetensors"
 GRAFT_MASK_FILE = "graft_mask.safetensors"
 

@@ -27,12 +27,11 @@ from recall_circuits.artefacts import load_tensors, read_json, save_tensors, wri
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import RESULT_META as META
 from recall_circuits.files import RESULT_SCHEMA_VERSION, TENSORS_FILE
-from recall_circuits.hints import Bridge
 
 R = TypeVar("R", bound="Result")
 
 
-def equal_values(a: Any, b: Bridge) -> bool:
+def equal_values(a: Any, b: Any) -> bool:
     """Equality that treats tensors bit for bit (NaN equal to NaN) and floats with NaN equal to NaN."""
     if isinstance(a, Tensor) or isinstance(b, Tensor):
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.dtype != b.dtype or a.shape != b.shape:

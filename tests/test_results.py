@@ -88,6 +88,7 @@ def test_trace_and_graft_round_trip_with_their_model(bridges, tmp_path):
     model, other = bridges["tiny-neox"], bridges["tiny-gpt2"]
     trace = rc.cross_task_trace(model, DS, rc.TraceConfig(n_people=2))
     again = rc.TraceResult.load(trace.save(tmp_path / "t"), model)
+    assert again == trace and isinstance(again, rc.Result)
     assert all(torch.equal(again.influence[k], trace.influence[k]) for k in ("bio", "qa"))
     assert again.per_head(50).equals(trace.per_head(50)) and again.top_heads(50, 2) == trace.top_heads(50, 2)
     g = graft(model, model, DS, GraftConfig(steps=2, eval_every=1, init_frac=1e-2))

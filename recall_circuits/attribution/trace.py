@@ -57,7 +57,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from recall_circuits import checks
-from recall_circuits.artefacts import read_json, write_json
+from recall_circuits.artefacts import read_json
 from recall_circuits.attribution.shared import shared_mask
 from recall_circuits.data.bios import (
     Dataset,
@@ -69,11 +69,11 @@ from recall_circuits.data.bios import (
     tokenize_qa,
 )
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.files import INFLUENCE_FILE, TRACE_META, TRACE_SCHEMA_VERSION
+from recall_circuits.files import RESULT_META
 from recall_circuits.hints import Bridge, Tokenizer
 from recall_circuits.models.loading import forget_graph, gradients_for
 from recall_circuits.models.params import ParamSpace
-from recall_circuits.results import head_label
+from recall_circuits.results import Result, equal_values, head_label
 from recall_circuits.training.parallel import world
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,14 @@ class TraceConfig:
 DEFAULT_K_FRAC = 1e-3    # k = 10⁻³ of the traced parameters unless told otherwise (scripts, pipeline, notebooks)
 
 
-@dataclass(frozen=True)
-class TraceResult:
+@dataclass(frozen=True, eq=False)
+class TraceResult(Result):
     """The cross-task trace of one model: per-parameter influence for BIO and QA over ``space``'s flat layout.
 
     ``shared(k)`` is the shared set S_k; ``per_head(k)`` its Shared Size per query head as a DataFrame (labels
-    ``L{l}H{h}``); ``save(dir)`` / ``load(dir, model)`` round-trip it (safetensors + JSON with a schema version; the
-    model rebuilds the parameter layout, which must match the saved one)."""
+    ``L{l}H{h}``); ``save(dir)`` / ``load(dir, model)`` round-trip it (a :class:`~recall_circuits.results.Result`:
+    safetensors + ``result.json`` with a schema version; the model rebuilds the parameter layout, which must match
+    the saved one)."""
 
     influence: dict[str, Float[Tensor, " P"]]
     space: ParamSpace
@@ -184,38 +185,30 @@ class TraceResult:
             raise RecallCircuitsError(f"k = {k} is outside [1, P = {self.space.P}]")
         return k
 
-    def save(self, out: str | Any) -> Any:
-        """Write ``influence.safetensors`` and ``trace.json`` into the folder ``out`` (made if needed)."""
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, TraceResult) and self.space.layout() == other.space.layout()
+                and all(equal_values(getattr(self, f), getattr(other, f))
+                        for f in ("influence", "config", "n_examples", "people")))
 
-        from safetensors.torch import save_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
+    __hash__ = None
 
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.influence.items()}, str(out / INFLUENCE_FILE))
-        write_json(out / TRACE_META, {"schema_version": TRACE_SCHEMA_VERSION, "config": self.config.to_dict(),
-                                        "n_examples": self.n_examples, "people": self.people,
-                                        "layout": self.space.layout()}, indent=2)
-        return out
+    def _split(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, meta = super()._split()
+        meta["space"] = self.space.layout()      # checked on load
+        meta["config"] = self.config.to_dict()
+        return tensors, meta
 
     @classmethod
-    def load(cls, out: str | Any, model: Bridge) -> TraceResult:
+    def load(cls, out: str | Path, model: Bridge | None = None) -> TraceResult:
         """Read a saved trace; ``model`` (a bridge of the traced architecture) rebuilds the parameter layout."""
-
-        from safetensors.torch import load_file  # noqa: PLC0415  (safetensors loads only when a file is read or written)
-
-
-        out = Path(out)
-        meta = read_json(out / TRACE_META)
-        if meta.get("schema_version") != TRACE_SCHEMA_VERSION:
-            raise RecallCircuitsError(f"{out}/trace.json has schema {meta.get('schema_version')}, this version "
-                                      f"reads {TRACE_SCHEMA_VERSION}")
-        cfg = TraceConfig(**{**meta["config"], "include": tuple(meta["config"]["include"])})
+        if model is None:
+            raise RecallCircuitsError("TraceResult.load needs the model (a bridge of the traced architecture)")
+        fields = read_json(Path(out) / RESULT_META).get("fields", {})
+        cfg = TraceConfig(**{**fields["config"], "include": tuple(fields["config"]["include"])})
         space = ParamSpace(model, include=cfg.include, biases=cfg.biases)
-        res = cls(load_file(str(out / INFLUENCE_FILE)), space, cfg, meta["n_examples"], meta["people"])
-        if res.space.layout() != meta["layout"]:
+        if fields.get("space") != space.layout():
             raise RecallCircuitsError(f"{out} was traced on another parameter layout than this model's")
-        return res
+        return cls._from_saved(out, space=space, config=cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------
