@@ -46,7 +46,7 @@ _ENTRY_POINTS = {
                                        "TrainingLog", "loss_figure"),
     "recall_circuits.attribution.trace": ("TraceConfig", "cross_task_trace", "TraceResult"),
     "recall_circuits.attribution.shared": ("shared_mask", "top_k_mask", "shared_curve", "SharedCurve", "head_stats",
-                                           "HeadStats"),
+                                           "HeadStats", "count_per_head", "count_per_query_head", "count_per_neuron"),
     "recall_circuits.compare.attention": ("role_masses", "RoleMasses", "aligned_pairs", "circuitsvis_page"),
     "recall_circuits.compare.consistency": ("gradient_consistency", "representation_consistency", "input_signature",
                                             "gradient_consistency_along", "GradientConsistency",
@@ -69,6 +69,9 @@ if TYPE_CHECKING:   # what rc.<name> is, for type checkers and editors (a test k
     from recall_circuits.attribution.shared import (
         HeadStats,
         SharedCurve,
+        count_per_head,
+        count_per_neuron,
+        count_per_query_head,
         head_stats,
         shared_curve,
         shared_mask,

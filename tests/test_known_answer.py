@@ -20,7 +20,7 @@ import copy
 import pytest
 import torch
 
-from recall_circuits.attribution.shared import shared_mask
+from recall_circuits.attribution.shared import count_per_query_head, shared_mask
 from recall_circuits.attribution.trace import TraceConfig, cross_task_trace
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.interventions.patching import (
@@ -31,7 +31,7 @@ from recall_circuits.interventions.patching import (
 )
 from recall_circuits.interventions.restore import restore_heads
 from recall_circuits.models.loading import load_bridge
-from recall_circuits.models.params import _ATTN, ParamSpace, kv_group
+from recall_circuits.models.params import ATTN_VIEWS, ParamSpace, kv_group
 from recall_circuits.training.loop import token_loss_sum, tokenize_dataset
 
 from helpers import answer_logprob_reference as _logprob
@@ -58,7 +58,7 @@ def _silence_all_but(model, live):
             g = kv_group(model, head)
             if g not in live_groups:
                 flat[space.head_flat_indices(layer, head, "V")] = 0
-                bias = f"blocks.{layer}.{_ATTN['V'][3]}"
+                bias = f"blocks.{layer}.{ATTN_VIEWS['V'][3]}"
                 if bias in space.by_name:
                     flat[space.unit_indices(layer, "b_V")[g] + space.by_name[bias].offset] = 0
     with torch.no_grad():
@@ -130,7 +130,7 @@ def _trace_ranking(ft, ds):
     space = res.space
     k = space.P // 10          # below the live heads' entries (a quarter of the attention weights or more)
     mask = shared_mask(res.influence["bio"], res.influence["qa"], k)
-    per_head = space.count_per_query_head(space.unflatten(mask.float()))
+    per_head = count_per_query_head(space, space.unflatten(mask.float()))
     order = sorted(((float(per_head[l, h]), (l, h)) for l in range(per_head.shape[0])
                     for h in range(per_head.shape[1])), reverse=True)
     return per_head, [lh for _, lh in order]

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.models.params import ParamSpace
+from recall_circuits.models.params import ATTN_VIEWS, COMPONENTS, MLP_VIEWS, ParamSpace
 from recall_circuits.results import Result, head_rows
 
 
@@ -94,6 +94,66 @@ def shared_curve(bio: Float[Tensor, " P"], qa: Float[Tensor, " P"], ks: list[int
     return SharedCurve([int(k) for k in ks], frac, [k / P for k in ks])
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Counting a mask (or any non-negative weights over the parameter space) per head, neuron and tensor
+
+
+def count_per_head(space: ParamSpace, masks: dict[str, Tensor]) -> dict[str, Float[Tensor, "n_layers n_units"]]:
+    """Entries of a parameter mask (or any non-negative weights) per head and component.
+
+    Q and O are ``[n_layers, n_heads]``; K and V are ``[n_layers, n_kv_heads]`` (per KV group). Biases of the
+    space (b_Q/b_K/b_V) are added to their component.
+    """
+    space.check_masks(masks)
+    out: dict[str, Tensor] = {c: torch.zeros(space.n_layers, space.n_kv_heads if ATTN_VIEWS[c][4] else space.n_heads)
+                              for c in COMPONENTS}
+    for layer in range(space.n_layers):
+        for comp, (_, w_name, b_attr, b_name, _) in ATTN_VIEWS.items():
+            for attr, name in ((comp, w_name), (b_attr, b_name)):
+                full = f"blocks.{layer}.{name}"
+                if attr is None or full not in space.by_name:
+                    continue
+                m = masks[full].detach().reshape(-1).float()
+                out[comp][layer] += m[space.unit_indices(layer, attr)].sum(dim=1)
+    return out
+
+
+def count_per_query_head(space: ParamSpace, masks: dict[str, Tensor], gqa: Literal["full", "split"] = "split"
+                         ) -> Float[Tensor, "n_layers n_heads"]:
+    """Q+K+V+O count per query head. Under GQA the K/V count of a group is divided equally among its query
+    heads (``"split"``, the project's Shared Size per head: the table sums to the attention total) or
+    attributed to each of them in full (``"full"``: the entries restoring the head touches)."""
+    c = count_per_head(space, masks)
+    share = space.n_heads // space.n_kv_heads
+    kv = (c["K"] + c["V"]).repeat_interleave(share, dim=1)
+    if gqa == "split":
+        kv = kv / share
+    return c["Q"] + c["O"] + kv
+
+
+def count_per_neuron(space: ParamSpace, masks: dict[str, Tensor]) -> Float[Tensor, "n_layers d_mlp"]:
+    """Entries per MLP neuron: its W_in (and W_gate) column and W_out row."""
+    space.check_masks(masks)
+    rows = []
+    for layer in range(space.n_layers):
+        total = None
+        for attr, (name, _) in MLP_VIEWS.items():
+            full = f"blocks.{layer}.{name}"
+            if full not in space.by_name:
+                continue
+            m = masks[full].detach().reshape(-1).float()
+            per_unit = m[space.unit_indices(layer, attr)].sum(dim=1)
+            total = per_unit if total is None else total + per_unit
+        if total is None:
+            raise RecallCircuitsError("the parameter space has no MLP tensors")
+        rows.append(total)
+    return torch.stack(rows)
+
+
+def count_per_tensor(space: ParamSpace, masks: dict[str, Tensor]) -> dict[str, float]:
+    return {i.name: float(masks[i.name].float().sum()) for i in space.infos}
+
+
 def gini(values: Tensor) -> float:
     """Gini coefficient of non-negative values (0: equal, → 1: concentrated)."""
     v = values.flatten().double().sort().values
@@ -147,16 +207,16 @@ def head_stats(space: ParamSpace, mask: Bool[Tensor, " P"]) -> HeadStats:
     if mask.shape != (space.P,):
         raise RecallCircuitsError(f"mask has shape {tuple(mask.shape)}, expected ({space.P},)")
     masks = space.unflatten(mask)
-    per_comp = space.count_per_head(masks)
-    per_head = space.count_per_query_head(masks, gqa="split")
-    per_tensor = space.count_per_tensor(masks)
+    per_comp = count_per_head(space, masks)
+    per_head = count_per_query_head(space, masks, gqa="split")
+    per_tensor = count_per_tensor(space, masks)
     per_layer_module = {f"L{i.layer}.{i.module}": 0.0 for i in space.infos if i.layer is not None}
     for i in space.infos:
         if i.layer is not None:
             per_layer_module[f"L{i.layer}.{i.module}"] += per_tensor[i.name]
     mlp: dict[str, Any] = {}
     if any(i.module == "mlp" for i in space.infos):
-        per_neuron = space.count_per_neuron(masks)
+        per_neuron = count_per_neuron(space, masks)
         mlp = {"per_neuron": per_neuron, "top10pct_neuron_share": top_share(per_neuron, 0.1),
                "mlp_total": float(per_neuron.sum())}
     return HeadStats(per_comp, per_head, per_tensor, per_layer_module,

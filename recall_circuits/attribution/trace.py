@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from recall_circuits import checks
 from recall_circuits.artefacts import read_json
-from recall_circuits.attribution.shared import shared_mask
+from recall_circuits.attribution.shared import count_per_query_head, shared_mask
 from recall_circuits.data.bios import (
     Dataset,
     PackedBatch,
@@ -156,7 +156,7 @@ class TraceResult(Result):
             raise RecallCircuitsError(f"gqa must be 'split' or 'full', not {gqa!r}")
         k = self._k(k)
         masks = self.space.unflatten(self.shared(k).float())
-        grid = self.space.count_per_query_head(masks, gqa=gqa)  # type: ignore[arg-type]
+        grid = count_per_query_head(self.space, masks, gqa=gqa)  # type: ignore[arg-type]
         col = "shared" if gqa == "split" else "touched"
         rows = [(lay, h, head_label(lay, h), float(grid[lay, h])) for lay in range(grid.shape[0])
                 for h in range(grid.shape[1])]

@@ -10,7 +10,7 @@ Example::
     space = rc.ParamSpace(model)                      # attention + MLP weights
     idx = space.head_flat_indices(layer=1, head=2, component="K")   # K of the KV group serving query head 2
     space.locate(int(idx[0]))                         # Location(tensor='blocks.1.attn.k.weight', ..., component='K')
-    counts = space.count_per_head(space.unflatten(mask))   # {'Q': [L, H], 'K': [L, n_kv], 'V': [L, n_kv], 'O': [L, H]}
+    counts = rc.count_per_head(space, space.unflatten(mask))   # {'Q': [L, H], 'K': [L, n_kv], 'V': ..., 'O': ...}
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from recall_circuits.errors import RecallCircuitsError
@@ -31,14 +31,14 @@ from recall_circuits.hints import Bridge
 Component = Literal["Q", "K", "V", "O"]
 COMPONENTS: tuple[Component, ...] = ("Q", "K", "V", "O")
 # component -> (attn view attribute, state_dict suffix, bias view attribute, bias suffix, per KV group?)
-_ATTN = {
+ATTN_VIEWS = {
     "Q": ("W_Q", "attn.q.weight", "b_Q", "attn.q.bias", False),
     "K": ("W_K", "attn.k.weight", "b_K", "attn.k.bias", True),
     "V": ("W_V", "attn.v.weight", "b_V", "attn.v.bias", True),
     "O": ("W_O", "attn.o.weight", None, "attn.o.bias", False),
 }
 # MLP view attribute -> (state_dict suffix, axis of the view that indexes neurons)
-_MLP = {"W_in": ("mlp.in.weight", 1), "W_gate": ("mlp.gate.weight", 1), "W_out": ("mlp.out.weight", 0),
+MLP_VIEWS = {"W_in": ("mlp.in.weight", 1), "W_gate": ("mlp.gate.weight", 1), "W_out": ("mlp.out.weight", 0),
         "b_in": ("mlp.in.bias", 0)}
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
@@ -83,7 +83,7 @@ def _select_slices(get: Any, head: int, kv: int, components: tuple[Component, ..
     ``get(attr)`` returns (``None`` where the model has no such tensor)."""
     out: dict[str, Tensor] = {}
     for comp in components:
-        w_attr, _, b_attr, _, per_kv = _ATTN[comp]
+        w_attr, _, b_attr, _, per_kv = ATTN_VIEWS[comp]
         i = kv if per_kv else head
         out[w_attr] = get(w_attr)[i]
         if biases and b_attr is not None:
@@ -107,7 +107,7 @@ class HeadSlices:
         self._t: dict[tuple[int, str], Tensor] = {}
         for layer in range(self.n_layers):
             attn = model.blocks[layer].attn
-            for w_attr, _, b_attr, _, _ in _ATTN.values():
+            for w_attr, _, b_attr, _, _ in ATTN_VIEWS.values():
                 for attr in (w_attr, b_attr):
                     t = getattr(attn, attr, None) if attr else None
                     if t is not None and attr:
@@ -170,8 +170,10 @@ class Location:
     unit: int | None              # query head (Q, O), KV group (K, V) or neuron; None if not per unit
 
 
-class ParamSpace:
-    """An ordered set of analysed ``state_dict`` tensors flattened into one vector, with head/neuron maps.
+class ParamLayout:
+    """An ordered set of analysed ``state_dict`` tensors flattened into one vector: which tensors (``infos``, each
+    with its offset, layer and module), ``P`` entries in all, and the moves between named tensors and the flat
+    vector.
 
     ``include``: any of ``"attn"`` (Q/K/V/O), ``"mlp"`` (W_in, W_gate, W_out), ``"other"`` (embeddings,
     unembedding, norms). ``biases``: also the attention and MLP biases.
@@ -211,7 +213,8 @@ class ParamSpace:
         is_bias = name.endswith(".bias")
         if m:
             layer, rest = int(m.group(1)), m.group(2)
-            attn_names = {v[1] for v in _ATTN.values()} | ({v[3] for v in _ATTN.values()} if self.biases else set())
+            attn_names = {v[1] for v in ATTN_VIEWS.values()} | (
+                {v[3] for v in ATTN_VIEWS.values()} if self.biases else set())
             mlp_names = {"mlp.in.weight", "mlp.gate.weight", "mlp.out.weight"} | (
                 {"mlp.in.bias", "mlp.out.bias"} if self.biases else set())
             if rest in attn_names and "attn" in self.include:
@@ -254,17 +257,28 @@ class ParamSpace:
                 raise RecallCircuitsError(f"mask for {i.name} has shape {tuple(masks[i.name].shape)}, "
                                           f"expected {i.shape}")
 
-    # -- per-head / per-neuron index sets ------------------------------------------------------------------
+    def _info(self, name: str) -> TensorInfo:
+        if name not in self.by_name:
+            raise RecallCircuitsError(f"{name} is not in the analysed parameter space ({self.include})")
+        return self.by_name[name]
+
+
+class ParamSpace(ParamLayout):
+    """A :class:`ParamLayout` with its index sets: where each attention head (its Q, K, V, O slices; K and V per KV
+    group), each MLP neuron and each flat index lie in the flat vector, read off the bridge's own stacked views.
+    Counting a mask per head or neuron: :func:`recall_circuits.attribution.shared.count_per_head` and its
+    companions."""
+
     def _view_and_param(self, layer: int, attr: str) -> tuple[Tensor | None, str, int]:
         """(stacked view, state_dict name, unit axis) for attention component letters or MLP view names."""
-        if attr in _ATTN:
-            w_attr, name, _, _, _ = _ATTN[attr]
+        if attr in ATTN_VIEWS:
+            w_attr, name, _, _, _ = ATTN_VIEWS[attr]
             return getattr(self.model.blocks[layer].attn, w_attr), f"blocks.{layer}.{name}", 0
         if attr in ("b_Q", "b_K", "b_V"):
             comp = attr[-1]
-            return getattr(self.model.blocks[layer].attn, attr), f"blocks.{layer}.{_ATTN[comp][3]}", 0
-        if attr in _MLP:
-            name, axis = _MLP[attr]
+            return getattr(self.model.blocks[layer].attn, attr), f"blocks.{layer}.{ATTN_VIEWS[comp][3]}", 0
+        if attr in MLP_VIEWS:
+            name, axis = MLP_VIEWS[attr]
             return getattr(self.model.blocks[layer].mlp, attr), f"blocks.{layer}.{name}", axis
         raise RecallCircuitsError(f"unknown component {attr!r}")
 
@@ -283,7 +297,7 @@ class ParamSpace:
     def head_flat_indices(self, layer: int, head: int, component: Component) -> Int[Tensor, " n"]:
         """Global flat indices of query head ``head``'s slice of ``component`` (K/V: its KV group's slice)."""
         check_head(self.model, layer, head)
-        _, name, _, _, per_kv = _ATTN[component]
+        _, name, _, _, per_kv = ATTN_VIEWS[component]
         info = self._info(f"blocks.{layer}.{name}")
         unit = kv_group(self.model, head) if per_kv else head
         return self.unit_indices(layer, component)[unit] + info.offset
@@ -291,16 +305,11 @@ class ParamSpace:
     def neuron_flat_indices(self, layer: int, neuron: int) -> Int[Tensor, " n"]:
         """Global flat indices of MLP neuron ``neuron``: its W_in (and W_gate) column and W_out row."""
         parts = []
-        for attr, (name, _) in _MLP.items():
+        for attr, (name, _) in MLP_VIEWS.items():
             full = f"blocks.{layer}.{name}"
             if full in self.by_name:
                 parts.append(self.unit_indices(layer, attr)[neuron] + self.by_name[full].offset)
         return torch.cat(parts)
-
-    def _info(self, name: str) -> TensorInfo:
-        if name not in self.by_name:
-            raise RecallCircuitsError(f"{name} is not in the analysed parameter space ({self.include})")
-        return self.by_name[name]
 
     def locate(self, flat: int) -> Location:
         """Which tensor, element, layer, component and head/KV group/neuron a flat index belongs to."""
@@ -320,64 +329,12 @@ class ParamSpace:
 
     @staticmethod
     def _components_of(suffix: str) -> Iterator[tuple[str, str]]:
-        for comp, (_, w_name, b_attr, b_name, _) in _ATTN.items():
+        for comp, (_, w_name, b_attr, b_name, _) in ATTN_VIEWS.items():
             if suffix == w_name:
                 yield comp, comp
             if b_attr is not None and suffix == b_name:
                 yield b_attr, comp
-        for attr, (name, _) in _MLP.items():
+        for attr, (name, _) in MLP_VIEWS.items():
             if suffix == name:
                 yield attr, attr
-
-    # -- counting masks -------------------------------------------------------------------------------------
-    def count_per_head(self, masks: dict[str, Tensor]) -> dict[str, Float[Tensor, "n_layers n_units"]]:
-        """Entries of a parameter mask (or any non-negative weights) per head and component.
-
-        Q and O are ``[n_layers, n_heads]``; K and V are ``[n_layers, n_kv_heads]`` (per KV group). Biases of the
-        space (b_Q/b_K/b_V) are added to their component.
-        """
-        self.check_masks(masks)
-        out: dict[str, Tensor] = {c: torch.zeros(self.n_layers, self.n_kv_heads if _ATTN[c][4] else self.n_heads)
-                                  for c in COMPONENTS}
-        for layer in range(self.n_layers):
-            for comp, (_, w_name, b_attr, b_name, _) in _ATTN.items():
-                for attr, name in ((comp, w_name), (b_attr, b_name)):
-                    full = f"blocks.{layer}.{name}"
-                    if attr is None or full not in self.by_name:
-                        continue
-                    m = masks[full].detach().reshape(-1).float()
-                    out[comp][layer] += m[self.unit_indices(layer, attr)].sum(dim=1)
-        return out
-
-    def count_per_query_head(self, masks: dict[str, Tensor], gqa: Literal["full", "split"] = "split"
-                             ) -> Float[Tensor, "n_layers n_heads"]:
-        """Q+K+V+O count per query head. Under GQA the K/V count of a group is divided equally among its query
-        heads (``"split"``, the project's Shared Size per head: the table sums to the attention total) or
-        attributed to each of them in full (``"full"``: the entries restoring the head touches)."""
-        c = self.count_per_head(masks)
-        share = self.n_heads // self.n_kv_heads
-        kv = (c["K"] + c["V"]).repeat_interleave(share, dim=1)
-        if gqa == "split":
-            kv = kv / share
-        return c["Q"] + c["O"] + kv
-
-    def count_per_neuron(self, masks: dict[str, Tensor]) -> Float[Tensor, "n_layers d_mlp"]:
-        self.check_masks(masks)
-        rows = []
-        for layer in range(self.n_layers):
-            total = None
-            for attr, (name, _) in _MLP.items():
-                full = f"blocks.{layer}.{name}"
-                if full not in self.by_name:
-                    continue
-                m = masks[full].detach().reshape(-1).float()
-                s = m[self.unit_indices(layer, attr)].sum(dim=1)
-                total = s if total is None else total + s
-            if total is None:
-                raise RecallCircuitsError("the parameter space has no MLP tensors")
-            rows.append(total)
-        return torch.stack(rows)
-
-    def count_per_tensor(self, masks: dict[str, Tensor]) -> dict[str, float]:
-        return {i.name: float(masks[i.name].float().sum()) for i in self.infos}
 

@@ -6,7 +6,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from recall_circuits.attribution import trace as trace_mod
-from recall_circuits.attribution.shared import head_stats, random_like_mask, shared_curve, shared_mask, top_k_mask
+from recall_circuits.attribution.shared import (
+    count_per_query_head,
+    count_per_tensor,
+    head_stats,
+    random_like_mask,
+    shared_curve,
+    shared_mask,
+    top_k_mask,
+)
 from recall_circuits.attribution.trace import (
     TraceConfig,
     cross_task_trace,
@@ -269,7 +277,7 @@ def test_random_like_mask_counts(bridges):
     space = ParamSpace(bridges["tiny-gpt2"])
     m = top_k_mask(torch.rand(space.P, generator=torch.Generator().manual_seed(3)), 1000)
     r = random_like_mask(space, m, seed=0)
-    assert space.count_per_tensor(space.unflatten(m)) == space.count_per_tensor(space.unflatten(r))
+    assert count_per_tensor(space, space.unflatten(m)) == count_per_tensor(space, space.unflatten(r))
     assert not torch.equal(r, m) and torch.equal(r, random_like_mask(space, m, seed=0))
 
 
@@ -325,7 +333,7 @@ def test_trace_result_round_trips_and_its_head_table(bridges, tmp_path):
     res = cross_task_trace(b, DS, TraceConfig(n_people=2, batch_size=4))
     k = res.space.P // 50
     table = res.per_head(k)
-    grid = res.space.count_per_query_head(res.space.unflatten(shared_mask(res.influence["bio"], res.influence["qa"],
+    grid = count_per_query_head(res.space, res.space.unflatten(shared_mask(res.influence["bio"], res.influence["qa"],
                                                                           k).float()))
     assert list(table.columns) == ["layer", "head", "label", "shared", "rank"] and len(table) == grid.numel()
     for row in table.itertuples():

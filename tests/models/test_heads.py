@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from recall_circuits.attribution.shared import count_per_head, count_per_neuron, count_per_query_head
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.models.params import COMPONENTS, ParamSpace, head_views, kv_group, query_heads_of_group
 
@@ -59,7 +60,7 @@ def test_count_per_head_by_hand(arch, tiny_dirs, bridges):
     space = ParamSpace(b)
     g = torch.Generator().manual_seed(1)
     masks = {i.name: torch.rand(i.shape, generator=g) < 0.3 for i in space.infos}
-    counts = space.count_per_head(masks)
+    counts = count_per_head(space, masks)
     for layer in range(b.cfg.n_layers):
         for head in range(b.cfg.n_heads):
             # the mask in the bridge's layout, read through a head view of a mask-valued copy of the weights
@@ -70,12 +71,12 @@ def test_count_per_head_by_hand(arch, tiny_dirs, bridges):
                 assert counts[comp][layer, unit] == expected
     total = sum(c.sum() for c in counts.values())
     assert total == sum(m.sum() for n, m in masks.items() if ".attn." in n)
-    split = space.count_per_query_head(masks, gqa="split")
+    split = count_per_query_head(space, masks, gqa="split")
     assert torch.isclose(split.sum(), total)
-    per_neuron = space.count_per_neuron(masks)
+    per_neuron = count_per_neuron(space, masks)
     assert per_neuron.sum() == sum(m.sum() for n, m in masks.items() if ".mlp." in n)
     with pytest.raises(RecallCircuitsError, match="shape"):
-        space.count_per_head({**masks, space.infos[0].name: torch.zeros(3)})
+        count_per_head(space, {**masks, space.infos[0].name: torch.zeros(3)})
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from recall_circuits.artefacts import save_figure, save_tensors, start_run
+from recall_circuits.attribution.shared import count_per_query_head
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import GRAFT_MASK_FILE, SHARED_MASK_FILE
@@ -76,7 +77,7 @@ def run(cfg: GraftStageConfig) -> GraftSummary:
     out = start_run(cfg.out, config, overwrite=cfg.overwrite, checkpoints=checkpoints)
     res = graft(pair.finetuned, pair.base, ds, cfg.graft, init_mask=init, verbose=cfg.verbose)
     report = graft_report(pair.finetuned, pair.base, ds, res, shared, attn_space if shared is not None else None)
-    per_head = attn_space.count_per_query_head(attn_space.unflatten(transfer_mask(res.mask, space, attn_space)),
+    per_head = count_per_query_head(attn_space, attn_space.unflatten(transfer_mask(res.mask, space, attn_space)),
                                                gqa="split")
     summary = GraftSummary(**report, graft_attn_size=float(per_head.sum()))
     save_mask(str(out / GRAFT_MASK_FILE), res.mask)
