@@ -22,11 +22,11 @@ from recall_circuits.files import FIGURES_DIR
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.results import head_label
-from recall_circuits.runs.stages.base import StageSummary, open_run
+from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 
 
 @dataclass(frozen=True)
-class AttentionConfig:
+class AttentionConfig(RunOptions):
     models: dict[str, str]                 # name → registry name or checkpoint directory
     data: str
     out: str
@@ -35,10 +35,6 @@ class AttentionConfig:
     attributes: list[str] | None = None
     n_view_heads: int = 4
     threshold: float = 0.3
-    overwrite: bool = False
-    device: str = "cpu"
-    dtype: str = "float32"
-    verbose: bool = True
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,16 @@ S = TypeVar("S", bound="StageSummary")
 
 
 @dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs, not what it computes (not part of its identity): every stage config has these, as keywords."""
+
+    overwrite: bool = dataclasses.field(default=False, kw_only=True)   # recompute a finished run from other inputs
+    verbose: bool = dataclasses.field(default=True, kw_only=True)      # progress bars
+    device: str = dataclasses.field(default="cpu", kw_only=True)
+    dtype: str = dataclasses.field(default="float32", kw_only=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class StageSummary:
     """A stage's ``summary.json`` as a typed object: one field per top-level key. The fields named in
     ``OPTIONAL`` are absent from the file when None (a stage writes them only when it computed them)."""

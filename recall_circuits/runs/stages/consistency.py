@@ -24,23 +24,19 @@ from recall_circuits.hints import Bridge
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.runs.stages.attention import chosen_people
-from recall_circuits.runs.stages.base import StageSummary, open_run
+from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ConsistencyConfig:
+class ConsistencyConfig(RunOptions):
     models: dict[str, str]
     data: str
     out: str
     n_people: int = 10
     split: str = "ood"
     along: dict[str, str] | None = None     # name → training run directory: the cosine along its snapshots
-    overwrite: bool = False
-    device: str = "cpu"
-    dtype: str = "float32"
-    verbose: bool = True
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ of several named fine-tuning runs into one run directory, with each run's traini
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from recall_circuits.artefacts import check_run_dir, foreign_entries, read_json,
 from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import CONFIG_FILE, TRAIN_META
-from recall_circuits.runs.stages.base import StageSummary
+from recall_circuits.runs.stages.base import RunOptions, StageSummary
 from recall_circuits.training.curve import (
     LearningCurve,
     curve_figure,
@@ -25,16 +25,13 @@ RESERVED = {"points", "figures"}   # subfolders of the run directory: not allowe
 
 
 @dataclass(frozen=True)
-class CurveConfig:
+class CurveConfig(RunOptions):
     runs: dict[str, str]                 # name → fine-tuning run directory
     out: str | Path
     data: str | Path | None = None       # None: the dataset each run was trained on
     bio: bool = False                    # also BIO recall at every point
     batch_size: int = 32
-    overwrite: bool = False
-    device: str = "cpu"
-    dtype: str = "float32"
-    verbose: bool = False
+    verbose: bool = field(default=False, kw_only=True)    # (the learning curve's bars are off by default)
 
     def check(self) -> None:
         if self.batch_size < 1:

@@ -18,14 +18,14 @@ from recall_circuits.interventions.restore import load_mask, save_mask
 from recall_circuits.models.loading import load_pair
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.registry import resolve_model
-from recall_circuits.runs.stages.base import StageSummary, open_run
+from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 from recall_circuits.viz import head_heatmap
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GraftStageConfig:
+class GraftStageConfig(RunOptions):
     base: str
     finetuned: str
     data: str
@@ -33,10 +33,6 @@ class GraftStageConfig:
     graft: GraftConfig = field(default_factory=GraftConfig)
     trace_dir: str | None = None         # a gradient-trace run: the share of its shared set inside γ
     init_mask_file: str | None = None    # start from this mask instead of the top init_frac of |θ_ft − θ_pre|
-    overwrite: bool = False
-    verbose: bool = True
-    device: str = "cpu"
-    dtype: str = "float32"
 
 
 @dataclass(frozen=True)

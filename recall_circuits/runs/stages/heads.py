@@ -28,7 +28,7 @@ from recall_circuits.interventions.head_ablation import (
 from recall_circuits.models.loading import load_pair
 from recall_circuits.models.params import COMPONENTS, Component
 from recall_circuits.models.registry import resolve_model
-from recall_circuits.runs.stages.base import StageSummary, open_run
+from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 from recall_circuits.viz import head_heatmap
 
 # the input runs a ranking can come from: option, what the run is, the per-head table it holds, the ranking's name
@@ -38,7 +38,7 @@ _INPUTS = (("trace_dir", "gradient-trace", "shared_per_head", "shared_size"),
 
 
 @dataclass(frozen=True)
-class HeadsConfig:
+class HeadsConfig(RunOptions):
     base: str
     finetuned: str
     data: str
@@ -52,10 +52,6 @@ class HeadsConfig:
     components: tuple[Component, ...] = COMPONENTS
     max_people: int | None = None
     batch_size: int = 32
-    overwrite: bool = False
-    verbose: bool = True
-    device: str = "cpu"
-    dtype: str = "float32"
 
     def check(self, n_heads_total: int) -> list[int]:
         """The options' one-line errors; returns the grid to use."""

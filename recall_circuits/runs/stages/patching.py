@@ -23,7 +23,7 @@ from recall_circuits.interventions.patching import (
 )
 from recall_circuits.models.loading import load_bridge, load_tokenizer
 from recall_circuits.models.registry import resolve_model
-from recall_circuits.runs.stages.base import StageSummary, open_run
+from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 from recall_circuits.viz import head_heatmap
 
 NOTE = ("grids are logit differences (clean answer − corrupted answer, first tokens) of the corrupted QA run with one "
@@ -32,16 +32,12 @@ NOTE = ("grids are logit differences (clean answer − corrupted answer, first t
 
 
 @dataclass(frozen=True)
-class PatchingConfig:
+class PatchingConfig(RunOptions):
     model_path: str
     data: str
     out: str
     n_pairs: int = 4
     split: str = "ood"
-    overwrite: bool = False
-    device: str = "cpu"
-    dtype: str = "float32"
-    verbose: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from recall_circuits.models.loading import ModelPair, load_pair
 from recall_circuits.models.params import ParamSpace
 from recall_circuits.models.registry import resolve_model
 from recall_circuits.results import head_label
-from recall_circuits.runs.stages.base import StageSummary, open_run
+from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 from recall_circuits.training.parallel import collective_device, process_group, world
 from recall_circuits.viz import head_heatmap, shared_curve_figure
 
@@ -43,7 +43,7 @@ ABLATION_NOTE = ("shared = S_k restored to pretrained values; random{i} = same c
 
 
 @dataclass(frozen=True, kw_only=True)
-class TraceStageConfig:
+class TraceStageConfig(RunOptions):
     base: str
     finetuned: str
     data: str
@@ -60,10 +60,6 @@ class TraceStageConfig:
     # also trace the pretrained model: its |S_k|/k, not k/P, is what a fine-tuned curve is read against (two losses on
     # the same text share much of their gradient structure before any fine-tuning)
     baseline: bool = True
-    device: str = "cpu"
-    dtype: str = "float32"
-    overwrite: bool = False              # how to run, not what: not part of the run's identity
-    verbose: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The run's identity (config.json): every field but ``overwrite`` and ``verbose``."""
