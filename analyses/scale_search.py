@@ -54,17 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 @script(build_parser)
 def main(args: argparse.Namespace) -> int:
     from recall_circuits.runs.scale import (  # noqa: PLC0415
-        GRID,
         MODEL,
         PEOPLE,
         SELECT_AT,
         StudyConfig,
         best,
         load_rows,
-        rule_state,
+        plan_lines,
         run_analyses,
         run_study,
-        steps_per_arm,
         table_markdown,
     )
 
@@ -80,14 +78,7 @@ def main(args: argparse.Namespace) -> int:
                       verbose=args.progress)
     rows = load_rows(record, args.out)
     if args.list:
-        state, point = rule_state(rows, select_at)
-        print(f"setting (chosen at {select_at:,} people): {state} {point.id if point else ''}".rstrip())
-        for g in GRID:
-            print(f"  {g.id}: {g.epochs} passes, lr {g.lr:g}")
-        for n in sorted(set(PEOPLE) | set(people)):
-            done = [name for name in rows if name.startswith(f"p{n}-")]
-            steps = {g.id: steps_per_arm(n, g) for g in GRID}
-            print(f"p{n}: {'done ' + ', '.join(done) if done else 'todo'}  (steps per arm by grid point: {steps})")
+        print("\n".join(plan_lines(rows, people, select_at)))
         return 0
     if args.table:
         print(table_markdown(rows), end="")

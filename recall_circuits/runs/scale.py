@@ -231,6 +231,19 @@ def load_rows(record: str | Path, out: str | Path | None = None) -> dict[str, di
     return rows
 
 
+def plan_lines(rows: dict[str, dict[str, Any]], people: list[int], select_at: int = SELECT_AT) -> list[str]:
+    """The study's state, a line each: the setting the rule chose (or why none yet), the grid, and per number of
+    people what is done and how many steps each grid point's arms take."""
+    state, point = rule_state(rows, select_at)
+    lines = [f"setting (chosen at {select_at:,} people): {state} {point.id if point else ''}".rstrip()]
+    lines += [f"  {g.id}: {g.epochs} passes, lr {g.lr:g}" for g in GRID]
+    for n in sorted(set(PEOPLE) | set(people)):
+        done = [name for name in rows if name.startswith(f"p{n}-")]
+        steps = {g.id: steps_per_arm(n, g) for g in GRID}
+        lines.append(f"p{n}: {'done ' + ', '.join(done) if done else 'todo'}  (steps per arm by grid point: {steps})")
+    return lines
+
+
 def plan_order(people: list[int], select_at: int = SELECT_AT) -> list[int]:
     """The people to run, the grid's (``select_at``) first: the setting is chosen there before any other pair."""
     bad = [n for n in people if n < 4]
