@@ -30,6 +30,10 @@ METRICS_FILE = "metrics.jsonl"               # one line per optimiser step
 SNAPSHOTS_DIR = "snapshots"                  # checkpoints along training
 STATE_FILE = "trainer_state.json"            # resume state
 RESULTS_FILE = "results.json"                # evaluation after training
+CHECKPOINT_DIR = "checkpoint"                # the resume point (weights, optimiser, schedule, rng, state)
+CHECKPOINT_WEIGHTS, CHECKPOINT_RNG = "model.safetensors", "rng.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"        # torch.save of state dicts, read back with weights_only=True
+SOURCE_FILE = "recall_circuits_source.json"  # beside a converted checkpoint: what it was converted from
 
 # -- the reproduction (recall_circuits.runs.pipeline) ----------------------------------------------------------
 REPORT_FILE = "report.html"

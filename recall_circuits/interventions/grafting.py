@@ -35,6 +35,7 @@ from recall_circuits.attribution.shared import top_k_mask
 from recall_circuits.attribution.trace import per_example_loss
 from recall_circuits.data.bios import Dataset, pad_batch, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import RESULT_META
 from recall_circuits.hints import Bridge
 from recall_circuits.models.loading import gradients_for
 from recall_circuits.models.params import ParamSpace
@@ -103,7 +104,7 @@ class GraftResult(Result):
             raise RecallCircuitsError("GraftResult.load needs the model (a bridge of the grafted architecture)")
 
         space = graft_space(model)
-        saved = read_json(Path(out) / "result.json").get("fields", {}).get("space")
+        saved = read_json(Path(out) / RESULT_META).get("fields", {}).get("space")
         if saved != space.layout():
             raise RecallCircuitsError(f"{out} was grafted on another parameter layout than this model's")
         return cls._from_saved(out, space=space)

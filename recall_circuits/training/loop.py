@@ -49,7 +49,16 @@ from tqdm.auto import tqdm
 from recall_circuits.artefacts import atomic_dir, check_same, model_identity, read_json, write_json
 from recall_circuits.data.bios import Dataset, data_identity, load_dataset, pad_batch, tokenize_bio, tokenize_qa
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.files import METRICS_FILE, SNAPSHOTS_DIR, STATE_FILE, TRAIN_META
+from recall_circuits.files import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_RNG,
+    CHECKPOINT_WEIGHTS,
+    METRICS_FILE,
+    SNAPSHOTS_DIR,
+    STATE_FILE,
+    TRAIN_META,
+)
 from recall_circuits.hints import HFModel, Tokenizer
 from recall_circuits.models.loading import load_tokenizer, parse_dtype
 from recall_circuits.models.registry import offline_and_quiet, resolve_model
@@ -249,22 +258,22 @@ def _save_checkpoint(path: Path, model: HFModel, opt: Any | None, sched: Any | N
     raw: Any = model.module if hasattr(model, "module") else model
     with atomic_dir(path) as tmp:
         save_file({k: v.detach().clone().contiguous() for k, v in raw.state_dict().items()},
-                  str(tmp / "model.safetensors"))
+                  str(tmp / CHECKPOINT_WEIGHTS))
         if opt is not None and sched is not None:
-            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-        save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / CHECKPOINT_OPTIMIZER)
+        save_file({"torch_rng": torch.get_rng_state()}, str(tmp / CHECKPOINT_RNG))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def _load_checkpoint(path: Path, model: HFModel, opt: Any, sched: Any) -> None:
     raw: Any = model.module if hasattr(model, "module") else model
-    sd = load_file(str(path / "model.safetensors"))
+    sd = load_file(str(path / CHECKPOINT_WEIGHTS))
     raw.load_state_dict(sd, strict=False)
-    if (path / "optimizer.pt").is_file():
-        blob = torch.load(path / "optimizer.pt", weights_only=True)
+    if (path / CHECKPOINT_OPTIMIZER).is_file():
+        blob = torch.load(path / CHECKPOINT_OPTIMIZER, weights_only=True)
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
-    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_rng"])
+    torch.set_rng_state(load_file(str(path / CHECKPOINT_RNG))["torch_rng"])
 
 
 def trained(out: Path) -> bool:
@@ -278,7 +287,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
     With ``resume``, a finished run is returned as is and an interrupted one continues from its checkpoint, both
     only if it was started from the same ``identity`` (model, data, options); a run interrupted before its first
     checkpoint starts again from the beginning."""
-    ckpt = out / "checkpoint"
+    ckpt = out / CHECKPOINT_DIR
     if out.exists() and not out.is_dir():
         raise RecallCircuitsError(f"{out} is a file, not a run directory")
     if out.exists() and any(out.iterdir()):
@@ -439,7 +448,7 @@ class _Trainer:
             (self.out / SNAPSHOTS_DIR).mkdir(exist_ok=True)
             _save_model(self.model, self.tok, self.out / SNAPSHOTS_DIR / f"step-{self.global_done:06d}")
         if not done_phase and (due or stop) and self.rank == 0:
-            _save_checkpoint(self.out / "checkpoint", self.model, opt, sched, self.state(pi, si + 1))
+            _save_checkpoint(self.out / CHECKPOINT_DIR, self.model, opt, sched, self.state(pi, si + 1))
         return stop and not done_phase
 
     def run_phase(self, pi: int, phase: Phase, first: int, saved: dict[str, Any] | None,
@@ -453,7 +462,7 @@ class _Trainer:
         warm = max(1, int(cfg.warmup_frac * len(steps)))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(len(steps), warm, cfg.schedule))
         if saved:
-            _load_checkpoint(self.out / "checkpoint", self.model, opt, sched)
+            _load_checkpoint(self.out / CHECKPOINT_DIR, self.model, opt, sched)
         for si in range(first, len(steps)):
             self.step(steps[si], opt, sched)
             if self.after_step(pi, phase, si, len(steps), opt, sched, stop_after_steps):
@@ -467,7 +476,7 @@ class _Trainer:
             dest = self.out / ("after_bio" if (self.cfg.strategy == "two-stage" and phase.name == "bio") else "model")
             _save_model(self.model, self.tok, dest)
             if pi + 1 < n_phases:
-                _save_checkpoint(self.out / "checkpoint", self.model, None, None, self.state(pi + 1, 0))
+                _save_checkpoint(self.out / CHECKPOINT_DIR, self.model, None, None, self.state(pi + 1, 0))
 
     def finish(self) -> None:
         """The run's wall time and steps recorded; ``model/recall_circuits_train.json`` written last marks it
@@ -479,8 +488,8 @@ class _Trainer:
             meta["steps"] = self.global_done
             write_json(self.out / TRAIN_META, meta, indent=2)
             write_json(self.out / "model" / TRAIN_META, meta, indent=2)   # last: marks the run finished
-            if (self.out / "checkpoint").exists():
-                shutil.rmtree(self.out / "checkpoint")
+            if (self.out / CHECKPOINT_DIR).exists():
+                shutil.rmtree(self.out / CHECKPOINT_DIR)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: bool = True,
@@ -519,11 +528,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ve
         if trainer.run_phase(pi, phases[pi], start_step if resumed else 0, saved if resumed else None, lengths,
                              stop_after_steps):
             trainer.bar.close()
-            return out / "checkpoint"
+            return out / CHECKPOINT_DIR
         trainer.end_phase(pi, phases[pi], len(phases))
         if stop_after_steps is not None and trainer.global_done >= stop_after_steps and pi + 1 < len(phases):
             trainer.bar.close()
-            return out / "checkpoint"
+            return out / CHECKPOINT_DIR
     trainer.finish()
     return out / "model"
 

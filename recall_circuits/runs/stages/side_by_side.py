@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from recall_circuits.artefacts import read_json
 from recall_circuits.errors import RecallCircuitsError
-from recall_circuits.files import METRICS_FILE, RESULTS_FILE, STATE_FILE, TRAIN_META
+from recall_circuits.files import CHECKPOINT_DIR, METRICS_FILE, RESULTS_FILE, STATE_FILE, TRAIN_META
 from recall_circuits.training.loop import trained
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def run_state(out: str | Path) -> str | None:
         return "trained, evaluating"
     total = total_steps(out)
     try:
-        ckpt = int(read_json(out / "checkpoint" / STATE_FILE)["global_step"])
+        ckpt = int(read_json(out / CHECKPOINT_DIR / STATE_FILE)["global_step"])
     except (OSError, ValueError, KeyError):   # no checkpoint yet
         ckpt = 0
     return f"{last_step(out)} / {total if total is not None else '?'} (resumes from {ckpt})"
