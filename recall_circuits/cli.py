@@ -120,7 +120,6 @@ def model_set_parser(description: str | None, *, people: int = 10) -> argparse.A
 def script(build_parser: Callable[[], argparse.ArgumentParser]
            ) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[list[str] | None], int]]:
     """Make ``run(args) -> int`` a script's ``main(argv=None) -> int`` (see the module docstring)."""
-
     def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[list[str] | None], int]:
         @functools.wraps(run)
         def main(argv: list[str] | None = None) -> int:

@@ -125,6 +125,5 @@ def head_label(layer: int, head: int) -> str:
 
 def head_rows(grid: Tensor, **columns: Any) -> list[dict[str, Any]]:
     """Long-table rows of a [layers, heads] grid: layer, head, label, the given constant columns, value."""
-
     return [{"layer": lay, "head": h, "label": head_label(lay, h), **columns, "value": float(grid[lay, h])}
             for lay in range(grid.shape[0]) for h in range(grid.shape[1])]

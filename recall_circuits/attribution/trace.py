@@ -133,7 +133,6 @@ class TraceResult(Result):
     people: list[int] = field(default_factory=list)
 
     def shared(self, k: int) -> Tensor:
-
         return shared_mask(self.influence["bio"], self.influence["qa"], k)
 
     @property
@@ -150,7 +149,6 @@ class TraceResult(Result):
         gives instead ``touched``: a group's K/V entries counted in full for each of its query heads (what restoring
         the head touches; not a Shared Size, the column does not sum to S_k)."""
         import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
-
 
         if gqa not in ("split", "full"):
             raise RecallCircuitsError(f"gqa must be 'split' or 'full', not {gqa!r}")
@@ -215,13 +213,15 @@ class TraceResult(Result):
 # Examples
 
 
-def select_people(dataset: Dataset, n_people: int, split: str) -> list[int]:
-    """The first ``n_people`` people of ``split`` by id; more than the split holds is an error."""
+def select_people(dataset: Dataset, n_people: int, split: str, *, what: str = "n_people",
+                  where: str | None = None) -> list[int]:
+    """The first ``n_people`` people of ``split`` by id; more than the split holds is an error (naming the count as
+    ``what`` and the split as ``where``, by default "the <split> split")."""
     checks.split(split, allow_all=True, allow_none=False)
     ids = dataset.person_ids(None if split == "all" else split)
     if not ids:
         raise RecallCircuitsError(f"the dataset has no people in split {split!r}")
-    checks.count(n_people, len(ids), "n_people", f"the {split} split")
+    checks.count(n_people, len(ids), what, where or f"the {split} split")
     return sorted(ids)[:n_people]
 
 
@@ -303,8 +303,6 @@ def label_position_loss(model: Bridge, ids: Tensor, mask: Tensor, labels: Tensor
     if (n == 0).any():
         raise RecallCircuitsError("an example has no label tokens")
     return torch.zeros_like(n).index_add_(0, item, ce) / n
-
-
 
 
 def packing_works(model: Bridge, items: list[dict[str, list[int]]], pad_id: int) -> bool:

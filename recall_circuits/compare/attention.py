@@ -169,7 +169,6 @@ def js_divergence(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:
 def circuitsvis_page(model: Bridge, pair: dict[str, Any], heads: list[tuple[int, int]], title: str) -> str:
     """Side-by-side circuitsvis views (BIO | QA) of the chosen heads for one aligned pair, from ``.local_src``
     (no CDN reference)."""
-
     import circuitsvis as cv  # noqa: PLC0415  (circuitsvis loads only when its page is drawn)
 
     blocks = []

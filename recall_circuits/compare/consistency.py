@@ -191,8 +191,6 @@ def gradient_consistency_along(run_dir: str, dataset: Dataset, people: list[int]
     """:func:`gradient_consistency` for every snapshot a training run kept (``snapshot_every``) and its final model,
     in step order, each with the phase it was taken in. ``known``: checkpoint folder → overall cosine already
     measured on the same people, device and dtype (e.g. the final model's), not measured again."""
-
-
     points, phase = run_points(run_dir)
     cosines = []
     known = {str(Path(k).resolve()): v for k, v in (known or {}).items()}

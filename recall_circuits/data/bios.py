@@ -275,7 +275,6 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def data_identity(path: str | Path) -> dict[str, Any]:
     """A generated data set's identity by content: the SHA-256 of its people, BIO and QA files."""
-
     path = Path(path)   # a missing file is None here; load_dataset says what is wrong with the folder
     return {f: hashlib.sha256((path / f).read_bytes()).hexdigest() if (path / f).is_file() else None
             for f in (PEOPLE_FILE, BIO_FILE, QA_FILE)}

@@ -340,7 +340,6 @@ def qa_patching_pairs(tokenizer: Tokenizer, dataset: Any, n_pairs: int, split: s
                       ) -> list[dict[str, Any]]:
     """(clean, corrupted) QA prompts of the same attribute and token length, for different people with different
     first answer tokens; and, for the clean person, the BIO prefix up to the value with role positions."""
-
     checks.split(split, allow_all=True, allow_none=False)
     checks.positive(n_pairs, what)
     qa = dataset.qa(None if split == "all" else split)

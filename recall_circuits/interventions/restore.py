@@ -131,7 +131,6 @@ class RestoreAblation(Result):
 def restore_ablation(ft: Bridge, base: Bridge, space: ParamSpace, dataset: Any, masks: dict[str, Tensor], *,
                      batch_size: int = 32, max_people: int | None = None) -> RestoreAblation:
     """QA accuracy (ID/OOD, exact and first token) of ``ft`` with each named mask restored, plus ``none``."""
-
     out = {}
     for name, m in {"none": torch.zeros(space.P, dtype=torch.bool), **masks}.items():
         with restore_params(ft, base, space, m):

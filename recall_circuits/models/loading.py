@@ -103,7 +103,8 @@ def load_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
 def load_hf(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
             dtype: str | torch.dtype = "float32") -> tuple[Any, Any]:
     """A plain Hugging Face causal LM (eager attention) and its tokenizer, for training and fast evaluation."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+    # transformers loads only when a model or tokenizer does
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     path = resolve_model(name_or_dir)
     with offline_and_quiet():
@@ -127,7 +128,8 @@ def check_bridge(bridge: Bridge, path: str | os.PathLike[str], *, on_mismatch: s
     input; return the relative difference (max |Δ| over the largest |logit|). Above ``SELF_CHECK_TOL`` for the
     bridge's dtype: a one-line error naming the architecture and the difference (``on_mismatch="warn"``: a
     warning; ``"off"``: not checked, 0.0)."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+    # transformers loads only when a model or tokenizer does
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     if on_mismatch not in ("error", "warn", "off"):
         raise RecallCircuitsError(f"on_mismatch must be error, warn or off, not {on_mismatch!r}")
@@ -159,7 +161,8 @@ def load_bridge(name_or_dir: str | os.PathLike[str], *, device: str = "cpu",
     """A ``TransformerBridge`` in eval mode, raw weights (no folding), loaded from a local directory only, and
     checked against the Hugging Face model it wraps (:func:`check_bridge`; ``on_mismatch``: ``error``, ``warn``
     or ``off``). A failure inside TransformerLens is one line naming the checkpoint and its architecture."""
-    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415  (TransformerLens loads only when a bridge does)
+    # TransformerLens loads only when a bridge does
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
 
     path = resolve_model(name_or_dir)
     try:

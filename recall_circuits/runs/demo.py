@@ -59,7 +59,6 @@ def _complete(root: Path) -> bool:
 
 def demo_run(root: str | os.PathLike[str] | None = None) -> DemoRun:
     """The reproduction the notebooks analyse (see the module docstring)."""
-
     given = root or os.environ.get(ENV)
     if given:
         r = Path(given)

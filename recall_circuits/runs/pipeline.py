@@ -45,7 +45,7 @@ from recall_circuits.runs.stages import attention, consistency, graft, heads, pa
 from recall_circuits.runs.stages.base import StageSummary
 from recall_circuits.runs.stages.finetune import run_finetune
 from recall_circuits.runs.stages.side_by_side import run_processes, run_side_by_side
-from recall_circuits.runs.summary import ReproductionSummary, SingleHead
+from recall_circuits.runs.summary import GraftRow, PatchingRow, ReproductionSummary, SingleHead
 from recall_circuits.runs.verdicts import headline, summarise
 from recall_circuits.training.curve import run_logs
 from recall_circuits.training.loop import TrainConfig, train_identity
@@ -53,8 +53,6 @@ from recall_circuits.training.presets import DATA_PRESETS, SENSITIVITY_QA_LRS, T
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=StageSummary)
-
-
 
 
 def _train_cfg(out: Path, data: Path, strategy: str, name: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +79,6 @@ def _finetune(out: Path, data: Path, strategy: str, name: str, extra: dict[str, 
     """A fine-tuning stage: reused only when it was trained from the same base weights, data and options. With
     ``stale`` (a report-only pass) nothing is trained: a finished run is read and an identity that differs is
     recorded in ``stale``. ``run=False``: check and clear as usual, but return None instead of training."""
-
     cfg = _train_cfg(out, data, strategy, name, extra)
     tc = TrainConfig(**cfg)
     identity = train_identity(tc, resolve_model(tc.model), hashed(tc.model))
@@ -160,7 +157,6 @@ class _Ctx:
     code: str = field(default_factory=code_identity)    # the library's source: analyses are redone when it changes
 
     def model(self, name_or_dir: str | Path) -> dict[str, Any]:
-
         path = resolve_model(str(name_or_dir))
         if str(path) not in self._ids:
             self._ids[str(path)] = model_identity(path)
@@ -229,6 +225,7 @@ def _consistency(ctx: _Ctx, out: Path, models: dict[str, str], along: dict[str, 
                      ctx.identity(models, along=sorted(along or {})))
 
 
+RECIPES = ("two-stage", "mixed")
 RECIPE_STAGES = ("trace", "graft", "patching", "heads", "consistency")
 
 
@@ -277,9 +274,7 @@ def _recipe_analyses_side_by_side(ctx: _Ctx, out: Path, base_model: str, verbose
     (``python -m recall_circuits.runs.analyse_recipe``, log ``analyses-<recipe>.log``) with half the torch threads,
     as fine-tuning does; this process then reuses the stages the children finished. Recipes whose stages have all
     finished start no child (this process still checks what they were computed from)."""
-
-
-    todo = [s for s in ("two-stage", "mixed") if _stages_done(out, s) < len(RECIPE_STAGES)]
+    todo = [s for s in RECIPES if _stages_done(out, s) < len(RECIPE_STAGES)]
     if not todo:
         return
     threads = max(1, torch.get_num_threads() // len(todo))
@@ -372,9 +367,6 @@ def reproduce(out: str | Path, *, quick: bool = False, sensitivity: bool = False
     return summary
 
 
-RECIPES = ("two-stage", "mixed")
-
-
 def _train_extra(model: str | None, device: str, dtype: str, train_options: dict[str, Any] | None
                  ) -> dict[str, Any]:
     """What the recipes' ``TrainConfig`` takes over the preset: the model, device, precision and given options."""
@@ -448,8 +440,7 @@ def _previous_wall_s(out: Path) -> float | None:
 
 def _training_loss(out: Path) -> dict[str, list[dict[str, Any]]]:
     """Each recipe's training loss over about 50 windows of steps (``TrainingLog.windows``), from its log."""
-
-    logs, every = run_logs({s: out / s for s in ("two-stage", "mixed")}, 50)
+    logs, every = run_logs({s: out / s for s in RECIPES}, 50)
     return {s: lg.windows(every).to_dict(orient="records") for s, lg in logs.items()}
 
 
@@ -462,24 +453,28 @@ def _single_head_summary(h: heads.HeadsSummary) -> SingleHead:
 def _analyses_summary(per_recipe: dict[str, RecipeAnalyses], att: attention.AttentionSummary,
                       cons: consistency.ConsistencySummary) -> ReproductionSummary:
     """The reproduction summary's sections read from the analysis stages' summaries."""
-    return ReproductionSummary(**{
-        "head_curves": {s: r.heads.curves for s, r in per_recipe.items()},
-        "head_gqa_note": next(iter(per_recipe.values())).heads.gqa_note,
-        "single_head": {s: _single_head_summary(r.heads) for s, r in per_recipe.items()},
-        "patching": {s: {"corrupted_metric": r.patching.corrupted_metric, "clean_metric": r.patching.clean_metric,
-                         "roles": r.patching.roles, "cross_format_by_layer_role": r.patching.cross_format_by_layer_role,
-                         "attribution_vs_exact_corr": r.patching.attribution_vs_exact_corr}
-                     for s, r in per_recipe.items()},
-        "attention": {m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
-                                            "viewed_heads", "mean_mass")} for m, v in att.models.items()},
-        "grafting": {s: {"alpha": g.alpha, "graft_size": g.graft_size, "P": g.P, "grafted": g.grafted,
-                         "shared_share_of_graft": g.shared_share_of_graft,
-                         "grafted_without_shared": g.grafted_without_shared,
-                         "acc_lost_without_shared": g.acc_lost_without_shared}
-                     for s, g in ((s, r.graft) for s, r in per_recipe.items())},
-        "consistency_probe": {m: v.get("probe") for m, v in cons.models.items()},
-        "gradient_consistency_along": cons.along,
-    })
+    return ReproductionSummary(
+        head_curves={s: r.heads.curves for s, r in per_recipe.items()},
+        head_gqa_note=next(iter(per_recipe.values())).heads.gqa_note,
+        single_head={s: _single_head_summary(r.heads) for s, r in per_recipe.items()},
+        patching={s: _patching_row(r.patching) for s, r in per_recipe.items()},
+        attention={m: {k: v[k] for k in ("n_subject_linking", "n_relation_focusing", "mean_similarity",
+                                         "viewed_heads", "mean_mass")} for m, v in att.models.items()},
+        grafting={s: _graft_row(r.graft) for s, r in per_recipe.items()},
+        consistency_probe={m: v.get("probe") for m, v in cons.models.items()},
+        gradient_consistency_along=cons.along)
+
+
+def _patching_row(p: patching.PatchingSummary) -> PatchingRow:
+    return PatchingRow(corrupted_metric=p.corrupted_metric, clean_metric=p.clean_metric, roles=p.roles,
+                       cross_format_by_layer_role=p.cross_format_by_layer_role,
+                       attribution_vs_exact_corr=p.attribution_vs_exact_corr)
+
+
+def _graft_row(g: graft.GraftSummary) -> GraftRow:
+    return GraftRow(alpha=g.alpha, graft_size=g.graft_size, P=g.P, grafted=g.grafted,
+                    shared_share_of_graft=g.shared_share_of_graft, grafted_without_shared=g.grafted_without_shared,
+                    acc_lost_without_shared=g.acc_lost_without_shared)
 
 
 def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: dict[str, dict[str, Any]], *,
@@ -487,7 +482,6 @@ def _sensitivity(out: Path, data: Path, name: str, extra: dict[str, Any], runs: 
                  ) -> list[dict[str, Any]]:
     """Rows of the learning-rate sensitivity table: trained when ``train``, else read from the runs on disk
     (``None`` where a run is missing)."""
-
     base_lr = preset(TRAIN_PRESETS, name)["lr"]
     rows = []
     ts: dict[str, Any] | None

@@ -185,7 +185,6 @@ def _what_was_run(summary: ReproductionSummary) -> str:
 def _training_loss(losses: dict[str, list[dict[str, Any]]]) -> str:
     """Each recipe's training loss over windows of steps (``TrainingLog.windows``): a model evaluated just after
     its loss came back up (a spike of a constant learning rate) shows here before it shows in its accuracies."""
-
     first = next((r for rows in losses.values() for r in rows), None)
     if first is None:
         return ""
@@ -320,7 +319,6 @@ def _head_curves_figure(strategy: str, curves: dict[str, Any]) -> Any:
 def _trace_figures(summary: ReproductionSummary, run_dir: Path | None) -> dict[str, list[str]]:
     """The figures of the trace-based directions: the |S_k|/k curves, the per-head Shared Size maps, the restore
     ablation table and the head-ablation curves."""
-
     tr = summary.get("traces") or {}
     figs: dict[str, list[str]] = {"shared_fraction": [], "head_concentration": [], "restore_ablation": []}
     if not tr:

@@ -38,6 +38,7 @@ from recall_circuits.runs.pipeline import reproduce
 from recall_circuits.runs.regime import TARGET_GAP, Setting, interval_text, pair_row, read_pair
 from recall_circuits.runs.summary import ReproductionSummary
 from recall_circuits.training.curve import learning_curve
+from recall_circuits.training.parallel import device_name
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ def steps_per_arm(people: int, point: GridPoint, batch_size: int | None = None) 
     """Optimiser steps of each arm (the same for both: every biography and every ID question ``epochs`` times, in
     batches of one format; ``batch_size``: the plan's by default): ``epochs × (⌈biographies / batch⌉ + ⌈ID
     questions / batch⌉)``."""
-
     batch_size = batch_size or FIXED["batch_size"]
 
     n_id = people // 2              # the data's split: half the people (rounded down) ID
@@ -144,7 +144,6 @@ def scale_row(people: int, point: GridPoint, model: str, mixed: dict[str, Any], 
     gap with intervals, premise, BIO recall, steps, the floor) with ``setting`` naming the grid point, the people
     and the model, plus ``device``, the points ``along`` training of each arm, the stages' wall ``times`` and
     whether the pair ``reaches`` the paper's direction."""
-
     if "qa_floor_per_person" not in mixed or "qa_floor_per_person" not in stage:
         raise RecallCircuitsError("the study's arms must be evaluated with the chance floor (results.json without "
                                   "qa_floor_per_person: fine-tuned by an older version)")
@@ -182,7 +181,6 @@ def table_markdown(rows: dict[str, dict[str, Any]]) -> str:
                      f"{interval_text(r['mixed_above_floor'])} | {'holds' if r['premise_ok'] else 'fails'} | "
                      f"{'yes' if r.get('reaches') else 'no'} | {r.get('device', '?')} |")
     return head + "\n".join(lines) + "\n"
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,7 +222,6 @@ class StudyConfig:
 
 def load_rows(record: str | Path, out: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """The study's finished pairs: ``record/<pair>.json`` and, not yet in the record, ``out/<pair>/pair.json``."""
-
     rows = {f.stem: read_pair(f) for f in sorted(Path(record).glob("p*-G*.json"))} if Path(record).is_dir() else {}
     if out is not None:
         for f in sorted(Path(out).glob("p*-G*/pair.json")):
@@ -256,7 +253,6 @@ def plan_order(people: list[int], select_at: int = SELECT_AT) -> list[int]:
 def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: bool) -> ReproductionSummary:
     """The reproduction of one pair in ``out/<pair>``: fine-tuning only, or (``analyses``) the mechanism analyses
     and report too, reusing the trained recipes (the same call, so the same identity)."""
-
     return reproduce(Path(cfg.out) / run_name(people, point), quick=cfg.quick,
                      model=None if cfg.model == MODEL else cfg.model, verbose=cfg.verbose, device=cfg.device,
                      side_by_side=True, train_options=cfg.options(point, people), data_options=data_options(people),
@@ -266,8 +262,6 @@ def _reproduce(cfg: StudyConfig, people: int, point: GridPoint, *, analyses: boo
 def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
     """Fine-tune one pair (both recipes at once, each in its own process), evaluate it along training and at the
     end, and write its record (``out/<pair>/pair.json`` and ``record/<pair>.json``)."""
-
-
     name = run_name(people, point)
     folder = Path(cfg.out) / name
     log.info("%s: %d people, %d passes, lr %g, %d steps per arm", name, people, point.epochs, point.lr,
@@ -283,7 +277,7 @@ def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
         if not cfg.keep_snapshots and (folder / arm / "snapshots").is_dir():
             shutil.rmtree(folder / arm / "snapshots")       # the curve keeps their numbers; the disk is finite
     times = {"fine-tuning and evaluation": t1 - t0, "learning curves": time.time() - t1}
-    row = scale_row(people, point, cfg.model, runs["mixed"], runs["two-stage"], device=_device_name(cfg.device),
+    row = scale_row(people, point, cfg.model, runs["mixed"], runs["two-stage"], device=device_name(cfg.device),
                     dtype=cfg.dtype, curves=curves, times=times)
     write_json(folder / PAIR_FILE, row, indent=2)
     Path(cfg.record).mkdir(parents=True, exist_ok=True)
@@ -292,15 +286,6 @@ def _pair(cfg: StudyConfig, people: int, point: GridPoint) -> dict[str, Any]:
              "holds" if row["premise_ok"] else "fails", interval_text(row["gap"]),
              interval_text(row["mixed_above_floor"]), time.time() - t0)
     return row
-
-
-def _device_name(device: str) -> str:
-    """``cpu``, or the accelerator's name (``NVIDIA H200``)."""
-    if device.startswith("cuda"):
-        import torch  # noqa: PLC0415  (torch loads only when a tensor is made: this module is used without it)
-
-        return torch.cuda.get_device_name(torch.device(device))
-    return device
 
 
 def run_study(cfg: StudyConfig, people: list[int]) -> dict[str, dict[str, Any]]:

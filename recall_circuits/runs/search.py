@@ -39,6 +39,7 @@ from recall_circuits.runs.regime import (
 )
 from recall_circuits.runs.stages.side_by_side import run_side_by_side, run_state
 from recall_circuits.training.options import config_from_options
+from recall_circuits.training.parallel import device_name
 
 log = logging.getLogger(__name__)
 ARMS = ("mixed", "two-stage")
@@ -95,15 +96,6 @@ def ensure_data(out: Path, setting: Setting) -> Path:
     return path
 
 
-def hardware(device: str | None) -> str:
-    """What the arms trained on, for the table: ``cpu`` or the accelerator's name."""
-    if not device or device == "cpu":
-        return "cpu"
-    import torch  # noqa: PLC0415  (torch loads only when a tensor is made: listing the plan does not need it)
-
-    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
-
-
 def started(pair_dir: Path) -> str | None:
     """How far a pair begun in ``pair_dir`` got ("started: mixed 410 / 13000 (resumes from 400), two-stage ..."),
     or None when neither arm has begun."""
@@ -155,7 +147,7 @@ def run_search(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
             raise RecallCircuitsError(f"{s.id}: an arm did not finish (see its log in {cfg.out / s.id})")
         row = pair_row(s, mixed, stage, dtype=cfg.dtype or FIXED["dtype"], repeat_of=repeat_of)
         row["pair_wall_s"] = time.time() - t0     # this invocation (a resumed pair: since the resume)
-        row["hardware"] = hardware(cfg.device)
+        row["hardware"] = device_name(cfg.device)
         write_json(cfg.out / s.id / PAIR_FILE, row, indent=2)
         cfg.record.mkdir(parents=True, exist_ok=True)
         write_json(cfg.record / f"{s.id}.json", row, indent=2)

@@ -28,7 +28,6 @@ PAPER = {
 def headline(r: dict[str, Any]) -> dict[str, Any]:
     """A fine-tuning run's headline numbers, with ``ci95``: the 95% bootstrap interval over people [low, high] of
     each accuracy whose per-person table the run kept (keyed like the accuracy: ``qa_ood_acc``, ``bio_recall_id``)."""
-
     keys = ("qa_id_acc", "qa_ood_acc", "qa_floor_acc", "qa_id_first_token_acc", "qa_ood_first_token_acc",
             "bio_recall_id", "bio_recall_ood", "train_wall_s")
     out: dict[str, Any] = {k: r.get(k) for k in keys}
@@ -44,7 +43,6 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
 
 def gap_ci95(mixed: dict[str, Any], stage: dict[str, Any]) -> list[float] | None:
     """The paired 95% bootstrap interval over people of mixed − two-stage on QA-OOD (None without the tables)."""
-
     a, b = mixed.get("qa_ood_per_person"), stage.get("qa_ood_per_person")
     if not a or not b:
         return None

@@ -42,7 +42,6 @@ def run_points(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, str | No
     ``model/`` (at the run's last step, in place of a snapshot of the same step), and ``{step: phase}`` from
     ``metrics.jsonl`` (read by :func:`training_log`: the last record of a step wins, as a resumed run may repeat
     steps). A run with neither is a one-line error."""
-
     run = Path(run_dir)
     points = {int(d.name.split("-")[1]): d for d in sorted((run / SNAPSHOTS_DIR).glob("step-*"))
               if d.is_dir() and not d.name.endswith(".partial")}
@@ -71,14 +70,12 @@ class LearningCurve(Result):
     evaluation: list[dict[str, Any]]
 
     def measures(self) -> list[str]:
-
         return list(Evaluation.from_dict(self.evaluation[0]).accuracy) if self.evaluation else []
 
     def to_dataframe(self, *, n_draws: int = 2000) -> Any:
         """One row per step and measure: ``step``, ``phase``, ``measure``, ``acc`` with its 95% bootstrap interval
         over people (``low``, ``high``), ``first_token_acc`` and ``n`` (questions or facts)."""
         import pandas as pd  # noqa: PLC0415  (pandas loads only for a DataFrame)
-
 
         rows = []
         for step, phase, flat in zip(self.step, self.phase, self.evaluation):
@@ -101,8 +98,6 @@ def learning_curve(run_dir: str | Path, *, data: str | Path | None = None, bio: 
     ``step-NNNNNN.json`` as soon as it is measured and reused when the checkpoint, data and options are the same
     (an interrupted curve resumes). ``max_people``: evaluate on the first this many ID and this many OOD people
     only (a large run's curve in seconds)."""
-
-
     run = Path(run_dir)
     points, phase = run_points(run)
     if data is None:
@@ -182,7 +177,6 @@ def training_log(run_dir: str | Path) -> TrainingLog:
     """The training loss of the run in ``run_dir``, read from its ``metrics.jsonl`` (finished or still training:
     a line being written is skipped; where a resumed run logged a step twice, the last record wins). A folder
     without the log is a one-line error."""
-
     f = Path(run_dir) / METRICS_FILE
     if not f.is_file():
         raise RecallCircuitsError(f"{run_dir} has no {METRICS_FILE} (not a fine-tuning run, or not begun)")
@@ -208,7 +202,6 @@ def training_log(run_dir: str | Path) -> TrainingLog:
 def run_logs(runs: Mapping[str, str | Path], n_windows: int) -> tuple[dict[str, TrainingLog], int]:
     """The training logs of those of the named ``runs`` that have one, and the window size (in steps) that cuts
     the longest of them into about ``n_windows`` windows, the same for all so that they compare."""
-
     logs = {name: training_log(d) for name, d in runs.items() if (Path(d) / METRICS_FILE).is_file()}
     longest = max((lg.step[-1] for lg in logs.values() if lg.step), default=1)
     return logs, max(1, longest // n_windows)

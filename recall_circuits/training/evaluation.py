@@ -74,7 +74,6 @@ def score_targets(model: LanguageModel, seqs: list[list[int]], targets: list[lis
 def answer_logprob(model: Bridge, example: dict[str, Any]) -> float:
     """log P(answer | question) of one QA example (from ``Dataset.qa()``), teacher forced: the sum over the
     answer's tokens."""
-
     checks.bridge(model)
     checks.qa_example(example)
     t = tokenize_qa(model.tokenizer, example)
@@ -172,7 +171,6 @@ def _summarise(scores: list[tuple[bool, bool]], attrs: list[str], people: list[A
 def floor_interval(flat: dict[str, Any]) -> dict[str, float] | None:
     """QA-OOD minus its chance floor on the same people, paired bootstrap 95% interval (``{"value", "low", "high",
     "level"}``), of an evaluation in the flat ``results.json`` form; None for one evaluated without the floor."""
-
     a, b = flat.get("qa_ood_per_person"), flat.get("qa_floor_per_person")
     return gap_interval(a, b).to_dict() if a and b else None
 
@@ -205,14 +203,12 @@ class Evaluation(Result):
 
     def interval(self, measure: str, *, n_draws: int = 2000, seed: int = 0) -> Any:
         """The 95% percentile-bootstrap interval over people of ``accuracy[measure]`` (an ``Interval``)."""
-
         if measure not in self.per_person:
             raise RecallCircuitsError(f"no measure {measure!r} here (have: {', '.join(self.per_person)})")
         return accuracy_interval(self.per_person[measure], n_draws=n_draws, seed=seed)
 
     def above_floor(self, *, n_draws: int = 2000, seed: int = 0) -> Any:
         """QA-OOD minus its chance floor on the same people, with a paired bootstrap interval (an ``Interval``)."""
-
         if "qa_floor" not in self.per_person:
             raise RecallCircuitsError("this evaluation has no chance floor (evaluate with floor=True)")
         return gap_interval(self.per_person["qa_ood"], self.per_person["qa_floor"], n_draws=n_draws, seed=seed)

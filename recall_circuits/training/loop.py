@@ -310,7 +310,6 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, identity: dict[str, A
 
 def _save_model(model: HFModel, tok: Tokenizer, dest: Path) -> None:
     """``save_pretrained`` through :func:`~recall_circuits.artefacts.atomic_dir`: ``dest`` is complete or absent."""
-
     with atomic_dir(dest) as tmp, offline_and_quiet():
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -330,7 +329,6 @@ def train_identity(cfg: TrainConfig, model_dir: Path, base_identity: dict[str, A
                    ) -> dict[str, Any]:
     """What a fine-tuning run is computed from: the base model's weights (``base_identity`` when the caller has
     already hashed them), the data, the options."""
-
     return {"base_model": base_identity or model_identity(model_dir), "data": data_identity(cfg.data),
             "options": {k: v for k, v in cfg.to_dict().items()
                         if k not in _NOT_IDENTITY and not (k in _SAID_WHEN_ON and not v)}}
@@ -399,9 +397,11 @@ class _Trainer:
                         desc=cfg.strategy)
         self.pending: list[tuple[dict[str, Any], list[torch.Tensor], float]] = []   # steps not yet logged
 
-    def step(self, batch_items: list[tuple[str, int]], opt: torch.optim.Optimizer, sched: Any) -> None:
-        """One optimiser step on a batch: micro-batches (this process's share), the loss normalised by the label
-        tokens of the whole batch, clipping, the step; its loss is logged later (:func:`_flush`)."""
+    def step(self, batch_items: list[tuple[str, int]], opt: torch.optim.Optimizer, sched: Any, phase: Phase,
+             si: int) -> None:
+        """One optimiser step on a batch (step ``si`` of ``phase``): micro-batches (this process's share), the loss
+        normalised by the label tokens of the whole batch, clipping, the step; its metrics line waits in
+        ``pending`` until its loss is read back (:func:`_flush`)."""
         cfg, world = self.cfg, self.world
         mine = batch_items[self.rank::world]
         micro_batches = [mine[i:i + self.micro] for i in range(0, len(mine), self.micro)] or [[]]
@@ -427,7 +427,9 @@ class _Trainer:
         opt.zero_grad(set_to_none=True)
         self.global_done += 1
         self.bar.update(1)
-        self._last = (batch_items[0][0], sched.get_last_lr()[0], sums, max(1.0, n_tok.item() / world))
+        self.pending.append(({"step": self.global_done, "phase": phase.name, "phase_step": si + 1,
+                              "format": batch_items[0][0], "loss": None, "lr": sched.get_last_lr()[0],
+                              "elapsed_s": time.time() - self.t0}, sums, max(1.0, n_tok.item() / world)))
 
     def state(self, pi: int, step: int) -> dict[str, Any]:
         return {"phase": pi, "step": step, "global_step": self.global_done, "elapsed_s": time.time() - self.t0}
@@ -435,10 +437,7 @@ class _Trainer:
     def after_step(self, pi: int, phase: Phase, si: int, n_steps: int, opt: Any, sched: Any,
                    stop_after_steps: int | None) -> bool:
         """Log, snapshot and checkpoint as the config says; True when ``stop_after_steps`` stops the run here."""
-        cfg, fmt = self.cfg, self._last[0]
-        self.pending.append(({"step": self.global_done, "phase": phase.name, "phase_step": si + 1, "format": fmt,
-                              "loss": None, "lr": self._last[1], "elapsed_s": time.time() - self.t0},
-                             self._last[2], self._last[3]))
+        cfg = self.cfg
         done_phase = si + 1 == n_steps
         due = bool(cfg.checkpoint_every) and (si + 1) % cfg.checkpoint_every == 0
         stop = stop_after_steps is not None and self.global_done >= stop_after_steps
@@ -464,7 +463,7 @@ class _Trainer:
         if saved:
             _load_checkpoint(self.out / CHECKPOINT_DIR, self.model, opt, sched)
         for si in range(first, len(steps)):
-            self.step(steps[si], opt, sched)
+            self.step(steps[si], opt, sched, phase, si)
             if self.after_step(pi, phase, si, len(steps), opt, sched, stop_after_steps):
                 return True
         return False

@@ -26,6 +26,14 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def device_name(device: str | None) -> str:
+    """What a run trains on, for records and tables: ``cpu``, or a CUDA device's name (``NVIDIA H200``), or the
+    device string itself."""
+    if not device or device == "cpu":
+        return "cpu"
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
+
+
 def collective_device() -> str:
     """Where a tensor for a collective of the initialised group lives: NCCL takes CUDA tensors only."""
     return "cuda" if dist.get_backend() == "nccl" else "cpu"

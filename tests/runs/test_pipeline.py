@@ -94,14 +94,14 @@ def test_consistency_per_recipe_merges_into_the_joint_measurement(quick_run, tmp
 
     from recall_circuits.errors import RecallCircuitsError
     from recall_circuits.runs.pipeline import merge_consistency
-    from recall_circuits.runs.stages.consistency import ConsistencySummary, run_consistency
+    from recall_circuits.runs.stages.consistency import ConsistencyConfig, ConsistencySummary, run
 
     per = {s: ConsistencySummary.load(quick_run / f"consistency-{s}") for s in ("mixed", "two-stage")}
     merged = merge_consistency(per)
     assert set(merged.models) == set(merged.along) == {"mixed", "two-stage"}
-    joint = run_consistency({s: str(quick_run / s / "model") for s in per}, str(quick_run / "data"),
-                            str(tmp_path / "joint"), n_people=2, along={s: str(quick_run / s) for s in per},
-                            verbose=False)
+    joint = run(ConsistencyConfig({s: str(quick_run / s / "model") for s in per}, str(quick_run / "data"),
+                                  str(tmp_path / "joint"), n_people=2, along={s: str(quick_run / s) for s in per},
+                                  verbose=False))
     _close(json.loads(json.dumps(joint.to_dict())), merged.to_dict())
     other = dataclasses.replace(per["mixed"], people=per["mixed"].people[::-1])
     with pytest.raises(RecallCircuitsError, match="different people"):

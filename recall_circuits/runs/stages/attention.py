@@ -13,10 +13,10 @@ import torch
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from recall_circuits import checks
 from recall_circuits.artefacts import save_figure, save_tensors, start_run
+from recall_circuits.attribution.trace import select_people
 from recall_circuits.compare.attention import FORMATS, ROLES, RoleMasses, aligned_pairs, circuitsvis_page, role_masses
-from recall_circuits.data.bios import Dataset, load_dataset
+from recall_circuits.data.bios import load_dataset
 from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.files import FIGURES_DIR
 from recall_circuits.models.loading import load_bridge
@@ -66,13 +66,6 @@ def _figure(name: str, r: RoleMasses) -> go.Figure:
     return fig
 
 
-def chosen_people(ds: Dataset, data: str, split: str, n_people: int) -> list[int]:
-    """The first ``n_people`` of ``split`` (sorted ids); more than the split holds is an error."""
-    ids = ds.person_ids(None if split == "all" else split)
-    checks.count(n_people, len(ids), "--people", f"the {split} split of {data}")
-    return sorted(ids)[:n_people]
-
-
 def run(cfg: AttentionConfig) -> AttentionSummary:
     """Every model, the same aligned pairs."""
     if not cfg.models:
@@ -83,7 +76,7 @@ def run(cfg: AttentionConfig) -> AttentionSummary:
     if (done := open_run(cfg.out, config, checkpoints, overwrite=cfg.overwrite)) is not None:
         return AttentionSummary.from_dict(done)
     ds = load_dataset(cfg.data)
-    people = chosen_people(ds, cfg.data, cfg.split, cfg.n_people)
+    people = select_people(ds, cfg.n_people, cfg.split, what="--people", where=f"the {cfg.split} split of {cfg.data}")
     bridges = {k: load_bridge(v, device=cfg.device, dtype=cfg.dtype) for k, v in cfg.models.items()}
     first = next(iter(bridges.values()))
     for k, b in bridges.items():
@@ -105,8 +98,3 @@ def run(cfg: AttentionConfig) -> AttentionSummary:
     save_tensors(out, tensors)
     summary.save(out)
     return summary
-
-
-def run_attention_compare(*args: Any, **kwargs: Any) -> AttentionSummary:
-    """:func:`run` with :class:`AttentionConfig`'s fields as arguments."""
-    return run(AttentionConfig(*args, **kwargs))

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
 from recall_circuits.artefacts import save_figure, start_run
+from recall_circuits.attribution.trace import select_people
 from recall_circuits.compare.consistency import (
     gradient_consistency,
     gradient_consistency_along,
@@ -23,7 +24,6 @@ from recall_circuits.errors import RecallCircuitsError
 from recall_circuits.hints import Bridge
 from recall_circuits.models.loading import load_bridge
 from recall_circuits.models.registry import resolve_model
-from recall_circuits.runs.stages.attention import chosen_people
 from recall_circuits.runs.stages.base import RunOptions, StageSummary, open_run
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,7 @@ def run(cfg: ConsistencyConfig) -> ConsistencySummary:
     if (done := open_run(cfg.out, config, checkpoints, overwrite=cfg.overwrite)) is not None:
         return ConsistencySummary.from_dict(done)
     ds = load_dataset(cfg.data)
-    people = chosen_people(ds, cfg.data, cfg.split, cfg.n_people)
-    if not people:
-        raise RecallCircuitsError(f"no people in split {cfg.split!r}")
+    people = select_people(ds, cfg.n_people, cfg.split, what="--people", where=f"the {cfg.split} split of {cfg.data}")
     bridges = {k: load_bridge(v, device=cfg.device, dtype=cfg.dtype) for k, v in cfg.models.items()}
     out = start_run(cfg.out, config, overwrite=cfg.overwrite, checkpoints=checkpoints)
     models = {name: _measure(b, ds, people, name)
@@ -114,8 +112,3 @@ def run(cfg: ConsistencyConfig) -> ConsistencySummary:
     summary = ConsistencySummary(people=people, models=models, along=along)
     summary.save(out)
     return summary
-
-
-def run_consistency(*args: Any, **kwargs: Any) -> ConsistencySummary:
-    """:func:`run` with :class:`ConsistencyConfig`'s fields as arguments."""
-    return run(ConsistencyConfig(*args, **kwargs))

@@ -91,8 +91,3 @@ def run(cfg: CurveConfig) -> tuple[CurveSummary, dict[str, LearningCurve]]:
     summary = CurveSummary(runs=runs)
     summary.save(out)
     return summary, curves
-
-
-def run_curves(runs: dict[str, str], out: str | Path, **kwargs: Any) -> dict[str, LearningCurve]:
-    """:func:`run` with :class:`CurveConfig`'s fields as arguments; returns the curves."""
-    return run(CurveConfig(runs, out, **kwargs))[1]

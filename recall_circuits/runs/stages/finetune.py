@@ -29,7 +29,6 @@ def run_finetune(cfg_dict: dict[str, Any], *, resume: bool = False, overwrite: b
     """Train with ``cfg_dict`` (TrainConfig fields), evaluate the final model (and two-stage's after-BIO model)
     and write ``results.json``. Returns the results on rank 0, None elsewhere (and None when
     ``stop_after_steps``, which simulates an interruption, stopped the training before its end)."""
-
     cfg = TrainConfig(**cfg_dict)
     with process_group():
         out = Path(cfg.out)

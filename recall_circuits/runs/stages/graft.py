@@ -83,8 +83,3 @@ def run(cfg: GraftStageConfig) -> GraftSummary:
     log.info("alpha %.2e; grafted QA id %.3f ood %.3f", res.alpha, summary.grafted["qa_id_acc"],
              summary.grafted["qa_ood_acc"])
     return summary
-
-
-def run_grafting(base: str, finetuned: str, data: str, out: str, cfg: GraftConfig, **kwargs: Any) -> GraftSummary:
-    """:func:`run` with :class:`GraftStageConfig`'s fields as arguments (``cfg``: the grafting options)."""
-    return run(GraftStageConfig(base, finetuned, data, out, cfg, **kwargs))

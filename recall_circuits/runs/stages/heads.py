@@ -144,8 +144,3 @@ def run(cfg: HeadsConfig) -> HeadsSummary:
     save_tensors(out, tensors)
     summary.save(out)
     return summary
-
-
-def run_head_ablation(*args: Any, **kwargs: Any) -> HeadsSummary:
-    """:func:`run` with :class:`HeadsConfig`'s fields as arguments."""
-    return run(HeadsConfig(*args, **kwargs))

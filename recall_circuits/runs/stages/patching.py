@@ -94,8 +94,3 @@ def run(cfg: PatchingConfig) -> PatchingSummary:
     save_figure(out, head_heatmap(head_all_pos, "Per-head effect (summed over positions)", "Δ logit diff"), "heads")
     save_figure(out, head_heatmap(cross_m, "BIO→QA patching by layer (x: role)", "logit diff"), "cross_format")
     return summary
-
-
-def run_activation_patching(*args: Any, **kwargs: Any) -> PatchingSummary:
-    """:func:`run` with :class:`PatchingConfig`'s fields as arguments."""
-    return run(PatchingConfig(*args, **kwargs))

@@ -3,7 +3,6 @@ restore ablation with controls → run directory."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -127,11 +126,12 @@ def _traces(cfg: TraceStageConfig, pair: ModelPair, ds: Dataset) -> tuple[TraceR
 
 
 def _ablation(cfg: TraceStageConfig, pair: ModelPair, space: ParamSpace, ds: Dataset, res: TraceResult,
-              S: torch.Tensor) -> dict[str, Any]:
-    """Restore S and its controls (the same count at random per tensor, one task's top entries, given masks)."""
+              S: torch.Tensor, given: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Restore S and its controls (the same count at random per tensor, one task's top entries, the ``given``
+    masks)."""
     bio, qa = res.influence["bio"], res.influence["qa"]
     n = int(S.sum())
-    masks = {**{f"file:{Path(p).name}": load_mask(p, space) for p in cfg.restore_masks}, "shared": S,
+    masks = {**given, "shared": S,
              "bio_top": top_k_mask(bio, n), "qa_top": top_k_mask(qa, n),
              **{f"random{s}": random_like_mask(space, S, seed=s) for s in range(cfg.n_random)}}
     t1 = time.time()
@@ -163,8 +163,7 @@ def _run(cfg: TraceStageConfig) -> TraceSummary | None:
     k = cfg.k if cfg.k is not None else max(1, round(cfg.k_frac * space.P))
     if not 1 <= k <= space.P:
         raise RecallCircuitsError(f"k = {k} is outside [1, P = {space.P}]")
-    for p in cfg.restore_masks:     # a mask that does not fit fails before the trace
-        load_mask(p, space)
+    given = {f"file:{Path(p).name}": load_mask(p, space) for p in cfg.restore_masks}   # (before the trace)
     out = _start(cfg, checkpoints, rank, n_proc)
     res, pre, t_trace = _traces(cfg, pair, ds)
     if rank != 0 or out is None:
@@ -179,7 +178,7 @@ def _run(cfg: TraceStageConfig) -> TraceSummary | None:
     extra: dict[str, Any] = {} if curve_pre is None else {
         "curve_pretrained": curve_pre.to_dict(), "shared_fraction_pretrained": curve_pre.shared_fraction[ks.index(k)]}
     if cfg.ablation:
-        extra |= _ablation(cfg, pair, space, ds, res, S)
+        extra |= _ablation(cfg, pair, space, ds, res, S, given)
     summary = TraceSummary(
         k=k, P=space.P, shared_size=int(S.sum()), shared_fraction=int(S.sum()) / k, chance_fraction=k / space.P,
         curve=curve.to_dict(), top10pct_head_share=stats.top10pct_head_share, head_gini=stats.head_gini,
@@ -216,9 +215,3 @@ def run(cfg: TraceStageConfig) -> TraceSummary | None:
         if shared:
             torch.distributed.barrier()
         return summary
-
-
-def run_gradient_trace(cfg: TraceStageConfig, *, overwrite: bool = False, verbose: bool = True
-                       ) -> TraceSummary | None:
-    """:func:`run` with ``overwrite`` and ``verbose`` given apart from the config."""
-    return run(dataclasses.replace(cfg, overwrite=overwrite, verbose=verbose))
